@@ -1,0 +1,54 @@
+# ddpm's tasks. The two that matter: `just run experiments/<x>.toml` and `just test`.
+# Every recipe that needs the binary sets up .venv (torch 2.11.0, whose libtorch tch links against)
+# and builds it first; both steps do nothing when already done.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+set positional-arguments := true
+
+export VIRTUAL_ENV := justfile_directory() / ".venv"
+export PATH := VIRTUAL_ENV / "bin" + ":" + env("PATH")
+# torch-sys finds libtorch through the venv's python; build.rs writes its folder as the rpath.
+export LIBTORCH_USE_PYTORCH := "1"
+
+bin := justfile_directory() / "target/release/ddpm"
+
+# List the recipes
+default:
+    @just --list
+
+# Create .venv with torch==2.11.0 from PyPI when it is missing (about 4.6 GB; idempotent)
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    check='import sys, torch; sys.exit(torch.__version__.split("+")[0] != "2.11.0")'
+    if [ -x .venv/bin/python ] && .venv/bin/python -c "$check" 2>/dev/null; then exit 0; fi
+    echo "setup: creating .venv with torch==2.11.0 (about 4.6 GB download)"
+    python3 -m venv .venv
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.11.0
+    .venv/bin/python -c "$check"
+
+# Build the release binary against .venv's libtorch
+build: setup
+    cargo build --release --locked
+
+# Run an experiment: just run experiments/cosine_vs_linear.toml [--profile full] [--set key=value] [--device cuda]
+run *args: build
+    {{bin}} run "$@"
+
+# List an experiment's runs and whether each is done
+plan *args: build
+    {{bin}} plan "$@"
+
+# Download and verify a dataset: mnist or fashion_mnist
+fetch name: build
+    {{bin}} data fetch "$1"
+
+# Run the test suite (unit tests and end-to-end tests through the binary)
+test: build
+    {{bin}} data fetch mnist
+    cargo test --release --locked
+
+# Formatting and lints, as CI would want them
+lint: setup
+    cargo fmt --check
+    cargo clippy --release --locked --all-targets -- -D warnings

@@ -1,0 +1,100 @@
+//! `RunSpec`: the single source of truth for one run, and its content hash.
+use super::schema::{RunConfig, EXECUTION_ONLY_KEYS};
+use crate::{data, diffusion::schedule, track};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// Hex digits of the sha256 kept in a run's directory name.
+pub const HASH_LEN: usize = 16;
+
+/// One run of an experiment, fully resolved: everything that decides its results is in `config`,
+/// and `hash` is derived from it (see `RunSpec::identity`).
+#[derive(Debug, Clone)]
+pub struct RunSpec {
+    pub experiment: String,
+    /// The varied keys and their values, e.g. `schedule=cosine,seed=1`; the experiment name when
+    /// nothing varies.
+    pub label: String,
+    pub config: RunConfig,
+    pub hash: String,
+}
+
+impl RunSpec {
+    pub fn new(experiment: &str, label: String, config: RunConfig) -> Self {
+        let hash = hash_identity(&identity(&config));
+        Self { experiment: experiment.to_string(), label, config, hash }
+    }
+
+    /// What the hash is computed from; written to the run directory so a user can see why two runs
+    /// differ.
+    pub fn identity(&self) -> Value {
+        identity(&self.config)
+    }
+}
+
+/// The canonical identity of a run: the resolved configuration without execution-only keys (sorted
+/// keys, numbers in their shortest round-trip form, as serde_json writes them), the realised β array
+/// and the content fingerprint of the training data.
+fn identity(config: &RunConfig) -> Value {
+    let mut canonical = serde_json::to_value(config).expect("RunConfig serializes to JSON");
+    for key in EXECUTION_ONLY_KEYS {
+        remove_path(&mut canonical, key);
+    }
+    let betas = schedule::betas(&config.diffusion.schedule, config.diffusion.timesteps);
+    json!({
+        "identity_format": 1,
+        "config": canonical,
+        "betas_sha256": schedule::betas_fingerprint(&betas),
+        "train_images_sha256": data::train_images_fingerprint(config.data.name),
+    })
+}
+
+fn hash_identity(identity: &Value) -> String {
+    // serde_json's map is a BTreeMap (no `preserve_order` feature), so keys serialize sorted.
+    let text = serde_json::to_string(identity).expect("JSON value serializes");
+    let digest = Sha256::digest(text.as_bytes());
+    track::hex(&digest)[..HASH_LEN].to_string()
+}
+
+fn remove_path(value: &mut Value, dotted: &str) {
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    let last = parts.pop().expect("non-empty key");
+    let mut cur = value;
+    for p in parts {
+        match cur.get_mut(p) {
+            Some(next) => cur = next,
+            None => return,
+        }
+    }
+    if let Some(map) = cur.as_object_mut() {
+        map.remove(last);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ScheduleConfig;
+
+    #[test]
+    fn execution_only_keys_do_not_change_the_hash() {
+        let a = RunConfig::default();
+        let mut b = a.clone();
+        b.train.log_every = 7;
+        assert_eq!(RunSpec::new("e", "x".into(), a.clone()).hash, RunSpec::new("e", "y".into(), b).hash);
+        let mut c = a.clone();
+        c.train.lr = 1e-3;
+        assert_ne!(RunSpec::new("e", "x".into(), a).hash, RunSpec::new("e", "x".into(), c).hash);
+    }
+
+    #[test]
+    fn schedule_numbers_not_names_identify_the_run() {
+        let mut a = RunConfig::default();
+        a.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.999 };
+        let mut b = a.clone();
+        b.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.5 };
+        let (ha, hb) = (RunSpec::new("e", "l".into(), a).hash, RunSpec::new("e", "l".into(), b).hash);
+        assert_ne!(ha, hb);
+        assert_eq!(ha.len(), HASH_LEN);
+    }
+}

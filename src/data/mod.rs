@@ -1,0 +1,73 @@
+//! Datasets: fetching with checksums, IDX reading, and the device-resident training set.
+pub mod fetch;
+pub mod idx;
+
+use crate::config::{DataConfig, DatasetName};
+use anyhow::{bail, Result};
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+
+pub use fetch::Split;
+
+/// `DDPM_DATA_DIR`, or `data/` in the working directory.
+pub fn data_dir() -> PathBuf {
+    std::env::var_os("DDPM_DATA_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("data"))
+}
+
+/// sha256 of the training images' content: the dataset's part of a run's identity.
+pub fn train_images_fingerprint(name: DatasetName) -> &'static str {
+    fetch::source(name).file(Split::Train, true).content_sha256
+}
+
+/// A split's images as a `[N, 1, H, W]` u8 tensor on the CPU, fetched first if missing.
+pub fn load_images_u8(name: DatasetName, split: Split, data_dir: &Path) -> Result<Tensor> {
+    if !fetch::is_present(name, data_dir) {
+        eprintln!("fetching {} into {}", name.as_str(), data_dir.display());
+        fetch::fetch(name, data_dir)?;
+    }
+    let src = fetch::source(name);
+    let spec = src.file(split, true);
+    let path = src.dir(data_dir).join(spec.file);
+    let bytes = fetch::read_verified(&path, spec)?;
+    let array = idx::parse(&bytes, &path)?;
+    let [n, h, w] = array.dims[..] else {
+        bail!("{}: expected 3 dimensions (images, rows, columns), found {:?}", path.display(), array.dims);
+    };
+    Ok(Tensor::from_slice(&array.data).reshape([n as i64, 1, h as i64, w as i64]))
+}
+
+/// The training set as one float tensor on the device, `[N, C, S, S]` with pixels scaled to [-1, 1]
+/// and resized once (bilinear, as torchvision's `Resize` on tensors) to `image_size`.
+pub struct Dataset {
+    pub images: Tensor,
+}
+
+impl Dataset {
+    pub fn load_train(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<Self> {
+        let mut images = load_images_u8(cfg.name, Split::Train, data_dir)?;
+        if let Some(limit) = cfg.limit {
+            let n = images.size()[0].min(limit as i64);
+            images = images.narrow(0, 0, n);
+        }
+        let mut images = images.to_device(device).to_kind(Kind::Float) / 127.5 - 1.0;
+        let (h, w) = (images.size()[2], images.size()[3]);
+        if (h, w) != (cfg.image_size, cfg.image_size) {
+            images = images.upsample_bilinear2d([cfg.image_size, cfg.image_size], false, None, None);
+        }
+        Ok(Self { images })
+    }
+
+    pub fn len(&self) -> i64 {
+        self.images.size()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `[C, H, W]` of one image.
+    pub fn image_shape(&self) -> [i64; 3] {
+        let s = self.images.size();
+        [s[1], s[2], s[3]]
+    }
+}

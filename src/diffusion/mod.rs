@@ -1,0 +1,21 @@
+//! The diffusion process itself: pure functions of tensors and schedule buffers, no model inside.
+//!
+//! Index convention: the paper counts t = 1..T; arrays here are indexed 0..T-1, so index `i` holds
+//! the paper's t = i + 1. Timestep tensors fed to models hold these indices.
+pub mod forward;
+pub mod loss;
+pub mod posterior;
+pub mod sampler;
+pub mod schedule;
+
+pub use schedule::NoiseSchedule;
+
+use tch::Tensor;
+
+/// Gathers `values[t]` for each element of the batch of indices `t` and shapes the result to
+/// broadcast against an image batch of `ndim` dimensions (`[B, 1, 1, 1]` for images).
+pub fn extract(values: &Tensor, t: &Tensor, ndim: usize) -> Tensor {
+    let mut shape = vec![t.size()[0]];
+    shape.extend(std::iter::repeat_n(1, ndim - 1));
+    values.index_select(0, t).reshape(shape)
+}

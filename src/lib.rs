@@ -1,0 +1,13 @@
+//! `ddpm`: a research harness for diffusion-model ablations.
+//!
+//! Data flows one way: experiment TOML → `config` (validated, hashed `RunSpec`s) → `runner` →
+//! `train` (with `models`, `diffusion`, `data`) → a run directory (`track`) → `eval` outputs.
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod diffusion;
+pub mod eval;
+pub mod models;
+pub mod runner;
+pub mod track;
+pub mod train;
