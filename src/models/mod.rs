@@ -1,5 +1,6 @@
 //! Denoising networks behind one trait, built by name from the run's `ModelConfig`.
 pub mod embedding;
+pub mod layers;
 pub mod simple_unet;
 
 use crate::config::{ModelConfig, ModelName};

@@ -4,7 +4,7 @@
 //! concatenation up, and a 1×1 output convolution. Three poolings need sides divisible by 8.
 //!
 //! Parameter count with one channel and a 32-dim time embedding: 858,753 (tested).
-use super::{embedding::sinusoidal, Denoiser};
+use super::{embedding::sinusoidal, layers, Denoiser};
 use tch::{nn, nn::Module, Tensor};
 
 const GROUPS: i64 = 8;
@@ -21,12 +21,11 @@ struct Block {
 
 impl Block {
     fn new(p: nn::Path, c_in: i64, c_out: i64, time_dim: i64) -> Self {
-        let conv = nn::ConvConfig { padding: 1, ..Default::default() };
         Self {
-            conv1: nn::conv2d(&p / "conv1", c_in, c_out, 3, conv),
+            conv1: layers::conv2d(&p / "conv1", c_in, c_out, 3, 1),
             norm1: nn::group_norm(&p / "norm1", GROUPS, c_out, Default::default()),
-            time: nn::linear(&p / "time", time_dim, c_out, Default::default()),
-            conv2: nn::conv2d(&p / "conv2", c_out, c_out, 3, conv),
+            time: layers::linear(&p / "time", time_dim, c_out),
+            conv2: layers::conv2d(&p / "conv2", c_out, c_out, 3, 1),
             norm2: nn::group_norm(&p / "norm2", GROUPS, c_out, Default::default()),
         }
     }
@@ -54,7 +53,7 @@ impl SimpleUNet {
         let up_p = p / "up";
         Self {
             time_dim,
-            time_mlp: nn::linear(p / "time_mlp", time_dim, time_dim, Default::default()),
+            time_mlp: layers::linear(p / "time_mlp", time_dim, time_dim),
             down: vec![
                 Block::new(&down_p / 0, channels, 32, time_dim),
                 Block::new(&down_p / 1, 32, 64, time_dim),
@@ -67,7 +66,7 @@ impl SimpleUNet {
                 Block::new(&up_p / 1, 64 + 64, 32, time_dim),
                 Block::new(&up_p / 2, 32 + 32, 32, time_dim),
             ],
-            out: nn::conv2d(p / "out", 32, channels, 1, Default::default()),
+            out: layers::conv2d(p / "out", 32, channels, 1, 0),
         }
     }
 }

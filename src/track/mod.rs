@@ -12,19 +12,30 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex(&Sha256::digest(bytes))
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk, then
 /// renamed over the target, so a reader never sees a half-written file.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+    atomic_replace(path, |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write()
+        Ok(())
+    })
+}
+
+/// Lets `write` create a temporary file beside `path` (same extension, so format-sniffing writers
+/// such as safetensors' still work), then renames it over `path`; the temporary is removed on error.
+pub fn atomic_replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = dir.join(format!(".tmp.{}.{name}", std::process::id()));
+    write(&tmp)
+        .and_then(|()| Ok(std::fs::rename(&tmp, path)?))
         .inspect_err(|_| {
             let _ = std::fs::remove_file(&tmp);
         })

@@ -34,6 +34,9 @@ pub struct Status {
     pub images_per_sec: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_seconds: Option<f64>,
+    /// sha256 of `model.safetensors`, the final weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 impl Status {
@@ -50,6 +53,7 @@ impl Status {
             final_loss: None,
             images_per_sec: None,
             wall_seconds: None,
+            weights_sha256: None,
         }
     }
 }
@@ -91,7 +95,9 @@ impl RunDir {
         for entry in std::fs::read_dir(&self.path)? {
             let path = entry?.path();
             let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name.starts_with("events.out.tfevents.") || name == "samples.png" || name == "metrics.jsonl" {
+            if name.starts_with("events.out.tfevents.")
+                || ["samples.png", "metrics.jsonl", "model.safetensors"].contains(&name)
+            {
                 std::fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
             }
         }

@@ -4,7 +4,7 @@ use crate::data::Dataset;
 use crate::diffusion::{forward::q_sample, loss::eps_mse, sampler::ddpm_sample, NoiseSchedule};
 use crate::eval::grid::make_grid;
 use crate::models;
-use crate::track::{atomic_write, metrics::MetricsWriter, run_dir::RunDir, tensorboard::EventWriter};
+use crate::track::{atomic_replace, atomic_write, metrics::MetricsWriter, run_dir::RunDir, tensorboard::EventWriter};
 use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::Path;
@@ -34,9 +34,12 @@ pub struct Outcome {
     pub final_loss: f64,
     pub images_per_sec: f64,
     pub wall_seconds: f64,
+    /// sha256 of the saved `model.safetensors`.
+    pub weights_sha256: String,
 }
 
-/// Trains the run described by `spec` in `dir`, then draws `sample.num_samples` images.
+/// Trains the run described by `spec` in `dir`, saves the final weights as `model.safetensors`, then
+/// draws `sample.num_samples` images.
 pub fn train_run(
     spec: &RunSpec,
     dir: &RunDir,
@@ -119,6 +122,9 @@ pub fn train_run(
         reporter.advance(step as u64);
     }
     let images_per_sec = (steps as i64 * batch) as f64 / train_started.elapsed().as_secs_f64();
+    let weights_path = dir.path.join("model.safetensors");
+    atomic_replace(&weights_path, |tmp| Ok(vs.save(tmp)?))?;
+    let weights_sha256 = crate::track::sha256_hex(&std::fs::read(&weights_path)?);
 
     reporter.phase("sample", t_max as u64);
     let shape = [cfg.sample.num_samples, channels, height, width];
@@ -137,5 +143,6 @@ pub fn train_run(
         final_loss: last.map(|r| r.loss).unwrap_or(f64::NAN),
         images_per_sec,
         wall_seconds: started.elapsed().as_secs_f64(),
+        weights_sha256,
     })
 }
