@@ -8,6 +8,8 @@ pub mod device;
 pub mod diffusion;
 pub mod eval;
 pub mod models;
+pub mod plot;
+pub mod progress;
 pub mod runner;
 pub mod track;
 pub mod train;

@@ -15,6 +15,24 @@ fn ddpm(args: &[&str], results: &Path) -> Output {
         .expect("ddpm binary runs")
 }
 
+/// Commands that take no `--results`.
+fn ddpm_plain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args(args)
+        .env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+        .output()
+        .expect("ddpm binary runs")
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let reader = png::Decoder::new(std::io::Cursor::new(std::fs::read(path).unwrap())).read_info().unwrap();
+    (reader.info().width, reader.info().height)
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -188,4 +206,166 @@ fn data_fetch_rejects_unknown_datasets() {
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(stderr.contains("mnist, fashion_mnist"), "{stderr}");
+}
+
+/// Every option of the diffusion core is reachable from an experiment and changes the resolved run:
+/// each override below gives a run hash different from the base and from every other override.
+#[test]
+fn every_diffusion_option_changes_the_resolved_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write_experiment(tmp.path(), "base.toml", "[diffusion]\ntimesteps = 100\n");
+    let overrides: &[&[&str]] = &[
+        &[],
+        &["diffusion.schedule={name=\"linear\", scale_to_T=true}"],
+        &["diffusion.schedule={name=\"linear\", beta_end=0.03}"],
+        &["diffusion.schedule={name=\"cosine\"}"],
+        &["diffusion.schedule={name=\"cosine\", max_beta=0.5}"],
+        &["diffusion.schedule={name=\"cosine\", min_beta=1e-3}"],
+        &["diffusion.schedule={name=\"quadratic\"}"],
+        &["diffusion.schedule={name=\"sigmoid\"}"],
+        &["diffusion.target=\"x0\""],
+        &["diffusion.target=\"v\""],
+        &["diffusion.variance=\"beta\""],
+        &["train.loss=\"l1\""],
+        &["train.loss=\"huber\""],
+        &["train.loss=\"huber\"", "train.huber_delta=0.5"],
+        &["train.weighting=\"min_snr\""],
+        &["train.weighting=\"min_snr\"", "train.min_snr_gamma=1.0"],
+        &["train.timestep_sampling=\"loss_second_moment\""],
+        &["sample.clip_x0=false"],
+        &["sample.trajectory=[100, 50, 0]"],
+        &["sample.sampler={name=\"ddpm\", steps=10}"],
+        &["sample.sampler={name=\"ddpm\", steps=10, spacing=\"trailing\"}"],
+        &["sample.sampler={name=\"ddim\"}"],
+        &["sample.sampler={name=\"ddim\", eta=1.0}"],
+        &["sample.sampler={name=\"ddim\", steps=10}"],
+        &["sample.sampler={name=\"ddim\", spacing=\"leading\"}"],
+    ];
+    let mut hashes = Vec::new();
+    for sets in overrides {
+        let mut args = vec!["plan", exp.to_str().unwrap()];
+        for set in *sets {
+            args.extend(["--set", set]);
+        }
+        let out = ddpm(&args, &tmp.path().join("results"));
+        assert!(out.status.success(), "{sets:?}: {}", text(&out.stderr));
+        let hash = text(&out.stdout).lines().nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+        assert!(!hashes.contains(&hash), "{sets:?} resolves to a run that another setting already gave");
+        hashes.push(hash);
+    }
+}
+
+/// The non-default options train and sample together: v-prediction, Huber loss, min-SNR weighting,
+/// importance-sampled timesteps (warm after 10 draws of each of the 10 timesteps), a trajectory, and
+/// a grid over two shortened samplers, which draw different samples from the same trained weights.
+#[test]
+fn non_default_options_train_and_sample() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = r#"
+seed = 1
+[data]
+image_size = 16
+limit = 64
+[diffusion]
+timesteps = 10
+target = "v"
+variance = "beta"
+[train]
+steps = 30
+batch_size = 8
+log_every = 10
+loss = "huber"
+huber_delta = 0.5
+weighting = "min_snr"
+timestep_sampling = "loss_second_moment"
+[sample]
+num_samples = 4
+trajectory = [10, 5, 0]
+[grid]
+"sample.sampler" = [{ name = "ddim", steps = 5 }, { name = "ddpm", steps = 5, spacing = "trailing" }]
+"#;
+    let exp = write_experiment(tmp.path(), "options.toml", body);
+    let results = tmp.path().join("results");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let mut samples = Vec::new();
+    for label in ["sampler=ddim", "sampler=ddpm"] {
+        let dir = results.join("experiments/options").join(label);
+        // 3 recorded steps of 4 samples: 3·18 + 2 = 56 wide, 4·18 + 2 = 74 high.
+        assert_eq!(png_size(&dir.join("trajectory.png")), (56, 74));
+        let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        assert_eq!(last["loss_quarters"].as_array().unwrap().len(), 4);
+        assert!(last["loss"].as_f64().unwrap().is_finite());
+        samples.push(std::fs::read(dir.join("samples.png")).unwrap());
+        let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+        samples.push(weights);
+    }
+    assert_eq!(samples[1], samples[3], "the sampler does not change training: same weights");
+    assert_ne!(samples[0], samples[2], "different samplers draw different samples");
+}
+
+#[test]
+fn bits_per_dim_of_a_trained_run_adds_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write_experiment(
+        tmp.path(),
+        "tiny.toml",
+        &TINY.replace("[grid]\n\"diffusion.schedule\" = [{ name = \"linear\" }, { name = \"cosine\" }]\n", ""),
+    );
+    let results = tmp.path().join("results");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = run_dirs(&results).pop().unwrap();
+    let out = ddpm_plain(&["eval", "bpd", dir.to_str().unwrap(), "--images", "3", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("all 10 timesteps"), "{}", text(&out.stdout));
+    let r = json(&dir.join("bpd.json"));
+    let get = |k: &str| r[k].as_f64().unwrap();
+    assert!(get("total").is_finite() && get("total") > 0.0);
+    assert!((get("total") - (get("prior") + get("diffusion") + get("decoder"))).abs() < 1e-9);
+    let per_t = r["per_t"].as_array().unwrap();
+    assert_eq!(per_t.len(), 10);
+    let sum: f64 = per_t[1..].iter().map(|p| p[1].as_f64().unwrap()).sum();
+    assert!((sum - get("diffusion")).abs() < 1e-9, "the diffusion term is the sum of L_1..L_(T-1)");
+    assert_eq!(r["estimated"], false);
+    assert_eq!(r["images"], 3);
+
+    let out =
+        ddpm_plain(&["eval", "bpd", dir.to_str().unwrap(), "--images", "2", "--t-stride", "3", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ESTIMATED"), "{}", text(&out.stdout));
+    let r = json(&dir.join("bpd.json"));
+    assert_eq!(r["estimated"], true);
+    assert_eq!(r["timesteps_evaluated"], 4, "t = 1, 4, 7, 10");
+
+    // Corrupt weights are refused.
+    let mut weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let last = weights.len() - 1;
+    weights[last] ^= 0xff;
+    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    let out = ddpm_plain(&["eval", "bpd", dir.to_str().unwrap(), "--images", "1", "--device", "cpu"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("checksum mismatch"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn schedules_command_tabulates_and_plots_all_four() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plot = tmp.path().join("s.png");
+    let out = ddpm_plain(&["schedules", "--T", "1000", "--plot", plot.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for name in ["linear", "cosine", "quadratic", "sigmoid"] {
+        assert_eq!(stdout.lines().filter(|l| l.starts_with(name)).count(), 5, "{name}: t = 1, 250, 500, 750, 1000");
+    }
+    // Linear ᾱ_T = 4.03583e-5 (see the schedule's unit test for the hand computation).
+    assert!(
+        stdout.lines().any(|l| l.starts_with("linear") && l.contains(" 1000 ") && l.contains("4.03583e-5")),
+        "{stdout}"
+    );
+    assert_eq!(png_size(&plot), (800, 520));
+    let bad = ddpm_plain(&["schedules", "--schedules", "linear,cosin"]);
+    assert!(!bad.status.success());
+    assert!(text(&bad.stderr).contains("allowed are linear, cosine, quadratic, sigmoid"), "{}", text(&bad.stderr));
 }

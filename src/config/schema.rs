@@ -34,6 +34,13 @@ impl DatasetName {
         }
     }
 
+    /// Colour channels of the images.
+    pub fn channels(self) -> i64 {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => 1,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
     }
@@ -83,31 +90,77 @@ pub struct DiffusionConfig {
     /// Number of diffusion steps T.
     pub timesteps: usize,
     pub schedule: ScheduleConfig,
+    /// What the network predicts: the noise ε, the clean image x_0, or v = √ᾱ ε − √(1−ᾱ) x_0.
+    pub target: Target,
+    /// σ_t² of the reverse process p_θ(x_{t−1}|x_t) = N(μ_θ, σ_t² I), used by DDPM sampling and by
+    /// the variational bound: the posterior variance β̃_t or β_t (Ho et al. §3.2).
+    pub variance: Variance,
 }
 
 impl Default for DiffusionConfig {
     fn default() -> Self {
-        Self { timesteps: 1000, schedule: ScheduleConfig::default() }
+        Self {
+            timesteps: 1000,
+            schedule: ScheduleConfig::default(),
+            target: Target::Eps,
+            variance: Variance::Posterior,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    Eps,
+    X0,
+    V,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Variance {
+    /// σ_t² = β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t) ("fixed small").
+    Posterior,
+    /// σ_t² = β_t ("fixed large"; at t = 1, where β̃ would be 0 in the bound, β̃_2 as improved-diffusion).
+    Beta,
 }
 
 /// The variance schedule, chosen by `name`; each kind has its own keys.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ScheduleConfig {
-    /// Ho et al. 2020: β linear from `beta_start` to `beta_end`.
+    /// Ho et al. 2020: β linear from `beta_start` to `beta_end`. With `scale_to_T`, both ends are
+    /// multiplied by 1000/T first, as improved-diffusion does (off by default, as in the paper).
     Linear {
         #[serde(default = "default_beta_start")]
         beta_start: f64,
         #[serde(default = "default_beta_end")]
         beta_end: f64,
+        #[serde(default, rename = "scale_to_T", alias = "scale_to_t")]
+        scale_to_t: bool,
     },
-    /// Nichol & Dhariwal 2021: ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2), β clipped at `max_beta`.
+    /// Nichol & Dhariwal 2021: ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2), β clipped to [`min_beta`, `max_beta`].
     Cosine {
         #[serde(default = "default_cosine_s")]
         s: f64,
         #[serde(default = "default_max_beta")]
         max_beta: f64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min_beta: Option<f64>,
+    },
+    /// Ho et al.'s code ("quad"): √β linear from √beta_start to √beta_end.
+    Quadratic {
+        #[serde(default = "default_beta_start")]
+        beta_start: f64,
+        #[serde(default = "default_beta_end")]
+        beta_end: f64,
+    },
+    /// β = sigmoid(linspace(−6, 6, T)) · (beta_end − beta_start) + beta_start.
+    Sigmoid {
+        #[serde(default = "default_beta_start")]
+        beta_start: f64,
+        #[serde(default = "default_beta_end")]
+        beta_end: f64,
     },
 }
 
@@ -126,16 +179,32 @@ fn default_max_beta() -> f64 {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig::Linear { beta_start: default_beta_start(), beta_end: default_beta_end() }
+        ScheduleConfig::Linear { beta_start: default_beta_start(), beta_end: default_beta_end(), scale_to_t: false }
     }
 }
 
 impl ScheduleConfig {
+    pub const NAMES: [&'static str; 4] = ["linear", "cosine", "quadratic", "sigmoid"];
+
     pub fn name(&self) -> &'static str {
         match self {
             ScheduleConfig::Linear { .. } => "linear",
             ScheduleConfig::Cosine { .. } => "cosine",
+            ScheduleConfig::Quadratic { .. } => "quadratic",
+            ScheduleConfig::Sigmoid { .. } => "sigmoid",
         }
+    }
+
+    /// The schedule of that name with its default keys.
+    pub fn default_named(name: &str) -> Option<Self> {
+        let (start, end) = (default_beta_start(), default_beta_end());
+        Some(match name {
+            "linear" => ScheduleConfig::Linear { beta_start: start, beta_end: end, scale_to_t: false },
+            "cosine" => ScheduleConfig::Cosine { s: default_cosine_s(), max_beta: default_max_beta(), min_beta: None },
+            "quadratic" => ScheduleConfig::Quadratic { beta_start: start, beta_end: end },
+            "sigmoid" => ScheduleConfig::Sigmoid { beta_start: start, beta_end: end },
+            _ => return None,
+        })
     }
 }
 
@@ -147,29 +216,123 @@ pub struct TrainConfig {
     pub batch_size: i64,
     /// Adam learning rate.
     pub lr: f64,
+    /// The distance between the prediction and the target, averaged over each sample's pixels.
+    pub loss: LossKind,
+    /// δ of the Huber loss (PyTorch's smooth_l1 convention: quadratic below δ, linear above).
+    pub huber_delta: f64,
+    /// Per-sample weighting of the loss: uniform (L_simple) or min-SNR-γ (Hang et al. 2023).
+    pub weighting: Weighting,
+    /// γ of min-SNR-γ weighting.
+    pub min_snr_gamma: f64,
+    /// How training timesteps are drawn: uniformly, or by importance sampling on the running second
+    /// moment of each timestep's loss (improved-diffusion's `loss-second-moment`).
+    pub timestep_sampling: TimestepSampling,
     /// Log the loss every this many steps (execution only: not part of the run's identity).
     pub log_every: usize,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        Self { steps: 1000, batch_size: 128, lr: 2e-4, log_every: 50 }
+        Self {
+            steps: 1000,
+            batch_size: 128,
+            lr: 2e-4,
+            loss: LossKind::L2,
+            huber_delta: 1.0,
+            weighting: Weighting::Uniform,
+            min_snr_gamma: 5.0,
+            timestep_sampling: TimestepSampling::Uniform,
+            log_every: 50,
+        }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    L1,
+    L2,
+    Huber,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Weighting {
+    Uniform,
+    MinSnr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSampling {
+    Uniform,
+    LossSecondMoment,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
-    /// Images drawn with DDPM ancestral sampling at the end of training, saved as `samples.png`.
+    /// Images drawn at the end of training, saved as `samples.png`.
     pub num_samples: i64,
     /// Clip the predicted x_0 to [-1, 1] at each sampling step (as Ho et al.'s code does).
     pub clip_x0: bool,
+    /// Paper timesteps t (T..1, and 0 for the final image) at which to record the reverse process of
+    /// the first samples in `trajectory.png`; empty for none.
+    pub trajectory: Vec<usize>,
+    pub sampler: SamplerConfig,
 }
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { num_samples: 64, clip_x0: true }
+        Self { num_samples: 64, clip_x0: true, trajectory: Vec::new(), sampler: SamplerConfig::default() }
     }
+}
+
+/// The reverse-process sampler, chosen by `name`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SamplerConfig {
+    /// Ancestral sampling (Ho et al. Algorithm 2) with σ_t² from `diffusion.variance`. With `steps`
+    /// below T it samples a subset of the timesteps with recomputed β's (improved-diffusion's
+    /// timestep respacing).
+    Ddpm {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        steps: Option<usize>,
+        #[serde(default)]
+        spacing: Spacing,
+    },
+    /// DDIM (Song et al. 2021, eq. 12): `steps` timesteps, stochasticity `eta` in [0, 1].
+    Ddim {
+        #[serde(default = "default_ddim_steps")]
+        steps: usize,
+        #[serde(default)]
+        eta: f64,
+        #[serde(default)]
+        spacing: Spacing,
+    },
+}
+
+fn default_ddim_steps() -> usize {
+    50
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace }
+    }
+}
+
+/// Which K of the T timesteps a shortened sampler visits (the names of diffusers' `timestep_spacing`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Spacing {
+    /// round(linspace(0, T − 1, K)): both ends included.
+    #[default]
+    Linspace,
+    /// 0, T/K, 2T/K, …: starts at the first step, stops short of the last.
+    Leading,
+    /// round(T − i·T/K) − 1: ends at the last step.
+    Trailing,
 }
 
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
@@ -195,20 +358,24 @@ impl RunConfig {
             }
         };
         let d = &self.diffusion;
-        check(d.timesteps >= 2, "diffusion.timesteps", d.timesteps.to_string(), "an integer >= 2");
+        let t_max = d.timesteps;
+        check(t_max >= 2, "diffusion.timesteps", t_max.to_string(), "an integer >= 2");
+        let in_unit = |b: f64| b > 0.0 && b < 1.0;
+        let mut check_range = |start: f64, end: f64, scale: f64| {
+            let (s, e) = (start * scale, end * scale);
+            check(in_unit(s), "diffusion.schedule.beta_start", start.to_string(), "0 < beta_start < 1 (after scaling)");
+            check(in_unit(e), "diffusion.schedule.beta_end", end.to_string(), "0 < beta_end < 1 (after scaling)");
+            check(s <= e, "diffusion.schedule.beta_end", end.to_string(), &format!("beta_end >= beta_start ({start})"));
+        };
         match d.schedule {
-            ScheduleConfig::Linear { beta_start, beta_end } => {
-                let ok = |b: f64| b > 0.0 && b < 1.0;
-                check(ok(beta_start), "diffusion.schedule.beta_start", beta_start.to_string(), "0 < beta_start < 1");
-                check(ok(beta_end), "diffusion.schedule.beta_end", beta_end.to_string(), "0 < beta_end < 1");
-                check(
-                    beta_start <= beta_end,
-                    "diffusion.schedule.beta_end",
-                    beta_end.to_string(),
-                    &format!("beta_end >= beta_start ({beta_start})"),
-                );
+            ScheduleConfig::Linear { beta_start, beta_end, scale_to_t } => {
+                let scale = if scale_to_t { 1000.0 / t_max.max(1) as f64 } else { 1.0 };
+                check_range(beta_start, beta_end, scale);
             }
-            ScheduleConfig::Cosine { s, max_beta } => {
+            ScheduleConfig::Quadratic { beta_start, beta_end } | ScheduleConfig::Sigmoid { beta_start, beta_end } => {
+                check_range(beta_start, beta_end, 1.0)
+            }
+            ScheduleConfig::Cosine { s, max_beta, min_beta } => {
                 check(s >= 0.0 && s.is_finite(), "diffusion.schedule.s", s.to_string(), "a finite s >= 0");
                 check(
                     max_beta > 0.0 && max_beta <= 1.0,
@@ -216,6 +383,14 @@ impl RunConfig {
                     max_beta.to_string(),
                     "0 < max_beta <= 1",
                 );
+                if let Some(min) = min_beta {
+                    check(
+                        min > 0.0 && min < max_beta,
+                        "diffusion.schedule.min_beta",
+                        min.to_string(),
+                        &format!("0 < min_beta < max_beta ({max_beta})"),
+                    );
+                }
             }
         }
         let size = self.data.image_size;
@@ -242,8 +417,26 @@ impl RunConfig {
         check(t.batch_size >= 1, "train.batch_size", t.batch_size.to_string(), "an integer >= 1");
         check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a finite number > 0");
         check(t.log_every >= 1, "train.log_every", t.log_every.to_string(), "an integer >= 1");
-        let n = self.sample.num_samples;
-        check(n >= 1, "sample.num_samples", n.to_string(), "an integer >= 1");
+        let delta = t.huber_delta;
+        check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");
+        let gamma = t.min_snr_gamma;
+        check(gamma > 0.0 && gamma.is_finite(), "train.min_snr_gamma", gamma.to_string(), "a finite number > 0");
+        let sample = &self.sample;
+        check(sample.num_samples >= 1, "sample.num_samples", sample.num_samples.to_string(), "an integer >= 1");
+        for &step in &sample.trajectory {
+            check(step <= t_max, "sample.trajectory", step.to_string(), &format!("timesteps from 0 to T ({t_max})"));
+        }
+        let steps_allowed = format!("1 <= steps <= diffusion.timesteps ({t_max})");
+        match sample.sampler {
+            SamplerConfig::Ddpm { steps: Some(k), .. } => {
+                check(k >= 1 && k <= t_max, "sample.sampler.steps", k.to_string(), &steps_allowed)
+            }
+            SamplerConfig::Ddpm { steps: None, .. } => {}
+            SamplerConfig::Ddim { steps, eta, .. } => {
+                check(steps >= 1 && steps <= t_max, "sample.sampler.steps", steps.to_string(), &steps_allowed);
+                check((0.0..=1.0).contains(&eta), "sample.sampler.eta", eta.to_string(), "0 <= eta <= 1");
+            }
+        }
         out
     }
 }

@@ -90,9 +90,9 @@ mod tests {
     #[test]
     fn schedule_numbers_not_names_identify_the_run() {
         let mut a = RunConfig::default();
-        a.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.999 };
+        a.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.999, min_beta: None };
         let mut b = a.clone();
-        b.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.5 };
+        b.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.5, min_beta: None };
         let (ha, hb) = (RunSpec::new("e", "l".into(), a).hash, RunSpec::new("e", "l".into(), b).hash);
         assert_ne!(ha, hb);
         assert_eq!(ha.len(), HASH_LEN);

@@ -36,25 +36,33 @@ pub fn load_images_u8(name: DatasetName, split: Split, data_dir: &Path) -> Resul
     Ok(Tensor::from_slice(&array.data).reshape([n as i64, 1, h as i64, w as i64]))
 }
 
-/// The training set as one float tensor on the device, `[N, C, S, S]` with pixels scaled to [-1, 1]
-/// and resized once (bilinear, as torchvision's `Resize` on tensors) to `image_size`.
+/// A split as one float tensor on the device, `[N, C, S, S]` with pixels scaled to [-1, 1], resized
+/// once (bilinear) to `image_size` and then rounded back to the 8-bit grid 2k/255 − 1, as the recipes'
+/// torchvision `Resize` of PIL images does; the discretised decoder of the bound needs that grid.
 pub struct Dataset {
     pub images: Tensor,
 }
 
 impl Dataset {
-    pub fn load_train(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<Self> {
-        let mut images = load_images_u8(cfg.name, Split::Train, data_dir)?;
-        if let Some(limit) = cfg.limit {
+    pub fn load(cfg: &DataConfig, split: Split, data_dir: &Path, device: Device) -> Result<Self> {
+        let mut images = load_images_u8(cfg.name, split, data_dir)?;
+        if let (Some(limit), Split::Train) = (cfg.limit, split) {
             let n = images.size()[0].min(limit as i64);
             images = images.narrow(0, 0, n);
         }
-        let mut images = images.to_device(device).to_kind(Kind::Float) / 127.5 - 1.0;
+        let mut images = images.to_device(device).to_kind(Kind::Float);
         let (h, w) = (images.size()[2], images.size()[3]);
         if (h, w) != (cfg.image_size, cfg.image_size) {
-            images = images.upsample_bilinear2d([cfg.image_size, cfg.image_size], false, None, None);
+            images = images
+                .upsample_bilinear2d([cfg.image_size, cfg.image_size], false, None, None)
+                .round()
+                .clamp(0.0, 255.0);
         }
-        Ok(Self { images })
+        Ok(Self { images: images / 127.5 - 1.0 })
+    }
+
+    pub fn load_train(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<Self> {
+        Self::load(cfg, Split::Train, data_dir, device)
     }
 
     pub fn len(&self) -> i64 {

@@ -1,39 +1,66 @@
 //! Variance schedules β_1..β_T and the quantities derived from them (Ho et al. 2020, §2, §3.2).
 //!
-//! Everything is computed in f64 on the host; the few arrays the training step gathers from are also
+//! Everything is computed in f64 on the host; the arrays the batched operations gather from are also
 //! held on the device in f32. The realised β array (not the schedule's name) is what identifies a run:
 //! the same name means different numbers in different tools (see `betas_fingerprint`).
-use crate::config::ScheduleConfig;
+use crate::config::{ScheduleConfig, Variance};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
 /// β_t for the configured schedule and number of steps.
 pub fn betas(schedule: &ScheduleConfig, timesteps: usize) -> Vec<f64> {
     match *schedule {
-        ScheduleConfig::Linear { beta_start, beta_end } => linear_betas(timesteps, beta_start, beta_end),
-        ScheduleConfig::Cosine { s, max_beta } => cosine_betas(timesteps, s, max_beta),
+        ScheduleConfig::Linear { beta_start, beta_end, scale_to_t } => {
+            let scale = if scale_to_t { 1000.0 / timesteps as f64 } else { 1.0 };
+            linear_betas(timesteps, beta_start * scale, beta_end * scale)
+        }
+        ScheduleConfig::Cosine { s, max_beta, min_beta } => {
+            let betas = cosine_betas(timesteps, s, max_beta);
+            match min_beta {
+                Some(min) => betas.into_iter().map(|b| b.max(min)).collect(),
+                None => betas,
+            }
+        }
+        ScheduleConfig::Quadratic { beta_start, beta_end } => quadratic_betas(timesteps, beta_start, beta_end),
+        ScheduleConfig::Sigmoid { beta_start, beta_end } => sigmoid_betas(timesteps, beta_start, beta_end),
     }
 }
 
-/// Ho et al. 2020 §4: β increases linearly from `beta_start` to `beta_end` (both included), as
-/// `torch.linspace(beta_start, beta_end, T)` in the paper's code and in the blog recipe.
-pub fn linear_betas(timesteps: usize, beta_start: f64, beta_end: f64) -> Vec<f64> {
-    if timesteps == 1 {
-        return vec![beta_start];
+/// `torch.linspace(start, end, n)` in f64: both ends included.
+fn linspace(n: usize, start: f64, end: f64) -> Vec<f64> {
+    if n == 1 {
+        return vec![start];
     }
-    let step = (beta_end - beta_start) / (timesteps - 1) as f64;
-    (0..timesteps).map(|i| beta_start + step * i as f64).collect()
+    let step = (end - start) / (n - 1) as f64;
+    (0..n).map(|i| start + step * i as f64).collect()
+}
+
+/// Ho et al. 2020 §4: β increases linearly from `beta_start` to `beta_end` (both included), as
+/// `np.linspace(beta_start, beta_end, T)` in the paper's code (`get_beta_schedule('linear')`).
+pub fn linear_betas(timesteps: usize, beta_start: f64, beta_end: f64) -> Vec<f64> {
+    linspace(timesteps, beta_start, beta_end)
 }
 
 /// Nichol & Dhariwal 2021, eq. 17: ᾱ_t = f(t)/f(0) with f(t) = cos²(((t/T) + s)/(1 + s) · π/2), and
 /// β_t = 1 − ᾱ_t/ᾱ_{t−1} clipped at `max_beta` (0.999 in the paper) to avoid the singularity at t = T.
 pub fn cosine_betas(timesteps: usize, s: f64, max_beta: f64) -> Vec<f64> {
     let f = |t: f64| (((t / timesteps as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
-    (0..timesteps)
-        .map(|i| {
-            let beta = 1.0 - f((i + 1) as f64) / f(i as f64);
-            beta.min(max_beta)
-        })
+    (0..timesteps).map(|i| (1.0 - f((i + 1) as f64) / f(i as f64)).min(max_beta)).collect()
+}
+
+/// Ho et al.'s code, `get_beta_schedule('quad')`: `np.linspace(beta_start ** 0.5, beta_end ** 0.5, T) ** 2`.
+pub fn quadratic_betas(timesteps: usize, beta_start: f64, beta_end: f64) -> Vec<f64> {
+    linspace(timesteps, beta_start.sqrt(), beta_end.sqrt()).into_iter().map(|r| r * r).collect()
+}
+
+/// The "sigmoid" schedule of GeoDiff (Xu et al. 2022) and of many DDPM tutorials:
+/// `sigmoid(linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start`. Its ends are
+/// beta_start + σ(∓6)·(beta_end − beta_start), not exactly the given bounds. lucidrains' and
+/// diffusers' "sigmoid" schedules are different curves of the same name.
+pub fn sigmoid_betas(timesteps: usize, beta_start: f64, beta_end: f64) -> Vec<f64> {
+    linspace(timesteps, -6.0, 6.0)
+        .into_iter()
+        .map(|x| beta_start + (beta_end - beta_start) / (1.0 + (-x).exp()))
         .collect()
 }
 
@@ -58,7 +85,8 @@ pub fn betas_fingerprint(betas: &[f64]) -> String {
     crate::track::hex(&h.finalize())
 }
 
-/// A schedule with every derived term the forward process and the sampler need.
+/// A schedule with every derived term the forward process, the samplers and the bound need (the
+/// buffers of improved-diffusion's `GaussianDiffusion`), host arrays in f64 and device copies in f32.
 pub struct NoiseSchedule {
     pub betas: Vec<f64>,
     pub alpha_bar: Vec<f64>,
@@ -66,10 +94,22 @@ pub struct NoiseSchedule {
     pub alpha_bar_prev: Vec<f64>,
     /// β̃_t = β_t (1 − ᾱ_{t−1}) / (1 − ᾱ_t), the variance of q(x_{t−1} | x_t, x_0) (Ho et al. eq. 7).
     pub posterior_variance: Vec<f64>,
-    /// √ᾱ_t on the device (f32), gathered per sample by `q_sample`.
+    /// √ᾱ_t.
     pub sqrt_alpha_bar: Tensor,
-    /// √(1 − ᾱ_t) on the device (f32).
+    /// √(1 − ᾱ_t).
     pub sqrt_one_minus_alpha_bar: Tensor,
+    /// 1/√ᾱ_t and √(1/ᾱ_t − 1): x_0 = x_t/√ᾱ_t − √(1/ᾱ_t − 1) ε.
+    pub sqrt_recip_alpha_bar: Tensor,
+    pub sqrt_recipm1_alpha_bar: Tensor,
+    /// The coefficients of x_0 and x_t in the posterior mean μ̃_t (eq. 7).
+    pub posterior_mean_coef1: Tensor,
+    pub posterior_mean_coef2: Tensor,
+    /// log β̃_t, with β̃_1 = 0 replaced by β̃_2 so the logarithm is finite.
+    pub posterior_log_variance_clipped: Tensor,
+    /// log β_t, with β_1 replaced by β̃_2 (improved-diffusion's "fixed large").
+    pub beta_log_variance: Tensor,
+    /// SNR_t = ᾱ_t / (1 − ᾱ_t).
+    pub snr: Tensor,
 }
 
 impl NoiseSchedule {
@@ -78,26 +118,64 @@ impl NoiseSchedule {
     }
 
     pub fn from_betas(betas: Vec<f64>, device: Device) -> Self {
+        let n = betas.len();
         let alpha_bar = alpha_bar(&betas);
-        let alpha_bar_prev: Vec<f64> =
-            std::iter::once(1.0).chain(alpha_bar[..alpha_bar.len() - 1].iter().copied()).collect();
-        let posterior_variance = betas
+        let alpha_bar_prev: Vec<f64> = std::iter::once(1.0).chain(alpha_bar[..n - 1].iter().copied()).collect();
+        let posterior_variance: Vec<f64> =
+            (0..n).map(|t| betas[t] * (1.0 - alpha_bar_prev[t]) / (1.0 - alpha_bar[t])).collect();
+        let dev = |f: &dyn Fn(usize) -> f64| {
+            let v: Vec<f64> = (0..n).map(f).collect();
+            Tensor::from_slice(&v).to_kind(Kind::Float).to_device(device)
+        };
+        // β̃ at t = 1 is 0; both log-variances use β̃_2 there (for a single step, β_1 itself).
+        let first = if n > 1 { posterior_variance[1] } else { betas[0] };
+        Self {
+            sqrt_alpha_bar: dev(&|t| alpha_bar[t].sqrt()),
+            sqrt_one_minus_alpha_bar: dev(&|t| (1.0 - alpha_bar[t]).sqrt()),
+            sqrt_recip_alpha_bar: dev(&|t| 1.0 / alpha_bar[t].sqrt()),
+            sqrt_recipm1_alpha_bar: dev(&|t| (1.0 / alpha_bar[t] - 1.0).sqrt()),
+            posterior_mean_coef1: dev(&|t| betas[t] * alpha_bar_prev[t].sqrt() / (1.0 - alpha_bar[t])),
+            posterior_mean_coef2: dev(&|t| (1.0 - alpha_bar_prev[t]) * (1.0 - betas[t]).sqrt() / (1.0 - alpha_bar[t])),
+            posterior_log_variance_clipped: dev(&|t| if t == 0 { first.ln() } else { posterior_variance[t].ln() }),
+            beta_log_variance: dev(&|t| if t == 0 { first.ln() } else { betas[t].ln() }),
+            snr: dev(&|t| alpha_bar[t] / (1.0 - alpha_bar[t])),
+            betas,
+            alpha_bar,
+            alpha_bar_prev,
+            posterior_variance,
+        }
+    }
+
+    /// The schedule restricted to the given increasing timestep indices, with β recomputed so that
+    /// ᾱ at each kept step is unchanged: β'_i = 1 − ᾱ_{k_i}/ᾱ_{k_{i−1}} (improved-diffusion's
+    /// `SpacedDiffusion`, Nichol & Dhariwal §4).
+    pub fn respaced(&self, kept: &[usize], device: Device) -> Self {
+        let mut prev = 1.0;
+        let betas = kept
             .iter()
-            .zip(alpha_bar.iter().zip(&alpha_bar_prev))
-            .map(|(b, (ab, abp))| b * (1.0 - abp) / (1.0 - ab))
+            .map(|&k| {
+                let b = 1.0 - self.alpha_bar[k] / prev;
+                prev = self.alpha_bar[k];
+                b
+            })
             .collect();
-        let on_device = |v: Vec<f64>| Tensor::from_slice(&v).to_kind(Kind::Float).to_device(device);
-        let sqrt_alpha_bar = on_device(alpha_bar.iter().map(|a| a.sqrt()).collect());
-        let sqrt_one_minus_alpha_bar = on_device(alpha_bar.iter().map(|a| (1.0 - a).sqrt()).collect());
-        Self { betas, alpha_bar, alpha_bar_prev, posterior_variance, sqrt_alpha_bar, sqrt_one_minus_alpha_bar }
+        Self::from_betas(betas, device)
     }
 
     pub fn timesteps(&self) -> usize {
         self.betas.len()
     }
 
+    /// log σ_t² of p_θ(x_{t−1} | x_t) for the configured variance.
+    pub fn model_log_variance(&self, variance: Variance) -> &Tensor {
+        match variance {
+            Variance::Posterior => &self.posterior_log_variance_clipped,
+            Variance::Beta => &self.beta_log_variance,
+        }
+    }
+
     /// Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at index t.
-    pub fn snr(&self, t: usize) -> f64 {
+    pub fn snr_at(&self, t: usize) -> f64 {
         self.alpha_bar[t] / (1.0 - self.alpha_bar[t])
     }
 }
@@ -141,6 +219,54 @@ mod tests {
         let clipped = cosine_betas(1000, 0.008, 0.02);
         assert!(clipped.iter().all(|&x| x <= 0.02));
         assert_eq!(clipped[999], 0.02);
+    }
+
+    /// End points worked out by hand. Quadratic: (√1e-4)² = 1e-4 and (√0.02)² = 0.02; the middle
+    /// of T = 3 is ((0.01 + 0.1414213562)/2)² = 0.0757106781² = 0.0057321068. Sigmoid: σ(−6) = 1/(1 + e⁶) =
+    /// 0.0024726232, σ(6) = 0.9975273768, so β_1 = 1e-4 + 0.0199 · 0.0024726232 = 0.000149205,
+    /// β_T = 1e-4 + 0.0199 · 0.9975273768 = 0.019950795; the middle (x = 0) is 1e-4 + 0.0199/2 = 0.01005.
+    #[test]
+    fn quadratic_and_sigmoid_end_points() {
+        let q = quadratic_betas(1000, 1e-4, 0.02);
+        assert!((q[0] - 1e-4).abs() < 1e-15 && (q[999] - 0.02).abs() < 1e-15);
+        let q3 = quadratic_betas(3, 1e-4, 0.02);
+        assert!((q3[1] - 0.005_732_106_8).abs() < 1e-10, "{}", q3[1]);
+        let s = sigmoid_betas(1000, 1e-4, 0.02);
+        assert!((s[0] - 0.000_149_205).abs() < 1e-9, "{}", s[0]);
+        assert!((s[999] - 0.019_950_795).abs() < 1e-9, "{}", s[999]);
+        let s3 = sigmoid_betas(3, 1e-4, 0.02);
+        assert!((s3[1] - 0.010_05).abs() < 1e-12);
+    }
+
+    /// improved-diffusion's rescaling: at T = 4000, 1000/T = 0.25, so 2.5e-5..0.005.
+    #[test]
+    fn scale_to_t_and_min_beta() {
+        let cfg = ScheduleConfig::Linear { beta_start: 1e-4, beta_end: 0.02, scale_to_t: true };
+        let b = betas(&cfg, 4000);
+        assert!((b[0] - 2.5e-5).abs() < 1e-15 && (b[3999] - 0.005).abs() < 1e-15);
+        let clipped = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.02, min_beta: Some(1e-4) };
+        let b = betas(&clipped, 600);
+        assert!(b.iter().all(|&x| (1e-4..=0.02).contains(&x)));
+        assert_eq!(
+            b[0], 1e-4,
+            "the cosine schedule's first β (1 − f(1)/f(0) = 7.15e-5 at T = 600) is raised to min_beta"
+        );
+    }
+
+    /// Respacing keeps ᾱ at the kept steps: with all steps kept it is the same schedule.
+    #[test]
+    fn respacing_keeps_alpha_bar() {
+        let s = NoiseSchedule::from_betas(linear_betas(100, 1e-4, 0.02), Device::Cpu);
+        let kept = [0usize, 9, 49, 99];
+        let r = s.respaced(&kept, Device::Cpu);
+        for (i, &k) in kept.iter().enumerate() {
+            assert!((r.alpha_bar[i] - s.alpha_bar[k]).abs() < 1e-15);
+        }
+        let all: Vec<usize> = (0..100).collect();
+        let same = s.respaced(&all, Device::Cpu);
+        for t in 0..100 {
+            assert!((same.betas[t] - s.betas[t]).abs() < 1e-12);
+        }
     }
 
     #[test]

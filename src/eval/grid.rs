@@ -40,6 +40,17 @@ pub fn make_grid(images: &Tensor, ncol: usize, padding: usize) -> Result<Image> 
     Ok(Image { width: gw as u32, height: gh as u32, channels: c as u32, pixels })
 }
 
+/// The reverse process of the first `rows` samples: one row per sample, one column per recorded
+/// step (in the order recorded, x_T first).
+pub fn trajectory_grid(trajectory: &[(usize, Tensor)], rows: i64) -> Result<Image> {
+    ensure!(!trajectory.is_empty(), "no trajectory steps were recorded");
+    let rows = rows.min(trajectory[0].1.size()[0]);
+    let frames: Vec<Tensor> = trajectory.iter().map(|(_, x)| x.narrow(0, 0, rows)).collect();
+    // [steps, rows, C, H, W] → [rows, steps, C, H, W]: row-major tiles are a sample's steps.
+    let tiles = Tensor::stack(&frames, 0).transpose(0, 1).flatten(0, 1);
+    make_grid(&tiles, trajectory.len(), 2)
+}
+
 impl Image {
     pub fn to_png(&self) -> Result<Vec<u8>> {
         let mut out = Vec::new();

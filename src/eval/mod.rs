@@ -1,2 +1,5 @@
-//! Evaluation outputs: sample grids (FID and bits/dim come with the evaluation issue).
+//! Evaluation: sample grids, the schedules' comparison and the variational bound in bits/dim
+//! (FID comes with the evaluation issue).
+pub mod bpd;
 pub mod grid;
+pub mod schedules;

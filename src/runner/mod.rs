@@ -1,7 +1,5 @@
 //! Executes an experiment: every run once, skipping those already done, one at a time on the chosen
 //! device. A failed run is recorded and the others still run.
-mod progress;
-
 use crate::config::{load_experiment, Experiment, LoadOptions, RunSpec};
 use crate::track::run_dir::{RunDir, State, Status};
 use crate::train::train_run;
@@ -81,7 +79,7 @@ fn execute(spec: &RunSpec, dir: &RunDir, opts: &RunOptions, device_name: &str) -
     let result = (|| {
         dir.prepare(spec, device_name)?;
         dir.write_status(&Status::new(State::Running, spec, 0))?;
-        let mut reporter = progress::Progress::new(&spec.label);
+        let mut reporter = crate::progress::Progress::new(&spec.label);
         let outcome = train_run(spec, dir, opts.device, &opts.data_dir, &mut reporter);
         reporter.finish();
         outcome

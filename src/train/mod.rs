@@ -1,8 +1,13 @@
-//! The training loop of one run: ε-prediction with L_simple, Adam, then DDPM sampling of a grid.
-use crate::config::RunSpec;
+//! The training loop of one run, then sampling of a grid (and of a reverse-process trajectory).
+mod window;
+
+use crate::config::{LossKind, RunSpec, TimestepSampling, Weighting};
 use crate::data::Dataset;
-use crate::diffusion::{forward::q_sample, loss::eps_mse, sampler::ddpm_sample, NoiseSchedule};
-use crate::eval::grid::make_grid;
+use crate::diffusion::loss::{min_snr_weights, per_sample_loss};
+use crate::diffusion::sampler::{self, SampleOptions};
+use crate::diffusion::timesteps::TimestepSampler;
+use crate::diffusion::{forward::q_sample, target::training_target, NoiseSchedule};
+use crate::eval::grid::{make_grid, trajectory_grid, Image};
 use crate::models;
 use crate::track::{atomic_replace, atomic_write, metrics::MetricsWriter, run_dir::RunDir, tensorboard::EventWriter};
 use anyhow::{bail, Result};
@@ -10,6 +15,7 @@ use serde::Serialize;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use window::Window;
 
 /// What the loop tells the outside world; the runner draws progress bars or prints lines from it.
 pub trait Reporter {
@@ -22,8 +28,11 @@ pub trait Reporter {
 #[derive(Debug, Clone, Serialize)]
 pub struct LogRecord {
     pub step: usize,
-    /// Mean loss over the steps since the previous record.
+    /// Mean of the optimised (weighted) loss over the steps since the previous record.
     pub loss: f64,
+    /// Mean unweighted per-sample loss for t in each quarter of [0, T) over the same steps (as
+    /// improved-diffusion logs it); null where no sample fell in a quarter.
+    pub loss_quarters: [Option<f64>; 4],
     pub images_per_sec: f64,
     pub lr: f64,
     pub elapsed_seconds: f64,
@@ -39,7 +48,7 @@ pub struct Outcome {
 }
 
 /// Trains the run described by `spec` in `dir`, saves the final weights as `model.safetensors`, then
-/// draws `sample.num_samples` images.
+/// draws `sample.num_samples` images with the configured sampler.
 pub fn train_run(
     spec: &RunSpec,
     dir: &RunDir,
@@ -48,20 +57,25 @@ pub fn train_run(
     reporter: &mut dyn Reporter,
 ) -> Result<Outcome> {
     let cfg = &spec.config;
+    let (tc, dc) = (&cfg.train, &cfg.diffusion);
     let started = Instant::now();
     // One seed for every draw, in a fixed order: initialisation, then per step data order,
     // timesteps and noise. Runs of one experiment with the same seed therefore share their draws.
     tch::manual_seed(cfg.seed as i64);
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
-    let schedule = NoiseSchedule::new(&cfg.diffusion.schedule, cfg.diffusion.timesteps, device);
+    let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, device);
     let vs = nn::VarStore::new(device);
     let [channels, height, width] = data.image_shape();
     let model = models::build(&cfg.model, channels, &vs.root());
-    let mut opt = nn::Adam::default().build(&vs, cfg.train.lr)?;
+    let mut opt = nn::Adam::default().build(&vs, tc.lr)?;
+    let mut timestep_sampler = match tc.timestep_sampling {
+        TimestepSampling::Uniform => TimestepSampler::uniform(dc.timesteps),
+        TimestepSampling::LossSecondMoment => TimestepSampler::loss_second_moment(dc.timesteps),
+    };
 
     let mut events = EventWriter::create(&dir.path)?;
     let mut metrics = MetricsWriter::create(&dir.path.join("metrics.jsonl"))?;
-    let (n, batch, steps, t_max) = (data.len(), cfg.train.batch_size, cfg.train.steps, cfg.diffusion.timesteps as i64);
+    let (n, batch, steps) = (data.len(), tc.batch_size, tc.steps);
     if batch > n {
         bail!("train.batch_size = {batch} is larger than the dataset ({n} images)");
     }
@@ -69,10 +83,9 @@ pub fn train_run(
     reporter.phase("train", steps as u64);
     let mut perm = Tensor::randperm(n, (Kind::Int64, device));
     let mut cursor = 0;
-    let mut window_loss = Tensor::zeros([], (Kind::Float, device));
-    let (mut window_steps, mut window_start) = (0usize, Instant::now());
+    let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
-    let mut last = None;
+    let mut last: Option<LogRecord> = None;
     for step in 1..=steps {
         // Epochs are permutations of the dataset; the incomplete last batch is dropped.
         if cursor + batch > n {
@@ -81,43 +94,47 @@ pub fn train_run(
         }
         let x0 = data.images.index_select(0, &perm.narrow(0, cursor, batch));
         cursor += batch;
-        let t = Tensor::randint(t_max, [batch], (Kind::Int64, device));
+        let (t, importance) = timestep_sampler.sample(batch, device);
         let noise = x0.randn_like();
         let x_t = q_sample(&schedule, &x0, &t, &noise);
-        let loss = eps_mse(&model.forward_t(&x_t, &t, true), &noise);
+        let target = training_target(dc.target, &schedule, &x0, &noise, &t);
+        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &model.forward_t(&x_t, &t, true), &target);
+        let weights = match tc.weighting {
+            Weighting::Uniform => importance,
+            Weighting::MinSnr => {
+                let w = min_snr_weights(dc.target, &schedule, &t, tc.min_snr_gamma);
+                Some(importance.map_or(w.shallow_clone(), |i| w * i))
+            }
+        };
+        let loss = match &weights {
+            Some(w) => (&per_sample * w).mean(Kind::Float),
+            None => per_sample.mean(Kind::Float),
+        };
         opt.backward_step(&loss);
-        // Accumulated on the device: the host reads the loss only when it logs.
-        window_loss += loss.detach();
-        window_steps += 1;
+        timestep_sampler.update(&t, &per_sample.detach());
+        window.add(&loss, &per_sample, &t);
 
-        if step % cfg.train.log_every == 0 || step == steps {
-            let mean = window_loss.double_value(&[]) / window_steps as f64;
-            if !mean.is_finite() {
-                let previous = last
-                    .as_ref()
-                    .map_or("none".to_string(), |r: &LogRecord| format!("{:.6} at step {}", r.loss, r.step));
+        if step % tc.log_every == 0 || step == steps {
+            let w = window.take();
+            if !w.loss.is_finite() {
+                let previous = last.as_ref().map_or("none".into(), |r| format!("{:.6} at step {}", r.loss, r.step));
                 bail!(
-                    "training loss is {mean} over steps {}..={step}; last finite loss: {previous}",
-                    step + 1 - window_steps
+                    "training loss is {} over steps {}..={step}; last finite loss: {previous}",
+                    w.loss,
+                    step + 1 - w.steps
                 );
             }
             let record = LogRecord {
                 step,
-                loss: mean,
-                images_per_sec: (window_steps as i64 * batch) as f64 / window_start.elapsed().as_secs_f64(),
-                lr: cfg.train.lr,
+                loss: w.loss,
+                loss_quarters: w.quarters,
+                images_per_sec: (w.steps as i64 * batch) as f64 / w.seconds,
+                lr: tc.lr,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
             };
-            metrics.append(&record)?;
-            events.add_scalar("train/loss", record.loss, step as i64)?;
-            events.add_scalar("train/images_per_sec", record.images_per_sec, step as i64)?;
-            events.add_scalar("train/lr", record.lr, step as i64)?;
-            events.flush()?;
+            log(&mut metrics, &mut events, &record, tc.loss)?;
             reporter.logged(&record);
             last = Some(record);
-            window_loss = Tensor::zeros([], (Kind::Float, device));
-            window_steps = 0;
-            window_start = Instant::now();
         }
         reporter.advance(step as u64);
     }
@@ -126,17 +143,26 @@ pub fn train_run(
     atomic_replace(&weights_path, |tmp| Ok(vs.save(tmp)?))?;
     let weights_sha256 = crate::track::sha256_hex(&std::fs::read(&weights_path)?);
 
-    reporter.phase("sample", t_max as u64);
+    let sample_steps = sampler::num_steps(&cfg.sample.sampler, dc.timesteps);
+    reporter.phase("sample", sample_steps as u64);
+    let opts = SampleOptions {
+        target: dc.target,
+        variance: dc.variance,
+        clip_x0: cfg.sample.clip_x0,
+        trajectory: &cfg.sample.trajectory,
+    };
     let shape = [cfg.sample.num_samples, channels, height, width];
     let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, false);
-    let samples = ddpm_sample(&schedule, &shape, device, cfg.sample.clip_x0, &mut eps_model, |t| {
-        reporter.advance((t_max as usize - t) as u64)
+    let x_t = Tensor::randn(shape, (Kind::Float, device));
+    let out = sampler::sample(&cfg.sample.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |k| {
+        reporter.advance(k as u64)
     });
     let ncol = (cfg.sample.num_samples as f64).sqrt().ceil() as usize;
-    let grid = make_grid(&samples, ncol, 2)?;
-    let png = grid.to_png()?;
-    atomic_write(&dir.path.join("samples.png"), &png)?;
-    events.add_png("samples", &png, grid.height, grid.width, grid.channels, steps as i64)?;
+    save_image(&dir.path.join("samples.png"), &make_grid(&out.x0, ncol, 2)?, "samples", steps, &mut events)?;
+    if !out.trajectory.is_empty() {
+        let grid = trajectory_grid(&out.trajectory, 8)?;
+        save_image(&dir.path.join("trajectory.png"), &grid, "trajectory", steps, &mut events)?;
+    }
     events.flush()?;
 
     Ok(Outcome {
@@ -145,4 +171,32 @@ pub fn train_run(
         wall_seconds: started.elapsed().as_secs_f64(),
         weights_sha256,
     })
+}
+
+fn log(metrics: &mut MetricsWriter, events: &mut EventWriter, r: &LogRecord, loss: LossKind) -> Result<()> {
+    metrics.append(r)?;
+    let step = r.step as i64;
+    events.add_scalar("train/loss", r.loss, step)?;
+    for (q, value) in r.loss_quarters.iter().enumerate() {
+        if let Some(v) = value {
+            events.add_scalar(&format!("train/{}_q{q}", loss_name(loss)), *v, step)?;
+        }
+    }
+    events.add_scalar("train/images_per_sec", r.images_per_sec, step)?;
+    events.add_scalar("train/lr", r.lr, step)?;
+    events.flush()
+}
+
+fn loss_name(loss: LossKind) -> &'static str {
+    match loss {
+        LossKind::L1 => "l1",
+        LossKind::L2 => "l2",
+        LossKind::Huber => "huber",
+    }
+}
+
+fn save_image(path: &Path, image: &Image, tag: &str, step: usize, events: &mut EventWriter) -> Result<()> {
+    let png = image.to_png()?;
+    atomic_write(path, &png)?;
+    events.add_png(tag, &png, image.height, image.width, image.channels, step as i64)
 }
