@@ -82,6 +82,13 @@ enum Command {
         #[arg(long)]
         plot: Option<PathBuf>,
     },
+    /// List the models with their parameter counts for a channel count and image size.
+    Models {
+        #[arg(long, default_value_t = 1)]
+        channels: i64,
+        #[arg(long, default_value_t = 32)]
+        image_size: i64,
+    },
     /// Evaluate a trained run.
     Eval {
         #[command(subcommand)]
@@ -161,6 +168,17 @@ fn main() -> ExitCode {
         }
         Command::Eval { command: EvalCommand::Bpd { run_dir, images, batch, t_stride, device } } => {
             bpd_command(&run_dir, images, batch, t_stride, &device).map(|_| true)
+        }
+        Command::Models { channels, image_size } => {
+            println!("models for {channels}-channel {image_size}x{image_size} images (default keys; see README for options):");
+            for e in ddpm::models::catalogue(channels, image_size) {
+                let params = match e.parameters {
+                    Ok(n) => format!("{n:>12}"),
+                    Err(why) => format!("{:>12}  ({why})", "-"),
+                };
+                println!("  {:12} {params}  sides: {}", e.name, e.sizes);
+            }
+            Ok(true)
         }
         Command::Device => {
             println!("device: {}", ddpm::device::describe(tch::Device::cuda_if_available()));

@@ -55,6 +55,13 @@ impl Reporter for Progress {
         }
     }
 
+    fn note(&mut self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("  {} {text}", self.label)),
+            None => println!("  {} {text}", self.label),
+        }
+    }
+
     fn logged(&mut self, record: &LogRecord) {
         self.last_loss = Some(record.loss);
         if let Some(bar) = &self.bar {

@@ -369,3 +369,66 @@ fn schedules_command_tabulates_and_plots_all_four() {
     assert!(!bad.status.success());
     assert!(text(&bad.stderr).contains("allowed are linear, cosine, quadratic, sigmoid"), "{}", text(&bad.stderr));
 }
+
+#[test]
+fn models_command_lists_every_model_with_its_parameter_count() {
+    let out = ddpm_plain(&["models", "--channels", "3", "--image-size", "32"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for (name, count) in [("simple ", "859395"), ("simple_bn", "62438883"), ("unet", ""), ("ddpm_cifar", "35746307")] {
+        let line =
+            stdout.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_else(|| panic!("{name} in {stdout}"));
+        assert!(line.contains(count), "{line}");
+    }
+    let out = ddpm_plain(&["models", "--image-size", "28"]);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.contains("simple_bn") && l.contains("cannot take 28x28") && l.contains("multiples of 16")),
+        "{stdout}"
+    );
+}
+
+/// The architecture is an axis like any other: a grid over `model` tables with their own keys
+/// trains and samples each, and each run records its parameter count.
+#[test]
+fn an_experiment_varies_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = r#"
+[data]
+image_size = 16
+limit = 16
+[diffusion]
+timesteps = 10
+[train]
+steps = 2
+batch_size = 4
+log_every = 1
+[sample]
+num_samples = 2
+[grid]
+model = [
+    { name = "simple" },
+    { name = "simple_bn", channels = [8, 16, 32] },
+    { name = "unet", dim = 16, dim_mults = [1, 2], block = "convnext" },
+    { name = "ddpm_cifar", ch = 32, ch_mult = [1, 2], attn_resolutions = [8] },
+]
+"#;
+    let exp = write_experiment(tmp.path(), "models.toml", body);
+    let results = tmp.path().join("results");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("model simple: 858753 parameters"), "{stdout}");
+    for label in ["model=simple", "model=simple_bn", "model=unet", "model=ddpm_cifar"] {
+        let status = json(&results.join("experiments/models").join(label).join("status.json"));
+        assert_eq!(status["state"], "done", "{label}");
+        assert!(status["parameters"].as_i64().unwrap() > 1000, "{label}");
+    }
+    // A size the model cannot take is refused before anything runs.
+    let bad = write_experiment(tmp.path(), "bad.toml", "[model]\nname = \"simple_bn\"\n[data]\nimage_size = 24\n");
+    let out = ddpm(&["run", bad.to_str().unwrap(), "--device", "cpu"], &tmp.path().join("r2"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("a multiple of 16 for model `simple_bn`"), "{}", text(&out.stderr));
+}

@@ -74,7 +74,7 @@ pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, nn::VarSto
         );
     }
     let mut vs = nn::VarStore::new(device);
-    let model = models::build(&config.model, config.data.name.channels(), &vs.root());
+    let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
     vs.load(&weights).with_context(|| format!("cannot load {}", weights.display()))?;
     Ok((config, vs, model))
 }
@@ -99,7 +99,7 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
     let mut terms = vec![0f64; pairs.len()];
     let mut progress = Progress::new("bpd");
     progress.phase("terms", pairs.len() as u64);
-    let mut mf = |x: &Tensor, t: &Tensor| model.forward_t(x, t, false);
+    let mut mf = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
     let _guard = tch::no_grad_guard();
     for (c, chunk) in pairs.chunks(opts.batch.max(1) as usize).enumerate() {
         let img = Tensor::from_slice(&chunk.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(opts.device);

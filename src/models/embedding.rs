@@ -12,6 +12,25 @@ pub fn sinusoidal(t: &Tensor, dim: i64) -> Tensor {
     Tensor::cat(&[args.sin(), args.cos()], 1)
 }
 
+/// lucidrains' learned sinusoidal embedding: with learned frequencies w (`half` of them, initialised
+/// from N(0, 1)), [t, sin(2π t w), cos(2π t w)]; the result is `[B, 2·half + 1]`.
+#[derive(Debug)]
+pub struct LearnedSinusoidal {
+    weights: Tensor,
+}
+
+impl LearnedSinusoidal {
+    pub fn new(p: tch::nn::Path, dim: i64) -> Self {
+        Self { weights: p.var("weights", &[dim / 2], tch::nn::Init::Randn { mean: 0.0, stdev: 1.0 }) }
+    }
+
+    pub fn forward(&self, t: &Tensor) -> Tensor {
+        let t = t.to_kind(Kind::Float).unsqueeze(1);
+        let freqs = &t * self.weights.unsqueeze(0) * (2.0 * std::f64::consts::PI);
+        Tensor::cat(&[t, freqs.sin(), freqs.cos()], 1)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -81,7 +81,7 @@ fn upsample(x: &Tensor) -> Tensor {
 }
 
 impl Denoiser for SimpleUNet {
-    fn forward_t(&self, x: &Tensor, t: &Tensor, _train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, t: &Tensor, _class_labels: Option<&Tensor>, _train: bool) -> Tensor {
         let temb = self.time_mlp.forward(&sinusoidal(t, self.time_dim)).relu();
         let mut skips = Vec::with_capacity(3);
         let mut h = x.shallow_clone();
@@ -123,8 +123,8 @@ mod tests {
         let m = SimpleUNet::new(&vs.root(), 3, 32);
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0i64, 999]);
-        assert_eq!(m.forward_t(&x, &t, true).size(), vec![2, 3, 32, 32]);
+        assert_eq!(m.forward_t(&x, &t, None, true).size(), vec![2, 3, 32, 32]);
         let x = Tensor::randn([1, 3, 16, 24], (Kind::Float, Device::Cpu));
-        assert_eq!(m.forward_t(&x, &t.narrow(0, 0, 1), false).size(), vec![1, 3, 16, 24]);
+        assert_eq!(m.forward_t(&x, &t.narrow(0, 0, 1), None, false).size(), vec![1, 3, 16, 24]);
     }
 }

@@ -91,6 +91,7 @@ fn execute(spec: &RunSpec, dir: &RunDir, opts: &RunOptions, device_name: &str) -
             status.images_per_sec = Some(o.images_per_sec);
             status.wall_seconds = Some(o.wall_seconds);
             status.weights_sha256 = Some(o.weights_sha256);
+            status.parameters = Some(o.parameters);
             match dir.write_status(&status) {
                 Ok(()) => Outcome::Trained(status),
                 Err(e) => Outcome::Failed(format!("{e:#}")),

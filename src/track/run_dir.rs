@@ -34,6 +34,9 @@ pub struct Status {
     pub images_per_sec: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_seconds: Option<f64>,
+    /// Trainable parameters of the model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<i64>,
     /// sha256 of `model.safetensors`, the final weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
@@ -53,6 +56,7 @@ impl Status {
             final_loss: None,
             images_per_sec: None,
             wall_seconds: None,
+            parameters: None,
             weights_sha256: None,
         }
     }

@@ -23,6 +23,8 @@ pub trait Reporter {
     fn phase(&mut self, name: &str, total: u64);
     fn advance(&mut self, position: u64);
     fn logged(&mut self, record: &LogRecord);
+    /// A line of information about the run (e.g. the model's size).
+    fn note(&mut self, text: &str);
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +47,8 @@ pub struct Outcome {
     pub wall_seconds: f64,
     /// sha256 of the saved `model.safetensors`.
     pub weights_sha256: String,
+    /// Trainable parameters of the model.
+    pub parameters: i64,
 }
 
 /// Trains the run described by `spec` in `dir`, saves the final weights as `model.safetensors`, then
@@ -66,7 +70,9 @@ pub fn train_run(
     let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, device);
     let vs = nn::VarStore::new(device);
     let [channels, height, width] = data.image_shape();
-    let model = models::build(&cfg.model, channels, &vs.root());
+    let model = models::build(&cfg.model, channels, height, &vs.root());
+    let parameters = models::parameter_count(&vs);
+    reporter.note(&format!("model {}: {parameters} parameters", cfg.model.name()));
     let mut opt = nn::Adam::default().build(&vs, tc.lr)?;
     let mut timestep_sampler = match tc.timestep_sampling {
         TimestepSampling::Uniform => TimestepSampler::uniform(dc.timesteps),
@@ -98,7 +104,7 @@ pub fn train_run(
         let noise = x0.randn_like();
         let x_t = q_sample(&schedule, &x0, &t, &noise);
         let target = training_target(dc.target, &schedule, &x0, &noise, &t);
-        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &model.forward_t(&x_t, &t, true), &target);
+        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &model.forward_t(&x_t, &t, None, true), &target);
         let weights = match tc.weighting {
             Weighting::Uniform => importance,
             Weighting::MinSnr => {
@@ -152,7 +158,7 @@ pub fn train_run(
         trajectory: &cfg.sample.trajectory,
     };
     let shape = [cfg.sample.num_samples, channels, height, width];
-    let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, false);
+    let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
     let out = sampler::sample(&cfg.sample.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |k| {
         reporter.advance(k as u64)
@@ -170,6 +176,7 @@ pub fn train_run(
         images_per_sec,
         wall_seconds: started.elapsed().as_secs_f64(),
         weights_sha256,
+        parameters,
     })
 }
 
