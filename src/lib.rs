@@ -10,6 +10,7 @@ pub mod eval;
 pub mod models;
 pub mod plot;
 pub mod progress;
+pub mod rng;
 pub mod runner;
 pub mod track;
 pub mod train;

@@ -3,7 +3,6 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 use ddpm::config::{load_experiment, DatasetName, LoadOptions};
 use ddpm::runner::{self, RunOptions};
-use ddpm::track::run_dir::RunDir;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,17 +47,41 @@ enum Command {
     Run {
         #[command(flatten)]
         args: ExperimentArgs,
-        /// auto, cpu, cuda or cuda:N
+        /// auto (every CUDA device, else the CPU), cpu, cuda or cuda:N
         #[arg(long, default_value = "auto")]
         device: String,
+        /// CUDA devices to use, one run at a time on each, e.g. 0,2 (overrides --device).
+        #[arg(long, value_delimiter = ',')]
+        devices: Vec<usize>,
         /// List the runs and whether they are done, without running anything.
         #[arg(long)]
         dry_run: bool,
     },
-    /// List the runs of an experiment: label, hash, and whether each is done.
+    /// List the runs of an experiment: label, hash, and whether each is new, partial or done.
     Plan {
         #[command(flatten)]
         args: ExperimentArgs,
+    },
+    /// Show where each run stands: state, step, last loss, device, elapsed time.
+    Status {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    },
+    /// Print every resolved key of each run with its value and where it came from.
+    Show {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    },
+    /// Execute one prepared run directory (what `run` starts for each run).
+    RunOne {
+        /// results/runs/<hash>
+        run_dir: PathBuf,
+        /// cpu, cuda or cuda:N
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Report progress as JSON lines on standard output (for the runner).
+        #[arg(long)]
+        events: bool,
     },
     /// Datasets.
     Data {
@@ -130,30 +153,53 @@ enum DataCommand {
 
 fn plan(args: &ExperimentArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.load_options())?;
-    let root = args.results_root();
-    println!("experiment `{}`: {} run(s)", exp.name, exp.runs.len());
-    for spec in &exp.runs {
-        let state = match RunDir::new(&root, &spec.hash).status()? {
-            Some(s) => format!("{:?}", s.state).to_lowercase(),
-            None => "new".into(),
-        };
-        println!("  {:16}  {:8}  {}", spec.hash, state, spec.label);
+    print!("{}", ddpm::runner::status::plan_table(&exp, &args.results_root()));
+    Ok(())
+}
+
+fn status(args: &ExperimentArgs) -> Result<()> {
+    let exp = load_experiment(&args.experiment, &args.load_options())?;
+    print!("{}", ddpm::runner::status::status_table(&exp, &args.results_root()));
+    Ok(())
+}
+
+fn show(args: &ExperimentArgs) -> Result<()> {
+    let exp = load_experiment(&args.experiment, &args.load_options())?;
+    for (spec, sources) in exp.runs.iter().zip(&exp.sources) {
+        println!("run {} ({})", spec.label, spec.hash);
+        let width = sources.iter().map(|s| s.key.len() + s.value.len() + 3).max().unwrap_or(0);
+        for s in sources {
+            println!("  {:width$}  # {}", format!("{} = {}", s.key, s.value), s.source);
+        }
     }
     Ok(())
+}
+
+/// `--devices 0,2`, or `--device`: auto means every CUDA device, else the CPU.
+fn devices(device: &str, devices: &[usize]) -> Result<Vec<tch::Device>> {
+    if !devices.is_empty() {
+        return devices.iter().map(|n| ddpm::device::parse(&format!("cuda:{n}"))).collect();
+    }
+    match device {
+        "auto" if tch::Cuda::is_available() => {
+            Ok((0..tch::Cuda::device_count() as usize).map(tch::Device::Cuda).collect())
+        }
+        other => Ok(vec![ddpm::device::parse(other)?]),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { args, device, dry_run } => {
+        Command::Run { args, device, devices: list, dry_run } => {
             if dry_run {
                 plan(&args).map(|_| true)
             } else {
-                ddpm::device::parse(&device).and_then(|device| {
+                devices(&device, &list).and_then(|devices| {
                     let opts = RunOptions {
                         experiment: args.experiment.clone(),
                         load: args.load_options(),
-                        device,
+                        devices,
                         results_root: args.results_root(),
                         data_dir: ddpm::data::data_dir(),
                     };
@@ -162,6 +208,19 @@ fn main() -> ExitCode {
             }
         }
         Command::Plan { args } => plan(&args).map(|_| true),
+        Command::Status { args } => status(&args).map(|_| true),
+        Command::Show { args } => show(&args).map(|_| true),
+        Command::RunOne { run_dir, device, events } => {
+            let outcome = ddpm::device::parse(&device)
+                .and_then(|d| ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events));
+            return match outcome {
+                Ok(ended) => ExitCode::from(ended.exit_code() as u8),
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Data { command: DataCommand::Fetch { name } } => fetch(&name).map(|_| true),
         Command::Schedules { timesteps, schedules, t, plot } => {
             schedules_command(timesteps, &schedules, &t, plot).map(|_| true)

@@ -1,10 +1,12 @@
 //! Progress of one run: an indicatif bar on a terminal, plain lines otherwise (logs, CI).
 use crate::train::{LogRecord, Reporter};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::io::IsTerminal;
 
 pub struct Progress {
     label: String,
+    /// Bars of concurrent runs share one display.
+    multi: Option<MultiProgress>,
     bar: Option<ProgressBar>,
     phase: String,
     total: u64,
@@ -15,7 +17,20 @@ pub struct Progress {
 
 impl Progress {
     pub fn new(label: &str) -> Self {
-        Self { label: label.to_string(), bar: None, phase: String::new(), total: 0, next_tenth: 1, last_loss: None }
+        Self {
+            label: label.to_string(),
+            multi: None,
+            bar: None,
+            phase: String::new(),
+            total: 0,
+            next_tenth: 1,
+            last_loss: None,
+        }
+    }
+
+    /// A progress display whose bar joins `multi` (one line per active run).
+    pub fn in_multi(label: &str, multi: &MultiProgress) -> Self {
+        Self { multi: Some(multi.clone()), ..Self::new(label) }
     }
 
     pub fn finish(&mut self) {
@@ -38,7 +53,10 @@ impl Reporter for Progress {
                     .expect("valid template"),
             );
             bar.set_prefix(format!("{} {name}", self.label));
-            self.bar = Some(bar);
+            self.bar = Some(match &self.multi {
+                Some(m) => m.add(bar),
+                None => bar,
+            });
         }
     }
 

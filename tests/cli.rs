@@ -340,12 +340,13 @@ fn bits_per_dim_of_a_trained_run_adds_up() {
     assert_eq!(r["timesteps_evaluated"], 4, "t = 1, 4, 7, 10");
 
     // Corrupt weights are refused.
-    let mut weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // (evaluation uses the EMA weights by default)
+    let mut weights = std::fs::read(dir.join("ema.safetensors")).unwrap();
     let last = weights.len() - 1;
     weights[last] ^= 0xff;
-    std::fs::write(dir.join("model.safetensors"), weights).unwrap();
+    std::fs::write(dir.join("ema.safetensors"), weights).unwrap();
     let out = ddpm_plain(&["eval", "bpd", dir.to_str().unwrap(), "--images", "1", "--device", "cpu"]);
-    assert!(!out.status.success());
+    assert!(!out.status.success(), "stdout {} stderr {}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stderr).contains("checksum mismatch"), "{}", text(&out.stderr));
 }
 

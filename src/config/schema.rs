@@ -462,8 +462,15 @@ pub struct TrainConfig {
     /// How training timesteps are drawn: uniformly, or by importance sampling on the running second
     /// moment of each timestep's loss (improved-diffusion's `loss-second-moment`).
     pub timestep_sampling: TimestepSampling,
+    /// Decay of the exponential moving average of the weights (0.9999 in Ho et al.).
+    pub ema_decay: f64,
+    /// Warm the EMA up: decay min(ema_decay, (1 + n)/(10 + n)) at update n.
+    pub ema_warmup: bool,
     /// Log the loss every this many steps (execution only: not part of the run's identity).
     pub log_every: usize,
+    /// Write a checkpoint every this many steps, and at the end (execution only: a resumed run ends
+    /// with the same weights).
+    pub checkpoint_every: usize,
 }
 
 impl Default for TrainConfig {
@@ -477,7 +484,10 @@ impl Default for TrainConfig {
             weighting: Weighting::Uniform,
             min_snr_gamma: 5.0,
             timestep_sampling: TimestepSampling::Uniform,
+            ema_decay: 0.9999,
+            ema_warmup: true,
             log_every: 50,
+            checkpoint_every: 1000,
         }
     }
 }
@@ -511,6 +521,8 @@ pub struct SampleConfig {
     pub num_samples: i64,
     /// Clip the predicted x_0 to [-1, 1] at each sampling step (as Ho et al.'s code does).
     pub clip_x0: bool,
+    /// Sample (and evaluate) with the EMA weights rather than the last trained weights.
+    pub use_ema: bool,
     /// Paper timesteps t (T..1, and 0 for the final image) at which to record the reverse process of
     /// the first samples in `trajectory.png`; empty for none.
     pub trajectory: Vec<usize>,
@@ -519,7 +531,13 @@ pub struct SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { num_samples: 64, clip_x0: true, trajectory: Vec::new(), sampler: SamplerConfig::default() }
+        Self {
+            num_samples: 64,
+            clip_x0: true,
+            use_ema: true,
+            trajectory: Vec::new(),
+            sampler: SamplerConfig::default(),
+        }
     }
 }
 
@@ -572,7 +590,7 @@ pub enum Spacing {
 
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
 /// the run's identity (its hash).
-pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every"];
+pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every"];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -642,6 +660,8 @@ impl RunConfig {
         check(t.batch_size >= 1, "train.batch_size", t.batch_size.to_string(), "an integer >= 1");
         check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a finite number > 0");
         check(t.log_every >= 1, "train.log_every", t.log_every.to_string(), "an integer >= 1");
+        check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every.to_string(), "an integer >= 1");
+        check((0.0..1.0).contains(&t.ema_decay), "train.ema_decay", t.ema_decay.to_string(), "0 <= ema_decay < 1");
         let delta = t.huber_delta;
         check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");
         let gamma = t.min_snr_gamma;

@@ -33,8 +33,9 @@ impl RunSpec {
 }
 
 /// The canonical identity of a run: the resolved configuration without execution-only keys (sorted
-/// keys, numbers in their shortest round-trip form, as serde_json writes them), the realised β array
-/// and the content fingerprint of the training data.
+/// keys, numbers in their shortest round-trip form, as serde_json writes them), the realised β array,
+/// the content fingerprint of the training data and the code fingerprint (sha256 of `src/` and
+/// `Cargo.lock`, computed at build time), so a change of code is a different run.
 fn identity(config: &RunConfig) -> Value {
     let mut canonical = serde_json::to_value(config).expect("RunConfig serializes to JSON");
     for key in EXECUTION_ONLY_KEYS {
@@ -42,7 +43,8 @@ fn identity(config: &RunConfig) -> Value {
     }
     let betas = schedule::betas(&config.diffusion.schedule, config.diffusion.timesteps);
     json!({
-        "identity_format": 1,
+        "identity_format": 2,
+        "code_sha256": env!("DDPM_CODE_SHA256"),
         "config": canonical,
         "betas_sha256": schedule::betas_fingerprint(&betas),
         "train_images_sha256": data::train_images_fingerprint(config.data.name),

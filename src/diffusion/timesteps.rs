@@ -60,6 +60,24 @@ impl TimestepSampler {
         }
     }
 
+    /// What a checkpoint needs to continue the same draws: the loss history (JSON; null if uniform).
+    pub fn state(&self) -> serde_json::Value {
+        match self {
+            TimestepSampler::Uniform { .. } => serde_json::Value::Null,
+            TimestepSampler::LossSecondMoment { history, seen, .. } => {
+                serde_json::json!({ "history": history, "seen": seen })
+            }
+        }
+    }
+
+    pub fn load_state(&mut self, state: &serde_json::Value) -> anyhow::Result<()> {
+        if let TimestepSampler::LossSecondMoment { history, seen, .. } = self {
+            *history = serde_json::from_value(state["history"].clone())?;
+            *seen = serde_json::from_value(state["seen"].clone())?;
+        }
+        Ok(())
+    }
+
     /// The sampling distribution over t, or `None` while it is uniform.
     pub fn probabilities(&self) -> Option<Vec<f64>> {
         let TimestepSampler::LossSecondMoment { timesteps, history, seen } = self else { return None };

@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 
-/// The evaluation noise is seeded apart from training's (same run seed, another stream).
-const EVAL_SEED_OFFSET: i64 = 1_000_003;
-
 pub struct BpdOptions {
     /// Test images to evaluate (the first N).
     pub images: usize,
@@ -50,7 +47,8 @@ pub struct BpdReport {
     pub seconds: f64,
 }
 
-/// Loads a finished run: its configuration and its final weights, checked against their sha256.
+/// Loads a finished run: its configuration and the weights it samples with (`ema.safetensors` when
+/// `sample.use_ema`, else `model.safetensors`), checked against their sha256 in `status.json`.
 pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, nn::VarStore, Box<dyn models::Denoiser>)> {
     let dir = RunDir { path: run_dir.to_path_buf() };
     let status =
@@ -63,14 +61,18 @@ pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, nn::VarSto
         std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
     let config: RunConfig =
         toml::from_str(&text).with_context(|| format!("{}: invalid configuration", config_path.display()))?;
-    let weights = run_dir.join("model.safetensors");
+    let (file, recorded) = if config.sample.use_ema {
+        ("ema.safetensors", &status.ema_sha256)
+    } else {
+        ("model.safetensors", &status.weights_sha256)
+    };
+    let weights = run_dir.join(file);
     let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
     let actual = sha256_hex(&bytes);
-    if status.weights_sha256.as_deref() != Some(actual.as_str()) {
+    if recorded.as_deref() != Some(actual.as_str()) {
         bail!(
-            "{}: checksum mismatch (sha256 {actual}, status.json records {:?}): the weights are corrupt",
-            weights.display(),
-            status.weights_sha256
+            "{}: checksum mismatch (sha256 {actual}, status.json records {recorded:?}): the weights are corrupt",
+            weights.display()
         );
     }
     let mut vs = nn::VarStore::new(device);
@@ -93,7 +95,7 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
     let stride = opts.t_stride.max(1);
     let ts: Vec<usize> = (0..d.timesteps).filter(|&t| t == 0 || t % stride == 0).collect();
     let term_opts = TermOptions { target: d.target, variance: d.variance, clip_x0: config.sample.clip_x0 };
-    tch::manual_seed(config.seed as i64 + EVAL_SEED_OFFSET);
+    crate::rng::reseed(config.seed, "eval-bpd", 0);
 
     let pairs: Vec<(i64, i64)> = (0..n).flat_map(|i| ts.iter().map(move |&t| (i, t as i64))).collect();
     let mut terms = vec![0f64; pairs.len()];

@@ -1,16 +1,31 @@
-//! Executes an experiment: every run once, skipping those already done, one at a time on the chosen
-//! device. A failed run is recorded and the others still run.
+//! Executes an experiment: every run once, skipping those already done and resuming partial ones.
+//! Each run executes in its own process (`ddpm run-one`, killed if the runner dies), one at a time per
+//! device: one worker on the CPU, one per CUDA device. A failed run is recorded and the others still
+//! run; a run another runner is executing is left to it.
+mod events;
+pub mod one;
+pub mod status;
+
 use crate::config::{load_experiment, Experiment, LoadOptions, RunSpec};
+use crate::progress::Progress;
 use crate::track::run_dir::{RunDir, State, Status};
-use crate::train::train_run;
+use crate::train::{LogRecord, Reporter};
 use anyhow::{Context, Result};
+use events::Event;
+use indicatif::MultiProgress;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, IsTerminal};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use tch::Device;
 
 pub struct RunOptions {
     pub experiment: PathBuf,
     pub load: LoadOptions,
-    pub device: Device,
+    /// One worker per device.
+    pub devices: Vec<Device>,
     pub results_root: PathBuf,
     pub data_dir: PathBuf,
 }
@@ -20,7 +35,12 @@ pub struct RunOptions {
 pub enum Outcome {
     Trained(Status),
     Skipped(Status),
-    Failed(String),
+    Failed {
+        error: String,
+        log: PathBuf,
+    },
+    /// Another process holds the run's lock.
+    Busy(String),
 }
 
 pub struct Report {
@@ -30,7 +50,7 @@ pub struct Report {
 
 impl Report {
     pub fn failures(&self) -> usize {
-        self.outcomes.iter().filter(|(_, _, o)| matches!(o, Outcome::Failed(_))).count()
+        self.outcomes.iter().filter(|(_, _, o)| matches!(o, Outcome::Failed { .. })).count()
     }
 }
 
@@ -50,61 +70,144 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
 
 pub fn run(opts: &RunOptions) -> Result<Report> {
     let experiment = load_experiment(&opts.experiment, &opts.load)?;
-    let device_name = crate::device::describe(opts.device);
+    let devices: Vec<String> = opts.devices.iter().map(|d| crate::device::describe(*d)).collect();
     println!(
-        "experiment `{}`{}: {} run(s), device {device_name}",
+        "experiment `{}`{}: {} run(s), device(s) {}",
         experiment.name,
         experiment.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default(),
-        experiment.runs.len()
+        experiment.runs.len(),
+        devices.join(", ")
     );
-    let mut outcomes = Vec::new();
-    for spec in &experiment.runs {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::new();
+    let mut queue = VecDeque::new();
+    for (i, spec) in experiment.runs.iter().enumerate() {
         let dir = RunDir::new(&opts.results_root, &spec.hash);
         link_label(&opts.results_root, spec)?;
-        if let Some(status) = dir.status()?.filter(|s| s.state == State::Done) {
-            println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
-            outcomes.push((spec.clone(), dir.path.clone(), Outcome::Skipped(status)));
-            continue;
+        dir.prepare(spec)?;
+        match dir.status()?.filter(|s| s.state == State::Done) {
+            Some(status) => {
+                println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
+                outcomes.push(Some(Outcome::Skipped(status)));
+            }
+            None => {
+                outcomes.push(None);
+                queue.push_back(i);
+            }
         }
-        println!("run  {} ({}) -> {}", spec.label, spec.hash, dir.path.display());
-        let outcome = execute(spec, &dir, opts, &device_name);
-        outcomes.push((spec.clone(), dir.path.clone(), outcome));
     }
+    let queue = Mutex::new(queue);
+    let outcomes = Mutex::new(outcomes);
+    let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+    std::thread::scope(|scope| {
+        for device in &opts.devices {
+            scope.spawn(|| loop {
+                let Some(i) = queue.lock().expect("queue").pop_front() else { break };
+                let spec = &experiment.runs[i];
+                let dir = RunDir::new(&opts.results_root, &spec.hash);
+                let outcome = execute(spec, &dir, *device, opts, multi.as_ref());
+                outcomes.lock().expect("outcomes")[i] = Some(outcome);
+            });
+        }
+    });
+    let outcomes = outcomes.into_inner().expect("outcomes");
+    let outcomes = experiment
+        .runs
+        .iter()
+        .zip(outcomes)
+        .map(|(spec, o)| {
+            (spec.clone(), RunDir::new(&opts.results_root, &spec.hash).path, o.expect("every run has an outcome"))
+        })
+        .collect();
     let report = Report { experiment, outcomes };
     print_summary(&report);
     Ok(report)
 }
 
-fn execute(spec: &RunSpec, dir: &RunDir, opts: &RunOptions, device_name: &str) -> Outcome {
-    let result = (|| {
-        dir.prepare(spec, device_name)?;
-        dir.write_status(&Status::new(State::Running, spec, 0))?;
-        let mut reporter = crate::progress::Progress::new(&spec.label);
-        let outcome = train_run(spec, dir, opts.device, &opts.data_dir, &mut reporter);
-        reporter.finish();
-        outcome
-    })();
-    match result {
-        Ok(o) => {
-            let mut status = Status::new(State::Done, spec, spec.config.train.steps);
-            status.final_loss = Some(o.final_loss);
-            status.images_per_sec = Some(o.images_per_sec);
-            status.wall_seconds = Some(o.wall_seconds);
-            status.weights_sha256 = Some(o.weights_sha256);
-            status.parameters = Some(o.parameters);
-            match dir.write_status(&status) {
-                Ok(()) => Outcome::Trained(status),
-                Err(e) => Outcome::Failed(format!("{e:#}")),
+fn device_arg(device: Device) -> String {
+    match device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    }
+}
+
+/// Runs one run in a child process and reads its events until it exits.
+fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, multi: Option<&MultiProgress>) -> Outcome {
+    let say = |line: String| match multi {
+        Some(m) => {
+            let _ = m.println(line);
+        }
+        None => println!("{line}"),
+    };
+    say(format!("run  {} ({}) on {} -> {}", spec.label, spec.hash, device_arg(device), dir.path.display()));
+    let log = dir.path.join("log.txt");
+    let result = (|| -> Result<i32> {
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .with_context(|| format!("cannot open {}", log.display()))?;
+        let mut cmd = Command::new(std::env::current_exe().context("cannot find the ddpm executable")?);
+        cmd.arg("run-one")
+            .arg(&dir.path)
+            .args(["--device", &device_arg(device), "--events"])
+            .env("DDPM_DATA_DIR", &opts.data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log_file));
+        // SAFETY: prctl only sets a flag of the child before exec: it is killed if the runner dies,
+        // so a killed runner leaves no run behind holding its lock.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().context("cannot start `ddpm run-one`")?;
+        let mut progress = match multi {
+            Some(m) => Progress::in_multi(&spec.label, m),
+            None => Progress::new(&spec.label),
+        };
+        let stdout = child.stdout.take().expect("piped stdout");
+        for line in BufReader::new(stdout).lines() {
+            let Ok(event) = serde_json::from_str::<Event>(&line?) else { continue };
+            match event {
+                Event::Phase { name, total } => progress.phase(&name, total),
+                Event::Advance { position } => progress.advance(position),
+                Event::Logged { step, loss, images_per_sec } => progress.logged(&LogRecord {
+                    step,
+                    loss,
+                    loss_quarters: [None; 4],
+                    images_per_sec,
+                    lr: 0.0,
+                    elapsed_seconds: 0.0,
+                }),
+                Event::Note { text } => progress.note(&text),
+                Event::Busy { .. } => {}
             }
         }
-        Err(e) => {
-            let message = format!("{e:#}");
-            eprintln!("run {} failed: {message}", spec.label);
-            let mut status = Status::new(State::Failed, spec, 0);
-            status.error = Some(message.clone());
-            let _ = dir.write_status(&status);
-            Outcome::Failed(message)
+        progress.finish();
+        Ok(child.wait()?.code().unwrap_or(-1))
+    })();
+    match result {
+        Ok(code) if code == one::Ended::BUSY_EXIT => {
+            let holder = crate::track::lock::held_by(&dir.path).unwrap_or_else(|| "another runner".into());
+            say(format!("busy {}: being executed by {holder}", spec.label));
+            Outcome::Busy(holder)
         }
+        Ok(code) => match dir.status() {
+            Ok(Some(s)) if s.state == State::Done && code == 0 => Outcome::Trained(s),
+            Ok(Some(s)) if s.state == State::Failed => {
+                let error = s.error.unwrap_or_else(|| "unknown error".into());
+                say(format!("run {} failed: {error}", spec.label));
+                Outcome::Failed { error, log }
+            }
+            _ => {
+                let error = format!("`ddpm run-one` exited with code {code} without recording an outcome");
+                say(format!("run {} failed: {error}", spec.label));
+                Outcome::Failed { error, log }
+            }
+        },
+        Err(e) => Outcome::Failed { error: format!("{e:#}"), log },
     }
 }
 
@@ -114,9 +217,11 @@ fn print_summary(report: &Report) {
     println!("  {:width$}  {:8}  {:>10}  {:>9}  {:>8}  directory", "run", "status", "final loss", "time", "img/s");
     for (spec, path, outcome) in &report.outcomes {
         let (state, status) = match outcome {
+            Outcome::Trained(s) if s.resumed_from.is_some() => ("resumed", Some(s)),
             Outcome::Trained(s) => ("trained", Some(s)),
             Outcome::Skipped(s) => ("skipped", Some(s)),
-            Outcome::Failed(_) => ("FAILED", None),
+            Outcome::Failed { .. } => ("FAILED", None),
+            Outcome::Busy(_) => ("busy", None),
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
         println!(
@@ -127,8 +232,12 @@ fn print_summary(report: &Report) {
             num(status.and_then(|s| s.images_per_sec), &|v| format!("{v:.1}")),
             path.display()
         );
-        if let Outcome::Failed(e) = outcome {
-            println!("  {:width$}  error: {e}", "");
+        match outcome {
+            Outcome::Failed { error, log } => {
+                println!("  {:width$}  error: {error}\n  {:width$}  log: {}", "", "", log.display())
+            }
+            Outcome::Busy(holder) => println!("  {:width$}  being executed by {holder}", ""),
+            _ => {}
         }
     }
 }

@@ -1,4 +1,6 @@
 //! Bookkeeping of runs: directories, status, metrics, TensorBoard events. Knows nothing of models.
+pub mod checkpoint;
+pub mod lock;
 pub mod metrics;
 pub mod run_dir;
 pub mod tensorboard;

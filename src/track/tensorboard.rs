@@ -97,6 +97,79 @@ fn summary(tag: &str, value: impl FnOnce(&mut Pb)) -> Vec<u8> {
     s.0
 }
 
+/// The frames of a TFRecord byte string (stops at a truncated tail, as a crash can leave).
+pub fn frames(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos + 12 <= bytes.len() {
+        let len = u64::from_le_bytes(bytes[pos..pos + 8].try_into().expect("8 bytes")) as usize;
+        let end = pos + 12 + len + 4;
+        if end > bytes.len() {
+            break;
+        }
+        out.push(&bytes[pos + 12..pos + 12 + len]);
+        pos = end;
+    }
+    out
+}
+
+fn read_varint(bytes: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in (0..64).step_by(7) {
+        let b = *bytes.get(*pos)?;
+        *pos += 1;
+        value |= ((b & 0x7f) as u64) << shift;
+        if b < 0x80 {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// The `step` (field 2) of an encoded Event; 0 when absent, as protobuf defaults it.
+pub fn event_step(event: &[u8]) -> Option<i64> {
+    let mut pos = 0;
+    let mut step = 0;
+    while pos < event.len() {
+        let key = read_varint(event, &mut pos)?;
+        match (key >> 3, key & 7) {
+            (2, 0) => step = read_varint(event, &mut pos)? as i64,
+            (_, 0) => {
+                read_varint(event, &mut pos)?;
+            }
+            (_, 1) => pos += 8,
+            (_, 5) => pos += 4,
+            (_, 2) => {
+                let len = read_varint(event, &mut pos)? as usize;
+                pos += len;
+            }
+            _ => return None,
+        }
+    }
+    (pos == event.len()).then_some(step)
+}
+
+/// Drops, from every event file in `dir`, the records of steps after `step`: a run resumed from the
+/// checkpoint at `step` logs those steps again, and TensorBoard would otherwise draw both. Returns the
+/// number of records removed.
+pub fn truncate_after(dir: &Path, step: i64) -> Result<usize> {
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")) {
+            continue;
+        }
+        let bytes = std::fs::read(&path)?;
+        let (kept, dropped): (Vec<&[u8]>, Vec<&[u8]>) =
+            frames(&bytes).into_iter().partition(|e| event_step(e).is_some_and(|s| s <= step));
+        if !dropped.is_empty() {
+            super::atomic_write(&path, &kept.iter().flat_map(|e| frame(e)).collect::<Vec<u8>>())?;
+            removed += dropped.len();
+        }
+    }
+    Ok(removed)
+}
+
 static FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Appends events to one `events.out.tfevents.*` file in a run's folder.
@@ -184,6 +257,23 @@ mod tests {
         let f = frame(&e);
         assert_eq!(&f[..8], &(e.len() as u64).to_le_bytes());
         assert_eq!(f.len(), e.len() + 16);
+    }
+
+    #[test]
+    fn resuming_drops_the_records_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = EventWriter::create(dir.path()).unwrap();
+        for step in 1..=10 {
+            w.add_scalar("loss", step as f64, step).unwrap();
+        }
+        w.flush().unwrap();
+        let bytes = std::fs::read(w.path()).unwrap();
+        let steps: Vec<i64> = frames(&bytes).iter().map(|e| event_step(e).unwrap()).collect();
+        assert_eq!(steps, (0..=10).collect::<Vec<_>>(), "file version record at step 0, then 1..=10");
+        assert_eq!(truncate_after(dir.path(), 6).unwrap(), 4);
+        let bytes = std::fs::read(w.path()).unwrap();
+        let steps: Vec<i64> = frames(&bytes).iter().map(|e| event_step(e).unwrap()).collect();
+        assert_eq!(steps, (0..=6).collect::<Vec<_>>());
     }
 
     #[test]

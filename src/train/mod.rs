@@ -1,4 +1,10 @@
 //! The training loop of one run, then sampling of a grid (and of a reverse-process trajectory).
+//!
+//! A run resumes from its newest valid checkpoint. Every stream of random draws is seeded from the run's
+//! seed and the stream's index (see `rng`), so a resumed run ends with the same weights as an
+//! uninterrupted one.
+pub mod ema;
+pub mod optim;
 mod window;
 
 use crate::config::{LossKind, RunSpec, TimestepSampling, Weighting};
@@ -9,12 +15,16 @@ use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::{forward::q_sample, target::training_target, NoiseSchedule};
 use crate::eval::grid::{make_grid, trajectory_grid, Image};
 use crate::models;
-use crate::track::{atomic_replace, atomic_write, metrics::MetricsWriter, run_dir::RunDir, tensorboard::EventWriter};
-use anyhow::{bail, Result};
+use crate::rng::reseed;
+use crate::track::run_dir::{RunDir, State, Status};
+use crate::track::{atomic_replace, atomic_write, checkpoint, metrics::MetricsWriter, sha256_hex, tensorboard};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
+use tensorboard::EventWriter;
 use window::Window;
 
 /// What the loop tells the outside world; the runner draws progress bars or prints lines from it.
@@ -45,14 +55,18 @@ pub struct Outcome {
     pub final_loss: f64,
     pub images_per_sec: f64,
     pub wall_seconds: f64,
-    /// sha256 of the saved `model.safetensors`.
+    /// sha256 of the saved `model.safetensors` (the last weights) and `ema.safetensors`.
     pub weights_sha256: String,
+    pub ema_sha256: String,
     /// Trainable parameters of the model.
     pub parameters: i64,
+    /// The checkpoint step this invocation resumed from, if any.
+    pub resumed_from: Option<usize>,
 }
 
-/// Trains the run described by `spec` in `dir`, saves the final weights as `model.safetensors`, then
-/// draws `sample.num_samples` images with the configured sampler.
+/// Trains the run described by `spec` in `dir` (resuming from its newest valid checkpoint), saves
+/// the final weights as `model.safetensors` and their average as `ema.safetensors`, then draws
+/// `sample.num_samples` images with the configured sampler.
 pub fn train_run(
     spec: &RunSpec,
     dir: &RunDir,
@@ -61,45 +75,68 @@ pub fn train_run(
     reporter: &mut dyn Reporter,
 ) -> Result<Outcome> {
     let cfg = &spec.config;
-    let (tc, dc) = (&cfg.train, &cfg.diffusion);
+    let (tc, dc, seed) = (&cfg.train, &cfg.diffusion, cfg.seed);
     let started = Instant::now();
-    // One seed for every draw, in a fixed order: initialisation, then per step data order,
-    // timesteps and noise. Runs of one experiment with the same seed therefore share their draws.
-    tch::manual_seed(cfg.seed as i64);
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
     let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, device);
-    let vs = nn::VarStore::new(device);
     let [channels, height, width] = data.image_shape();
+    reseed(seed, "init", 0);
+    let vs = nn::VarStore::new(device);
     let model = models::build(&cfg.model, channels, height, &vs.root());
     let parameters = models::parameter_count(&vs);
     reporter.note(&format!("model {}: {parameters} parameters", cfg.model.name()));
-    let mut opt = nn::Adam::default().build(&vs, tc.lr)?;
+    let mut opt = optim::Adam::new(&vs, tc.lr);
+    let mut ema = ema::Ema::new(&vs, tc.ema_decay, tc.ema_warmup);
     let mut timestep_sampler = match tc.timestep_sampling {
         TimestepSampling::Uniform => TimestepSampler::uniform(dc.timesteps),
         TimestepSampling::LossSecondMoment => TimestepSampler::loss_second_moment(dc.timesteps),
     };
-
-    let mut events = EventWriter::create(&dir.path)?;
-    let mut metrics = MetricsWriter::create(&dir.path.join("metrics.jsonl"))?;
     let (n, batch, steps) = (data.len(), tc.batch_size, tc.steps);
     if batch > n {
         bail!("train.batch_size = {batch} is larger than the dataset ({n} images)");
     }
 
+    let checkpoints = dir.path.join("checkpoints");
+    let (latest, problems) = checkpoint::load_latest(&checkpoints);
+    for p in &problems {
+        reporter.note(p);
+    }
+    let start = match latest {
+        Some(ck) => {
+            restore(&ck, &vs, &mut opt, &mut ema, &mut timestep_sampler)?;
+            reporter.note(&format!("resuming from the checkpoint at step {}", ck.step));
+            ck.step
+        }
+        None => {
+            clear_outputs(&dir.path)?;
+            0
+        }
+    };
+    let metrics_path = dir.path.join("metrics.jsonl");
+    let mut metrics =
+        if start > 0 { MetricsWriter::resume(&metrics_path, start)? } else { MetricsWriter::create(&metrics_path)? };
+    if start > 0 {
+        tensorboard::truncate_after(&dir.path, start as i64)?;
+    }
+    let mut events = EventWriter::create(&dir.path)?;
+
     reporter.phase("train", steps as u64);
-    let mut perm = Tensor::randperm(n, (Kind::Int64, device));
-    let mut cursor = 0;
+    reporter.advance(start as u64);
+    let steps_per_epoch = (n / batch) as usize;
+    let mut epoch_order: Option<(usize, Tensor)> = None;
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
     let mut last: Option<LogRecord> = None;
-    for step in 1..=steps {
-        // Epochs are permutations of the dataset; the incomplete last batch is dropped.
-        if cursor + batch > n {
-            perm = Tensor::randperm(n, (Kind::Int64, device));
-            cursor = 0;
+    for step in start + 1..=steps {
+        // Epoch e is a permutation drawn from its own stream; the incomplete last batch is dropped.
+        let (epoch, position) = ((step - 1) / steps_per_epoch, (step - 1) % steps_per_epoch);
+        if epoch_order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            reseed(seed, "epoch", epoch as u64);
+            epoch_order = Some((epoch, Tensor::randperm(n, (Kind::Int64, device))));
         }
-        let x0 = data.images.index_select(0, &perm.narrow(0, cursor, batch));
-        cursor += batch;
+        let order = &epoch_order.as_ref().expect("drawn above").1;
+        let x0 = data.images.index_select(0, &order.narrow(0, position as i64 * batch, batch));
+        reseed(seed, "step", step as u64);
         let (t, importance) = timestep_sampler.sample(batch, device);
         let noise = x0.randn_like();
         let x_t = q_sample(&schedule, &x0, &t, &noise);
@@ -117,6 +154,7 @@ pub fn train_run(
             None => per_sample.mean(Kind::Float),
         };
         opt.backward_step(&loss);
+        ema.update(&vs, step as i64 - 1);
         timestep_sampler.update(&t, &per_sample.detach());
         window.add(&loss, &per_sample, &t);
 
@@ -142,12 +180,24 @@ pub fn train_run(
             reporter.logged(&record);
             last = Some(record);
         }
+        if step % tc.checkpoint_every == 0 || step == steps {
+            save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler)?;
+            let mut status = Status::new(State::Running, spec, step);
+            status.last_loss = last.as_ref().map(|r| r.loss);
+            dir.write_status(&status)?;
+        }
         reporter.advance(step as u64);
     }
-    let images_per_sec = (steps as i64 * batch) as f64 / train_started.elapsed().as_secs_f64();
-    let weights_path = dir.path.join("model.safetensors");
-    atomic_replace(&weights_path, |tmp| Ok(vs.save(tmp)?))?;
-    let weights_sha256 = crate::track::sha256_hex(&std::fs::read(&weights_path)?);
+    let trained = steps - start;
+    let images_per_sec = (trained as i64 * batch) as f64 / train_started.elapsed().as_secs_f64().max(1e-9);
+
+    // The final weights and their average; sampling uses the one configured.
+    let ema_vs = nn::VarStore::new(device);
+    let ema_model = models::build(&cfg.model, channels, height, &ema_vs.root());
+    ema.copy_to(&ema_vs);
+    let weights_sha256 = save_weights(&vs, &dir.path.join("model.safetensors"))?;
+    let ema_sha256 = save_weights(&ema_vs, &dir.path.join("ema.safetensors"))?;
+    let sampling_model = if cfg.sample.use_ema { &ema_model } else { &model };
 
     let sample_steps = sampler::num_steps(&cfg.sample.sampler, dc.timesteps);
     reporter.phase("sample", sample_steps as u64);
@@ -157,8 +207,9 @@ pub fn train_run(
         clip_x0: cfg.sample.clip_x0,
         trajectory: &cfg.sample.trajectory,
     };
+    reseed(seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];
-    let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
+    let mut eps_model = |x: &Tensor, t: &Tensor| sampling_model.forward_t(x, t, None, false);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
     let out = sampler::sample(&cfg.sample.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |k| {
         reporter.advance(k as u64)
@@ -171,13 +222,80 @@ pub fn train_run(
     }
     events.flush()?;
 
+    let final_loss = match last {
+        Some(r) => r.loss,
+        None => last_logged_loss(&metrics_path).unwrap_or(f64::NAN),
+    };
     Ok(Outcome {
-        final_loss: last.map(|r| r.loss).unwrap_or(f64::NAN),
+        final_loss,
         images_per_sec,
         wall_seconds: started.elapsed().as_secs_f64(),
         weights_sha256,
+        ema_sha256,
         parameters,
+        resumed_from: (start > 0).then_some(start),
     })
+}
+
+/// Removes what an earlier attempt without a checkpoint left, since the run starts over; an old event
+/// file beside the new one would show TensorBoard two overlapping curves.
+fn clear_outputs(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let stale = name.starts_with("events.out.tfevents.")
+            || ["samples.png", "trajectory.png", "metrics.jsonl", "model.safetensors", "ema.safetensors"]
+                .contains(&name);
+        if stale {
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn save_checkpoint(
+    dir: &Path,
+    step: usize,
+    vs: &nn::VarStore,
+    opt: &optim::Adam,
+    ema: &ema::Ema,
+    ts: &TimestepSampler,
+) -> Result<()> {
+    let mut tensors: Vec<(String, Tensor)> =
+        vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
+    tensors.extend(opt.state());
+    tensors.extend(ema.state());
+    let state = serde_json::json!({ "adam_step": opt.step, "timestep_sampler": ts.state() });
+    checkpoint::save(dir, step, &tensors, state)
+}
+
+fn restore(
+    ck: &checkpoint::Checkpoint,
+    vs: &nn::VarStore,
+    opt: &mut optim::Adam,
+    ema: &mut ema::Ema,
+    ts: &mut TimestepSampler,
+) -> Result<()> {
+    let t: &HashMap<String, Tensor> = &ck.tensors;
+    for (name, var) in vs.variables() {
+        let src = t
+            .get(&format!("model.{name}"))
+            .with_context(|| format!("checkpoint at step {} lacks model.{name}", ck.step))?;
+        tch::no_grad(|| var.shallow_clone().copy_(src));
+    }
+    opt.load_state(t, ck.state["adam_step"].as_i64().unwrap_or(ck.step as i64))?;
+    ema.load_state(t)?;
+    ts.load_state(&ck.state["timestep_sampler"])
+}
+
+fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<String> {
+    atomic_replace(path, |tmp| Ok(vs.save(tmp)?))?;
+    Ok(sha256_hex(&std::fs::read(path)?))
+}
+
+fn last_logged_loss(metrics: &Path) -> Option<f64> {
+    let text = std::fs::read_to_string(metrics).ok()?;
+    serde_json::from_str::<serde_json::Value>(text.lines().last()?).ok()?["loss"].as_f64()
 }
 
 fn log(metrics: &mut MetricsWriter, events: &mut EventWriter, r: &LogRecord, loss: LossKind) -> Result<()> {

@@ -1,0 +1,332 @@
+//! The harness end to end: sweeps, layering, validation with line numbers, resume after SIGKILL,
+//! concurrent runners, corrupt checkpoints, and the commands on every experiment file.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm"));
+    c.env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data")).env_remove("DDPM_RESULTS_DIR");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDPM_TRAIN") || k.starts_with("DDPM_DATA__")) {
+        c.env_remove(k);
+    }
+    c
+}
+
+fn ddpm(args: &[&str], results: &Path) -> Output {
+    bin().args(args).arg("--results").arg(results).output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+/// Label → hash from `ddpm plan`.
+fn plan(exp: &Path, results: &Path, extra: &[&str]) -> Vec<(String, String)> {
+    let mut args = vec!["plan", exp.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = ddpm(&args, results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let hash = l.split_whitespace().next().unwrap().to_string();
+            (l.split_whitespace().last().unwrap().to_string(), hash)
+        })
+        .collect()
+}
+
+#[test]
+fn sweeps_combine_grid_zip_variants_and_seeds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = r#"
+[experiment]
+seeds = [0, 1]
+[grid]
+"diffusion.schedule.name" = ["linear", "cosine"]
+[zip]
+"train.lr" = [1e-3, 2e-4]
+"train.steps" = [10, 20]
+[[variants]]
+label = "small"
+model = { name = "simple", time_emb_dim = 16 }
+[[variants]]
+label = "wide"
+model = { name = "simple", time_emb_dim = 64 }
+"#;
+    let exp = write(tmp.path(), "sweep.toml", body);
+    let runs = plan(&exp, &tmp.path().join("r"), &[]);
+    assert_eq!(runs.len(), 2 * 2 * 2 * 2);
+    let labels: Vec<&str> = runs.iter().map(|(l, _)| l.as_str()).collect();
+    assert_eq!(labels[0], "schedule=linear,lr=0.001,steps=10,small,seed=0");
+    assert_eq!(labels[15], "schedule=cosine,lr=0.0002,steps=20,wide,seed=1");
+    let mut hashes: Vec<&String> = runs.iter().map(|(_, h)| h).collect();
+    hashes.sort();
+    hashes.dedup();
+    assert_eq!(hashes.len(), 16, "every point is a different run");
+
+    let bad = write(tmp.path(), "bad.toml", "[zip]\n\"train.lr\" = [1e-3, 2e-4]\n\"train.steps\" = [10]\n");
+    let out = ddpm(&["plan", bad.to_str().unwrap()], &tmp.path().join("r"));
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("equal length"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn errors_name_file_line_and_key() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |body: &str, expected: &[&str]| {
+        let exp = write(tmp.path(), "e.toml", body);
+        let out = ddpm(&["plan", exp.to_str().unwrap()], &tmp.path().join("r"));
+        assert!(!out.status.success());
+        let err = text(&out.stderr);
+        for e in expected {
+            assert!(err.contains(e), "missing {e:?} in:\n{err}");
+        }
+    };
+    // unknown key at line 3
+    check("seed = 1\n[train]\nstepz = 3\n", &["e.toml:3", "key `train.stepz`", "unknown field", "`steps`"]);
+    // wrong type at line 4
+    check("[data]\nname = \"mnist\"\n[train]\nlr = \"fast\"\n", &["e.toml:4", "key `train.lr`", "invalid type"]);
+    // out of range at line 2
+    check("[data]\nimage_size = 28\n", &["e.toml:2", "key `data.image_size` = 28", "a multiple of 8"]);
+    // in a grid value (line 3) and in a profile (line 5)
+    check("[grid]\n\"train.steps\" = [10]\n\"train.lr\" = [1e-3, -1.0]\n", &["e.toml:3", "key `train.lr` = -1"]);
+    check("[train]\nsteps = 3\n[grid]\nx = [1, 2]\n", &["e.toml:4", "grid key `x` is not a run key"]);
+    let out = {
+        let exp = write(tmp.path(), "p.toml", "[train]\nsteps = 10\n\n[profiles.full]\ntrain.batch_size = 0\n");
+        ddpm(&["plan", exp.to_str().unwrap(), "--profile", "full"], &tmp.path().join("r"))
+    };
+    assert!(
+        text(&out.stderr).contains("p.toml:5") && text(&out.stderr).contains("train.batch_size"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Each layer overrides the one below: default < file < profile < environment < --set.
+#[test]
+fn layering_order_with_a_test_for_each_level() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(
+        tmp.path(),
+        "l.toml",
+        "[train]\nsteps = 10\nbatch_size = 16\nlr = 1e-3\n[profiles.p]\ntrain.batch_size = 32\ntrain.lr = 5e-4\n",
+    );
+    let show = |env: &[(&str, &str)], extra: &[&str]| {
+        let mut args = vec!["show", exp.to_str().unwrap(), "--profile", "p"];
+        args.extend_from_slice(extra);
+        let mut cmd = bin();
+        cmd.args(&args).arg("--results").arg(tmp.path().join("r"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let line = |out: &str, key: &str| {
+        out.lines().find(|l| l.trim_start().starts_with(&format!("{key} ="))).unwrap().to_string()
+    };
+    let out = show(&[("DDPM_TRAIN__LR", "2e-4"), ("DDPM_TRAIN__LOG_EVERY", "7")], &["--set", "train.log_every=9"]);
+    // default: never set anywhere
+    assert!(
+        line(&out, "train.huber_delta").contains("= 1.0") && line(&out, "train.huber_delta").ends_with("# default")
+    );
+    // file
+    let steps = line(&out, "train.steps");
+    assert!(steps.contains("= 10") && steps.contains("l.toml:2"), "{steps}");
+    // profile over file
+    let batch = line(&out, "train.batch_size");
+    assert!(batch.contains("= 32") && batch.contains("l.toml:6") && batch.contains("[profiles.p]"), "{batch}");
+    // environment over profile
+    let lr = line(&out, "train.lr");
+    assert!(lr.contains("= 0.0002") && lr.contains("environment DDPM_TRAIN__LR"), "{lr}");
+    // --set over environment
+    let log = line(&out, "train.log_every");
+    assert!(log.contains("= 9") && log.contains("--set train.log_every=9"), "{log}");
+    // --set of a `name` replaces the table: the cosine schedule starts from its own defaults.
+    let out = show(&[], &["--set", "diffusion.schedule.name=cosine"]);
+    assert!(line(&out, "diffusion.schedule.s").contains("0.008"), "{out}");
+}
+
+#[test]
+fn include_uses_another_file_as_the_base() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("base")).unwrap();
+    write(tmp.path(), "base/mnist.toml", "[train]\nsteps = 10\nlr = 1e-3\n[grid]\nseed = [0, 1]\n");
+    let exp = write(tmp.path(), "child.toml", "[experiment]\ninclude = \"base/mnist.toml\"\n[train]\nlr = 5e-4\n");
+    let out = ddpm(&["show", exp.to_str().unwrap()], &tmp.path().join("r"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert_eq!(stdout.matches("run seed=").count(), 2, "the grid comes from the base: {stdout}");
+    assert!(stdout.lines().any(|l| l.contains("train.steps = 10") && l.contains("mnist.toml:2")), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("train.lr = 0.0005") && l.contains("child.toml:4")), "{stdout}");
+    let cyc = write(tmp.path(), "cycle.toml", "[experiment]\ninclude = \"cycle.toml\"\n");
+    let out = ddpm(&["plan", cyc.to_str().unwrap()], &tmp.path().join("r"));
+    assert!(text(&out.stderr).contains("cycle"), "{}", text(&out.stderr));
+}
+
+/// 60 steps of batch 32 at 16×16 on 256 images, a checkpoint every 10 steps: a few seconds on a CPU.
+const RESUMABLE: &str = r#"
+seed = 5
+[data]
+image_size = 16
+limit = 256
+[diffusion]
+timesteps = 50
+[model]
+name = "simple"
+[train]
+steps = 60
+batch_size = 32
+lr = 1e-3
+log_every = 5
+checkpoint_every = 10
+ema_decay = 0.99
+[sample]
+num_samples = 4
+"#;
+
+fn run_dir(results: &Path) -> PathBuf {
+    std::fs::read_dir(results.join("runs")).unwrap().next().unwrap().unwrap().path()
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Kill the runner with SIGKILL after its first checkpoint, run again: it resumes and ends with the
+/// same weights, EMA and metrics as an uninterrupted run, bit for bit.
+#[test]
+fn a_killed_run_resumes_to_bit_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "resume.toml", RESUMABLE);
+    let (clean, killed) = (tmp.path().join("clean"), tmp.path().join("killed"));
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &clean);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&killed)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first checkpoint", Duration::from_secs(120), || {
+        killed.join("runs").exists() && run_dir(&killed).join("checkpoints/step-00000010.json").exists()
+    });
+    child.kill().unwrap(); // SIGKILL; the run's own process dies with it
+    child.wait().unwrap();
+    let dir = run_dir(&killed);
+    assert!(
+        !dir.join("status.json").exists()
+            || !std::fs::read_to_string(dir.join("status.json")).unwrap().contains("\"done\"")
+    );
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &killed).stdout);
+    assert!(plan_out.contains("partial (resumes at step"), "{plan_out}");
+
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &killed);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("resuming from the checkpoint at step"), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains("resumed"), "{}", text(&out.stdout));
+    let clean_dir = run_dir(&clean);
+    for f in ["model.safetensors", "ema.safetensors", "samples.png"] {
+        assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(clean_dir.join(f)).unwrap(), "{f} differs");
+    }
+    let metrics = |d: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(d.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(metrics(&dir), metrics(&clean_dir), "the same loss at every logged step, each step once");
+}
+
+/// A corrupt latest checkpoint is reported, and the run resumes from the one before it, still ending
+/// with the weights of an uninterrupted run.
+#[test]
+fn a_corrupt_checkpoint_falls_back_to_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "resume.toml", RESUMABLE);
+    let results = tmp.path().join("r");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dir = run_dir(&results);
+    let reference = std::fs::read(dir.join("model.safetensors")).unwrap();
+    // Pretend the run died after its last checkpoint, whose tensors then lost a bit.
+    std::fs::remove_file(dir.join("status.json")).unwrap();
+    let ckpt = dir.join("checkpoints/step-00000060.safetensors");
+    let mut bytes = std::fs::read(&ckpt).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&ckpt, bytes).unwrap();
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("checkpoint at step 60 is corrupt") && stdout.contains("checksum mismatch"), "{stdout}");
+    assert!(stdout.contains("resuming from the checkpoint at step 50"), "{stdout}");
+    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), reference);
+}
+
+/// Two runners started on the same experiment at once: each run is trained exactly once.
+#[test]
+fn two_runners_never_train_the_same_run_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = RESUMABLE.replace("steps = 60", "steps = 30") + "[grid]\nseed = [1, 2, 3]\n";
+    let exp = write(tmp.path(), "two.toml", &body);
+    let results = tmp.path().join("r");
+    let spawn = || bin().args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"]).arg(&results).output();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(spawn);
+        let b = s.spawn(spawn);
+        (a.join().unwrap().unwrap(), b.join().unwrap().unwrap())
+    });
+    assert!(a.status.success() && b.status.success(), "{}\n{}", text(&a.stderr), text(&b.stderr));
+    for dir in std::fs::read_dir(results.join("runs")).unwrap() {
+        let dir = dir.unwrap().path();
+        let attempts = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap();
+        assert_eq!(attempts.lines().count(), 1, "{}: {attempts}", dir.display());
+        let status: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).unwrap()).unwrap();
+        assert_eq!(status["state"], "done");
+    }
+    let trained = |o: &Output| text(&o.stdout).lines().filter(|l| l.starts_with("run  ")).count();
+    assert!(trained(&a) + trained(&b) >= 3, "every run was started by one of them");
+}
+
+/// `ddpm plan`, `show` and `status` work on every experiment file of the repository.
+#[test]
+fn commands_work_on_every_experiment_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty());
+    for f in files {
+        for cmd in ["plan", "show", "status"] {
+            let out = ddpm(&[cmd, f.to_str().unwrap()], &tmp.path().join("r"));
+            assert!(out.status.success(), "{cmd} {}: {}", f.display(), text(&out.stderr));
+        }
+        let out = ddpm(&["status", f.to_str().unwrap()], &tmp.path().join("r"));
+        assert!(text(&out.stdout).contains("new"), "{}", text(&out.stdout));
+    }
+}
