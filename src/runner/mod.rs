@@ -64,8 +64,12 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
     if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
         return Ok(());
     }
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(&target, &link).with_context(|| format!("cannot link {}", link.display()))
+    // A link made under a temporary name and renamed over the old one: two runners doing this at
+    // once both succeed (rename replaces atomically; remove-then-create would race).
+    let tmp = dir.join(format!(".link.{}.{}", std::process::id(), spec.hash));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("cannot link {}", tmp.display()))?;
+    std::fs::rename(&tmp, &link).with_context(|| format!("cannot link {}", link.display()))
 }
 
 pub fn run(opts: &RunOptions) -> Result<Report> {
@@ -195,6 +199,10 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
             Outcome::Busy(holder)
         }
         Ok(code) => match dir.status() {
+            Ok(Some(s)) if s.state == State::Done && code == one::Ended::ALREADY_DONE_EXIT => {
+                say(format!("skip {}: done by another runner meanwhile", spec.label));
+                Outcome::Skipped(s)
+            }
             Ok(Some(s)) if s.state == State::Done && code == 0 => Outcome::Trained(s),
             Ok(Some(s)) if s.state == State::Failed => {
                 let error = s.error.unwrap_or_else(|| "unknown error".into());

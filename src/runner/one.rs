@@ -20,12 +20,14 @@ pub enum Ended {
 
 impl Ended {
     pub const BUSY_EXIT: i32 = 75;
+    pub const ALREADY_DONE_EXIT: i32 = 76;
 
     pub fn exit_code(&self) -> i32 {
         match self {
-            Ended::Done | Ended::AlreadyDone => 0,
+            Ended::Done => 0,
             Ended::Failed => 1,
             Ended::Busy => Self::BUSY_EXIT,
+            Ended::AlreadyDone => Self::ALREADY_DONE_EXIT,
         }
     }
 }
