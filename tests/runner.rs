@@ -330,3 +330,21 @@ fn commands_work_on_every_experiment_file() {
         assert!(text(&out.stdout).contains("new"), "{}", text(&out.stdout));
     }
 }
+
+/// A loss that stops being finite fails the run with the step and the last finite loss; the summary
+/// lists the error and the log, the other runs still run, and the exit code is non-zero.
+#[test]
+fn a_diverging_run_fails_and_the_others_still_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = RESUMABLE.replace("steps = 60", "steps = 20") + "[grid]\n\"train.lr\" = [1e12, 1e-3]\n";
+    let exp = write(tmp.path(), "nan.toml", &body);
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &tmp.path().join("r"));
+    assert!(!out.status.success(), "a failed run makes the exit code non-zero");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("FAILED") && stdout.contains("training loss is") && stdout.contains("last finite loss"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("log: ") && stdout.contains("log.txt"), "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("lr=0.001") && l.contains("trained")), "{stdout}");
+}
