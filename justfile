@@ -43,8 +43,28 @@ plan *args: build
 fetch name: build
     {{bin}} data fetch "$1"
 
-# Run the test suite (unit tests and end-to-end tests through the binary)
-test: build
+# The TensorBoard version the tests read event files with, and `just tensorboard` serves.
+tensorboard_version := "2.21.0"
+
+# Install TensorBoard into .venv when it is missing
+tensorboard-setup: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! .venv/bin/python -c "import tensorboard" 2>/dev/null; then
+        echo "installing tensorboard=={{tensorboard_version}} into .venv"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "tensorboard=={{tensorboard_version}}"
+    fi
+
+# Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]
+tensorboard experiment *args: build tensorboard-setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    logdir=$({{bin}} logdir "{{experiment}}")
+    echo "TensorBoard on $logdir"
+    exec .venv/bin/tensorboard --logdir "$logdir" {{args}}
+
+# Run the test suite (unit tests and end-to-end tests through the binary, event files read by TensorBoard)
+test: build tensorboard-setup
     {{bin}} data fetch mnist
     cargo test --release --locked
 

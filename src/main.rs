@@ -67,6 +67,12 @@ enum Command {
         #[command(flatten)]
         args: ExperimentArgs,
     },
+    /// Write the experiment's HParams data and print its TensorBoard log dir
+    /// (results/experiments/<experiment>, where each run appears under its label).
+    Logdir {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    },
     /// Print every resolved key of each run with its value and where it came from.
     Show {
         #[command(flatten)]
@@ -163,6 +169,14 @@ fn status(args: &ExperimentArgs) -> Result<()> {
     Ok(())
 }
 
+fn logdir(args: &ExperimentArgs) -> Result<()> {
+    let exp = load_experiment(&args.experiment, &args.load_options())?;
+    let root = args.results_root();
+    ddpm::runner::board::write_hparams(&exp, &root)?;
+    println!("{}", ddpm::runner::board::logdir(&root, &exp.name).display());
+    Ok(())
+}
+
 fn show(args: &ExperimentArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.load_options())?;
     for (spec, sources) in exp.runs.iter().zip(&exp.sources) {
@@ -210,6 +224,7 @@ fn main() -> ExitCode {
         Command::Plan { args } => plan(&args).map(|_| true),
         Command::Status { args } => status(&args).map(|_| true),
         Command::Show { args } => show(&args).map(|_| true),
+        Command::Logdir { args } => logdir(&args).map(|_| true),
         Command::RunOne { run_dir, device, events } => {
             let outcome = ddpm::device::parse(&device)
                 .and_then(|d| ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events));

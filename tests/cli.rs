@@ -109,13 +109,16 @@ fn tiny_experiment_writes_every_file_and_a_second_run_skips() {
         assert_eq!((reader.info().width, reader.info().height), (38, 38));
         assert_eq!(reader.info().color_type, png::ColorType::Grayscale);
 
-        // One TensorBoard event file that starts with a TFRecord frame holding the file version.
-        let events: Vec<PathBuf> = std::fs::read_dir(dir)
+        // One TensorBoard event file of the training, starting with a TFRecord frame holding the file
+        // version, beside the HParams session file the runner writes.
+        let mut events: Vec<PathBuf> = std::fs::read_dir(dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("events.out.tfevents."))
             .collect();
-        assert_eq!(events.len(), 1);
+        assert_eq!(events.len(), 2);
+        events.sort_by_key(|p| p.file_name().unwrap().to_str().unwrap().ends_with(".hparams"));
+        assert!(events[1].ends_with("events.out.tfevents.0000000000.hparams"), "{events:?}");
         let bytes = std::fs::read(&events[0]).unwrap();
         let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         assert!(bytes[12..12 + len].windows(13).any(|w| w == b"brain.Event:2"));

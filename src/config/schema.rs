@@ -524,20 +524,26 @@ pub struct SampleConfig {
     /// Sample (and evaluate) with the EMA weights rather than the last trained weights.
     pub use_ema: bool,
     /// Paper timesteps t (T..1, and 0 for the final image) at which to record the reverse process of
-    /// the first samples in `trajectory.png`; empty for none.
-    pub trajectory: Vec<usize>,
+    /// the first samples in `trajectory.png`; absent: T, 3T/4, T/2, T/4, T/10 and 0; empty: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trajectory: Option<Vec<usize>>,
     pub sampler: SamplerConfig,
+}
+
+impl SampleConfig {
+    /// The trajectory steps to record: the configured ones, or T, 3T/4, T/2, T/4, T/10 and 0.
+    pub fn trajectory_steps(&self, timesteps: usize) -> Vec<usize> {
+        self.trajectory.clone().unwrap_or_else(|| {
+            let mut steps = vec![timesteps, 3 * timesteps / 4, timesteps / 2, timesteps / 4, timesteps / 10, 0];
+            steps.dedup();
+            steps
+        })
+    }
 }
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self {
-            num_samples: 64,
-            clip_x0: true,
-            use_ema: true,
-            trajectory: Vec::new(),
-            sampler: SamplerConfig::default(),
-        }
+        Self { num_samples: 64, clip_x0: true, use_ema: true, trajectory: None, sampler: SamplerConfig::default() }
     }
 }
 
@@ -668,7 +674,7 @@ impl RunConfig {
         check(gamma > 0.0 && gamma.is_finite(), "train.min_snr_gamma", gamma.to_string(), "a finite number > 0");
         let sample = &self.sample;
         check(sample.num_samples >= 1, "sample.num_samples", sample.num_samples.to_string(), "an integer >= 1");
-        for &step in &sample.trajectory {
+        for &step in sample.trajectory.iter().flatten() {
             check(step <= t_max, "sample.trajectory", step.to_string(), &format!("timesteps from 0 to T ({t_max})"));
         }
         let steps_allowed = format!("1 <= steps <= diffusion.timesteps ({t_max})");

@@ -141,5 +141,18 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
         seconds: started.elapsed().as_secs_f64(),
     };
     atomic_write(&run_dir.join("bpd.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    // The bound joins the run's TensorBoard scalars at its last training step.
+    let mut events = crate::track::tensorboard::EventWriter::create(run_dir)?;
+    let step = config.train.steps as i64;
+    let scalars = [
+        ("eval/bpd", report.total),
+        ("eval/bpd_prior", report.prior),
+        ("eval/bpd_diffusion", report.diffusion),
+        ("eval/bpd_decoder", report.decoder),
+    ];
+    for (tag, v) in scalars {
+        events.add_scalar(tag, v, step)?;
+    }
+    events.flush()?;
     Ok(report)
 }

@@ -2,6 +2,7 @@
 //! Each run executes in its own process (`ddpm run-one`, killed if the runner dies), one at a time per
 //! device: one worker on the CPU, one per CUDA device. A failed run is recorded and the others still
 //! run; a run another runner is executing is left to it.
+pub mod board;
 mod events;
 pub mod one;
 pub mod status;
@@ -99,6 +100,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             }
         }
     }
+    board::write_hparams(&experiment, &opts.results_root)?;
     let queue = Mutex::new(queue);
     let outcomes = Mutex::new(outcomes);
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
@@ -110,6 +112,10 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
                 let dir = RunDir::new(&opts.results_root, &spec.hash);
                 let outcome = execute(spec, &dir, *device, opts, multi.as_ref());
                 outcomes.lock().expect("outcomes")[i] = Some(outcome);
+                // The HParams row of the finished run shows its end.
+                if let Err(e) = board::write_hparams(&experiment, &opts.results_root) {
+                    eprintln!("warning: cannot update the HParams data: {e:#}");
+                }
             });
         }
     });
@@ -180,6 +186,7 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
                 Event::Logged { step, loss, images_per_sec } => progress.logged(&LogRecord {
                     step,
                     loss,
+                    grad_norm: None,
                     loss_quarters: [None; 4],
                     images_per_sec,
                     lr: 0.0,

@@ -1,5 +1,6 @@
 //! Bookkeeping of runs: directories, status, metrics, TensorBoard events. Knows nothing of models.
 pub mod checkpoint;
+pub mod hparams;
 pub mod lock;
 pub mod metrics;
 pub mod run_dir;
@@ -35,7 +36,10 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 pub fn atomic_replace(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".tmp.{}.{name}", std::process::id()));
+    // pid and a per-process counter: threads of one process writing the same file never collide.
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".tmp.{}.{n}.{name}", std::process::id()));
     write(&tmp)
         .and_then(|()| Ok(std::fs::rename(&tmp, path)?))
         .inspect_err(|_| {

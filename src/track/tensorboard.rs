@@ -45,32 +45,39 @@ pub fn frame(data: &[u8]) -> Vec<u8> {
 
 /// Protocol-buffer encoding of the few field kinds we need.
 #[derive(Default)]
-struct Pb(Vec<u8>);
+pub(crate) struct Pb(pub(crate) Vec<u8>);
 
 impl Pb {
-    fn varint(&mut self, mut v: u64) {
+    /// A nested message (length-delimited field).
+    pub(crate) fn msg(&mut self, field: u64, body: impl FnOnce(&mut Pb)) {
+        let mut inner = Pb::default();
+        body(&mut inner);
+        self.bytes(field, &inner.0);
+    }
+
+    pub(crate) fn varint(&mut self, mut v: u64) {
         while v >= 0x80 {
             self.0.push((v as u8) | 0x80);
             v >>= 7;
         }
         self.0.push(v as u8);
     }
-    fn key(&mut self, field: u64, wire_type: u64) {
+    pub(crate) fn key(&mut self, field: u64, wire_type: u64) {
         self.varint((field << 3) | wire_type);
     }
-    fn int(&mut self, field: u64, v: i64) {
+    pub(crate) fn int(&mut self, field: u64, v: i64) {
         self.key(field, 0);
         self.varint(v as u64);
     }
-    fn double(&mut self, field: u64, v: f64) {
+    pub(crate) fn double(&mut self, field: u64, v: f64) {
         self.key(field, 1);
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn float(&mut self, field: u64, v: f32) {
+    pub(crate) fn float(&mut self, field: u64, v: f32) {
         self.key(field, 5);
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn bytes(&mut self, field: u64, b: &[u8]) {
+    pub(crate) fn bytes(&mut self, field: u64, b: &[u8]) {
         self.key(field, 2);
         self.varint(b.len() as u64);
         self.0.extend_from_slice(b);
@@ -170,6 +177,23 @@ pub fn truncate_after(dir: &Path, step: i64) -> Result<usize> {
     Ok(removed)
 }
 
+/// The encoded Event of one scalar, as the writer writes it (public for the byte-for-byte comparison
+/// with TensorBoard's own writer).
+pub fn scalar_event(wall_time: f64, step: i64, tag: &str, value: f32) -> Vec<u8> {
+    let s = summary(tag, |v| v.float(2, value));
+    event(wall_time, step, |e| e.bytes(5, &s))
+}
+
+/// SummaryMetadata { PluginData plugin_data = 1 { string plugin_name = 1; bytes content = 2; } }.
+fn plugin_metadata(v: &mut Pb, plugin: &str, content: &[u8]) {
+    v.msg(9, |m| {
+        m.msg(1, |pd| {
+            pd.bytes(1, plugin.as_bytes());
+            pd.bytes(2, content);
+        })
+    });
+}
+
 static FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// Appends events to one `events.out.tfevents.*` file in a run's folder.
@@ -179,6 +203,15 @@ pub struct EventWriter {
 }
 
 impl EventWriter {
+    /// A new event file at exactly `path` (replaced if it exists): for the files that are rewritten
+    /// whole, such as the HParams data.
+    pub fn create_at(path: &Path) -> Result<Self> {
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let mut w = Self { path: path.to_path_buf(), out: BufWriter::new(file) };
+        w.write(&event(super::unix_now(), 0, |e| e.bytes(3, b"brain.Event:2")))?;
+        Ok(w)
+    }
+
     /// Creates a new event file. The name carries the time, host, pid and a counter, so two writers
     /// opened in the same second never share a file.
     pub fn create(dir: &Path) -> Result<Self> {
@@ -220,6 +253,34 @@ impl EventWriter {
         img.int(3, channels as i64);
         img.bytes(4, png);
         let s = summary(tag, |v| v.bytes(4, &img.0));
+        self.write(&event(super::unix_now(), step, |e| e.bytes(5, &s)))
+    }
+
+    /// Text for TensorBoard's text plugin (rendered as Markdown): a string tensor of shape [1].
+    /// TensorProto { DataType dtype = 1 (DT_STRING = 7); TensorShapeProto tensor_shape = 2
+    /// { repeated Dim dim = 2 { int64 size = 1 } }; repeated bytes string_val = 8; }.
+    pub fn add_text(&mut self, tag: &str, markdown: &str, step: i64) -> Result<()> {
+        let s = summary(tag, |v| {
+            plugin_metadata(v, "text", b"");
+            v.msg(8, |t| {
+                t.int(1, 7);
+                t.msg(2, |shape| shape.msg(2, |dim| dim.int(1, 1)));
+                t.bytes(8, markdown.as_bytes());
+            });
+        });
+        self.write(&event(super::unix_now(), step, |e| e.bytes(5, &s)))
+    }
+
+    /// A plugin's summary (e.g. the HParams plugin's `_hparams_/session_start_info`): its metadata
+    /// carries the content, with an empty float tensor of shape [0] as the value.
+    pub fn add_plugin_data(&mut self, tag: &str, plugin: &str, content: &[u8], step: i64) -> Result<()> {
+        let s = summary(tag, |v| {
+            plugin_metadata(v, plugin, content);
+            v.msg(8, |t| {
+                t.int(1, 1);
+                t.msg(2, |shape| shape.msg(2, |dim| dim.int(1, 0)));
+            });
+        });
         self.write(&event(super::unix_now(), step, |e| e.bytes(5, &s)))
     }
 

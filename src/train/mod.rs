@@ -42,6 +42,9 @@ pub struct LogRecord {
     pub step: usize,
     /// Mean of the optimised (weighted) loss over the steps since the previous record.
     pub loss: f64,
+    /// ‖∇‖₂ of the logged step's gradients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
     /// Mean unweighted per-sample loss for t in each quarter of [0, T) over the same steps (as
     /// improved-diffusion logs it); null where no sample fell in a quarter.
     pub loss_quarters: [Option<f64>; 4],
@@ -119,6 +122,9 @@ pub fn train_run(
         tensorboard::truncate_after(&dir.path, start as i64)?;
     }
     let mut events = EventWriter::create(&dir.path)?;
+    if start == 0 {
+        log_run_once(dir, &data, &schedule, seed, &mut events)?;
+    }
 
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
@@ -153,12 +159,16 @@ pub fn train_run(
             Some(w) => (&per_sample * w).mean(Kind::Float),
             None => per_sample.mean(Kind::Float),
         };
-        opt.backward_step(&loss);
+        let logging = step % tc.log_every == 0 || step == steps;
+        opt.zero_grad();
+        loss.backward();
+        let grad_norm = logging.then(|| opt.grad_norm());
+        opt.step();
         ema.update(&vs, step as i64 - 1);
         timestep_sampler.update(&t, &per_sample.detach());
         window.add(&loss, &per_sample, &t);
 
-        if step % tc.log_every == 0 || step == steps {
+        if logging {
             let w = window.take();
             if !w.loss.is_finite() {
                 let previous = last.as_ref().map_or("none".into(), |r| format!("{:.6} at step {}", r.loss, r.step));
@@ -171,6 +181,7 @@ pub fn train_run(
             let record = LogRecord {
                 step,
                 loss: w.loss,
+                grad_norm: grad_norm.map(|g| g.double_value(&[])),
                 loss_quarters: w.quarters,
                 images_per_sec: (w.steps as i64 * batch) as f64 / w.seconds,
                 lr: tc.lr,
@@ -205,7 +216,7 @@ pub fn train_run(
         target: dc.target,
         variance: dc.variance,
         clip_x0: cfg.sample.clip_x0,
-        trajectory: &cfg.sample.trajectory,
+        trajectory: &cfg.sample.trajectory_steps(dc.timesteps),
     };
     reseed(seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];
@@ -218,7 +229,7 @@ pub fn train_run(
     save_image(&dir.path.join("samples.png"), &make_grid(&out.x0, ncol, 2)?, "samples", steps, &mut events)?;
     if !out.trajectory.is_empty() {
         let grid = trajectory_grid(&out.trajectory, 8)?;
-        save_image(&dir.path.join("trajectory.png"), &grid, "trajectory", steps, &mut events)?;
+        save_image(&dir.path.join("trajectory.png"), &grid, "reverse_process", steps, &mut events)?;
     }
     events.flush()?;
 
@@ -237,13 +248,37 @@ pub fn train_run(
     })
 }
 
+/// What a run logs once, at its start: the resolved configuration and the provenance as text, and
+/// the forward process as an image strip (the first training image at t = 0, T/4, T/2, 3T/4, T).
+fn log_run_once(
+    dir: &RunDir,
+    data: &Dataset,
+    schedule: &NoiseSchedule,
+    seed: u64,
+    events: &mut EventWriter,
+) -> Result<()> {
+    let read = |name: &str| std::fs::read_to_string(dir.path.join(name)).unwrap_or_default();
+    events.add_text("config", &format!("```toml\n{}\n```", read("config.toml")), 0)?;
+    events.add_text("provenance", &format!("```json\n{}\n```", read("provenance.json")), 0)?;
+    let t_max = schedule.timesteps();
+    let ts: Vec<i64> = [0, t_max / 4, t_max / 2, 3 * t_max / 4, t_max - 1].iter().map(|&t| t as i64).collect();
+    reseed(seed, "forward-strip", 0);
+    let x0 = data.images.narrow(0, 0, 1).repeat([ts.len() as i64, 1, 1, 1]);
+    let t = Tensor::from_slice(&ts).to_device(x0.device());
+    let strip = q_sample(schedule, &x0, &t, &x0.randn_like());
+    let png = make_grid(&strip, ts.len(), 2)?;
+    events.add_png("forward_process", &png.to_png()?, png.height, png.width, png.channels, 0)?;
+    events.flush()
+}
+
 /// Removes what an earlier attempt without a checkpoint left, since the run starts over; an old event
 /// file beside the new one would show TensorBoard two overlapping curves.
 fn clear_outputs(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let stale = name.starts_with("events.out.tfevents.")
+        // The HParams session file is the runner's, not this attempt's.
+        let stale = (name.starts_with("events.out.tfevents.") && name != crate::track::hparams::EVENT_FILE)
             || ["samples.png", "trajectory.png", "metrics.jsonl", "model.safetensors", "ema.safetensors"]
                 .contains(&name);
         if stale {
@@ -306,6 +341,9 @@ fn log(metrics: &mut MetricsWriter, events: &mut EventWriter, r: &LogRecord, los
         if let Some(v) = value {
             events.add_scalar(&format!("train/{}_q{q}", loss_name(loss)), *v, step)?;
         }
+    }
+    if let Some(g) = r.grad_norm {
+        events.add_scalar("train/grad_norm", g, step)?;
     }
     events.add_scalar("train/images_per_sec", r.images_per_sec, step)?;
     events.add_scalar("train/lr", r.lr, step)?;

@@ -49,6 +49,18 @@ impl Adam {
         self.step();
     }
 
+    /// ‖g‖₂ over all gradients, on the device (read it back only when it is logged).
+    pub fn grad_norm(&self) -> Tensor {
+        let squares: Vec<Tensor> = self
+            .params
+            .iter()
+            .map(|(_, p)| p.grad())
+            .filter(|g| g.defined())
+            .map(|g| g.square().sum(tch::Kind::Float))
+            .collect();
+        Tensor::stack(&squares, 0).sum(tch::Kind::Float).sqrt()
+    }
+
     pub fn step(&mut self) {
         self.step += 1;
         let t = self.step as f64;
