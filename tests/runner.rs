@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm"));
-    c.env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data")).env_remove("DDPM_RESULTS_DIR");
+    c.env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+        .env("DDPM_EVAL__FID", "false")
+        .env("DDPM_EVAL__BPD", "false")
+        .env_remove("DDPM_RESULTS_DIR");
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDPM_TRAIN") || k.starts_with("DDPM_DATA__")) {
         c.env_remove(k);
     }
@@ -99,6 +102,9 @@ fn errors_name_file_line_and_key() {
     // in a grid value (line 3) and in a profile (line 5)
     check("[grid]\n\"train.steps\" = [10]\n\"train.lr\" = [1e-3, -1.0]\n", &["e.toml:3", "key `train.lr` = -1"]);
     check("[train]\nsteps = 3\n[grid]\nx = [1, 2]\n", &["e.toml:4", "grid key `x` is not a run key"]);
+    check("[grid]\n\"eval.num_samples\" = [10, 20]\n", &["e.toml:2", "`eval.num_samples` cannot vary", "--spec"]);
+    check("[eval]\nnum_samplez = 3\n", &["e.toml:2", "key `eval.num_samplez`", "unknown field"]);
+    check("[eval]\nkid_subsets = 0\n", &["e.toml:2", "key `eval.kid_subsets` = 0"]);
     let out = {
         let exp = write(tmp.path(), "p.toml", "[train]\nsteps = 10\n\n[profiles.full]\ntrain.batch_size = 0\n");
         ddpm(&["plan", exp.to_str().unwrap(), "--profile", "full"], &tmp.path().join("r"))

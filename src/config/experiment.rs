@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Top-level run keys; environment variables `DDPM_<KEY>__...` are read only for these.
-const RUN_SECTIONS: [&str; 6] = ["seed", "data", "model", "diffusion", "train", "sample"];
+const RUN_SECTIONS: [&str; 7] = ["seed", "data", "model", "diffusion", "train", "sample", "eval"];
 
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {
@@ -547,6 +547,14 @@ fn check_run_key(key: &str, origin: &Origin, section: &str) -> Result<()> {
     if !RUN_SECTIONS.contains(&top) {
         let at = origin.describe(&[key.to_string()]);
         bail!("{at}: {section} key `{key}` is not a run key (run keys start with one of: {})", RUN_SECTIONS.join(", "));
+    }
+    if top == "eval" {
+        let at = origin.describe(&[key.to_string()]);
+        bail!(
+            "{at}: {section} key `{key}` cannot vary: evaluation keys are not part of a run's identity, so the \
+             runs would be one; evaluate under several specs with `ddpm eval <experiment> --spec {}=...`",
+            key.trim_start_matches("eval.")
+        );
     }
     Ok(())
 }

@@ -15,6 +15,9 @@ pub struct RunConfig {
     pub diffusion: DiffusionConfig,
     pub train: TrainConfig,
     pub sample: SampleConfig,
+    /// How the run is evaluated (FID, KID, bits/dim); not part of the run's identity: an evaluation
+    /// has its own (see `eval::spec`), so changing it re-evaluates without retraining.
+    pub eval: EvalConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -594,9 +597,85 @@ pub enum Spacing {
     Trailing,
 }
 
+/// The evaluation of a run: FID and KID of generated samples against a reference split (through the
+/// Inception-v3 of pytorch-fid/StyleGAN3) and the variational bound in bits/dim on test images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Compute FID and KID at the end of the run.
+    pub fid: bool,
+    /// Compute the bits/dim bound at the end of the run.
+    pub bpd: bool,
+    /// Generated images for FID/KID (10,000 is the literature's minimum for comparable FIDs; the CPU
+    /// default is smaller, and every FID is printed with its spec so the two are never compared).
+    pub num_samples: i64,
+    /// The sampler of the evaluation's images.
+    pub sampler: SamplerConfig,
+    /// Sample with the EMA weights (true) or the last trained weights.
+    pub use_ema: bool,
+    /// Which weights: the final ones (absent), or the checkpoint of this training step.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<usize>,
+    /// The reference images: the dataset's train or test split.
+    pub reference_split: SplitName,
+    /// The first N images of the reference split; 0 for all of them.
+    pub reference_images: usize,
+    /// Images per sampling batch and per Inception call.
+    pub batch_size: i64,
+    /// KID: subsets drawn and the size of each (capped at the smaller set's size).
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
+    /// Bits/dim on the first N test images, every `bpd_t_stride`-th timestep (1: all T terms).
+    pub bpd_images: usize,
+    pub bpd_t_stride: usize,
+    /// Also evaluate FID/KID every this many training steps (0: only at the end), with
+    /// `every_num_samples` images, logged at their step; the best value is recorded.
+    pub every: usize,
+    pub every_num_samples: i64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            fid: true,
+            bpd: true,
+            num_samples: 256,
+            sampler: SamplerConfig::Ddim { steps: 50, eta: 0.0, spacing: Spacing::Linspace },
+            use_ema: true,
+            checkpoint: None,
+            reference_split: SplitName::Train,
+            reference_images: 1000,
+            batch_size: 64,
+            kid_subsets: 100,
+            kid_subset_size: 1000,
+            bpd_images: 16,
+            bpd_t_stride: 1,
+            every: 0,
+            every_num_samples: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitName {
+    #[default]
+    Train,
+    Test,
+}
+
+impl SplitName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SplitName::Train => "train",
+            SplitName::Test => "test",
+        }
+    }
+}
+
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
 /// the run's identity (its hash).
-pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every"];
+pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every", "eval"];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -678,16 +757,38 @@ impl RunConfig {
             check(step <= t_max, "sample.trajectory", step.to_string(), &format!("timesteps from 0 to T ({t_max})"));
         }
         let steps_allowed = format!("1 <= steps <= diffusion.timesteps ({t_max})");
-        match sample.sampler {
-            SamplerConfig::Ddpm { steps: Some(k), .. } => {
-                check(k >= 1 && k <= t_max, "sample.sampler.steps", k.to_string(), &steps_allowed)
-            }
-            SamplerConfig::Ddpm { steps: None, .. } => {}
-            SamplerConfig::Ddim { steps, eta, .. } => {
-                check(steps >= 1 && steps <= t_max, "sample.sampler.steps", steps.to_string(), &steps_allowed);
-                check((0.0..=1.0).contains(&eta), "sample.sampler.eta", eta.to_string(), "0 <= eta <= 1");
+        // The evaluation's sampler is shared by runs of any T: it takes min(steps, T) steps.
+        let samplers = [
+            (&sample.sampler, "sample.sampler.steps", "sample.sampler.eta", t_max),
+            (&self.eval.sampler, "eval.sampler.steps", "eval.sampler.eta", usize::MAX),
+        ];
+        for (sampler, steps_key, eta_key, max) in samplers {
+            let steps_allowed = if max == usize::MAX { "an integer >= 1" } else { steps_allowed.as_str() };
+            match *sampler {
+                SamplerConfig::Ddpm { steps: Some(k), .. } => {
+                    check(k >= 1 && k <= max, steps_key, k.to_string(), steps_allowed)
+                }
+                SamplerConfig::Ddpm { steps: None, .. } => {}
+                SamplerConfig::Ddim { steps, eta, .. } => {
+                    check(steps >= 1 && steps <= max, steps_key, steps.to_string(), steps_allowed);
+                    check((0.0..=1.0).contains(&eta), eta_key, eta.to_string(), "0 <= eta <= 1");
+                }
             }
         }
+        let e = &self.eval;
+        check(
+            e.num_samples >= 2,
+            "eval.num_samples",
+            e.num_samples.to_string(),
+            "an integer >= 2 (a covariance needs two)",
+        );
+        check(e.batch_size >= 1, "eval.batch_size", e.batch_size.to_string(), "an integer >= 1");
+        check(e.reference_images != 1, "eval.reference_images", "1".into(), "0 (all) or an integer >= 2");
+        check(e.kid_subsets >= 1, "eval.kid_subsets", e.kid_subsets.to_string(), "an integer >= 1");
+        check(e.kid_subset_size >= 2, "eval.kid_subset_size", e.kid_subset_size.to_string(), "an integer >= 2");
+        check(e.bpd_images >= 1, "eval.bpd_images", e.bpd_images.to_string(), "an integer >= 1");
+        check(e.bpd_t_stride >= 1, "eval.bpd_t_stride", e.bpd_t_stride.to_string(), "an integer >= 1");
+        check(e.every_num_samples >= 2, "eval.every_num_samples", e.every_num_samples.to_string(), "an integer >= 2");
         out
     }
 }

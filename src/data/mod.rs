@@ -16,7 +16,12 @@ pub fn data_dir() -> PathBuf {
 
 /// sha256 of the training images' content: the dataset's part of a run's identity.
 pub fn train_images_fingerprint(name: DatasetName) -> &'static str {
-    fetch::source(name).file(Split::Train, true).content_sha256
+    images_fingerprint(name, Split::Train)
+}
+
+/// sha256 of a split's images.
+pub fn images_fingerprint(name: DatasetName, split: Split) -> &'static str {
+    fetch::source(name).file(split, true).content_sha256
 }
 
 /// A split's images as a `[N, 1, H, W]` u8 tensor on the CPU, fetched first if missing.
@@ -36,6 +41,17 @@ pub fn load_images_u8(name: DatasetName, split: Split, data_dir: &Path) -> Resul
     Ok(Tensor::from_slice(&array.data).reshape([n as i64, 1, h as i64, w as i64]))
 }
 
+/// 8-bit images (any kind) as float pixel values 0..255, resized bilinearly to `size`×`size` and
+/// rounded back to whole values when their side differs.
+pub fn resize_pixels(images: &Tensor, size: i64) -> Tensor {
+    let images = images.to_kind(Kind::Float);
+    let (h, w) = (images.size()[2], images.size()[3]);
+    if (h, w) == (size, size) {
+        return images;
+    }
+    images.upsample_bilinear2d([size, size], false, None, None).round().clamp(0.0, 255.0)
+}
+
 /// A split as one float tensor on the device, `[N, C, S, S]` with pixels scaled to [-1, 1], resized
 /// once (bilinear) to `image_size` and then rounded back to the 8-bit grid 2k/255 − 1, as the recipes'
 /// torchvision `Resize` of PIL images does; the discretised decoder of the bound needs that grid.
@@ -50,15 +66,8 @@ impl Dataset {
             let n = images.size()[0].min(limit as i64);
             images = images.narrow(0, 0, n);
         }
-        let mut images = images.to_device(device).to_kind(Kind::Float);
-        let (h, w) = (images.size()[2], images.size()[3]);
-        if (h, w) != (cfg.image_size, cfg.image_size) {
-            images = images
-                .upsample_bilinear2d([cfg.image_size, cfg.image_size], false, None, None)
-                .round()
-                .clamp(0.0, 255.0);
-        }
-        Ok(Self { images: images / 127.5 - 1.0 })
+        let pixels = resize_pixels(&images.to_device(device), cfg.image_size);
+        Ok(Self { images: pixels / 127.5 - 1.0 })
     }
 
     pub fn load_train(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<Self> {

@@ -6,9 +6,9 @@ use crate::diffusion::likelihood::{prior_bpd, vlb_terms_bpd, TermOptions};
 use crate::diffusion::NoiseSchedule;
 use crate::models;
 use crate::progress::Progress;
-use crate::track::{atomic_write, run_dir::RunDir, run_dir::State, sha256_hex};
+use crate::track::{atomic_write, run_dir::RunDir};
 use crate::train::Reporter;
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -50,40 +50,46 @@ pub struct BpdReport {
 /// Loads a finished run: its configuration and the weights it samples with (`ema.safetensors` when
 /// `sample.use_ema`, else `model.safetensors`), checked against their sha256 in `status.json`.
 pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, nn::VarStore, Box<dyn models::Denoiser>)> {
-    let dir = RunDir { path: run_dir.to_path_buf() };
-    let status =
-        dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
-    if status.state != State::Done {
-        bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
-    }
-    let config_path = run_dir.join("config.toml");
-    let text =
-        std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-    let config: RunConfig =
-        toml::from_str(&text).with_context(|| format!("{}: invalid configuration", config_path.display()))?;
-    let (file, recorded) = if config.sample.use_ema {
-        ("ema.safetensors", &status.ema_sha256)
-    } else {
-        ("model.safetensors", &status.weights_sha256)
-    };
-    let weights = run_dir.join(file);
-    let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
-    let actual = sha256_hex(&bytes);
-    if recorded.as_deref() != Some(actual.as_str()) {
-        bail!(
-            "{}: checksum mismatch (sha256 {actual}, status.json records {recorded:?}): the weights are corrupt",
-            weights.display()
-        );
-    }
-    let mut vs = nn::VarStore::new(device);
-    let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
-    vs.load(&weights).with_context(|| format!("cannot load {}", weights.display()))?;
-    Ok((config, vs, model))
+    let use_ema = RunDir { path: run_dir.to_path_buf() }.load_config()?.sample.use_ema;
+    let loaded = super::run_eval::load_weights(run_dir, use_ema, None, device)?;
+    Ok((loaded.config, loaded.vs, loaded.model))
 }
 
 pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
-    let started = Instant::now();
     let (config, _vs, model) = load_run(run_dir, opts.device)?;
+    let report = bound(run_dir, &config, model.as_ref(), opts, &mut Progress::new("bpd"))?;
+    atomic_write(&run_dir.join("bpd.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
+    // The bound joins the run's TensorBoard scalars at its last training step.
+    let mut events = crate::track::tensorboard::EventWriter::create(run_dir)?;
+    log_scalars(&mut events, "eval", &report, config.train.steps as i64)?;
+    events.flush()?;
+    Ok(report)
+}
+
+/// Writes the bound and its terms as `<prefix>/bpd*` scalars at `step`.
+pub fn log_scalars(
+    events: &mut crate::track::tensorboard::EventWriter,
+    prefix: &str,
+    r: &BpdReport,
+    step: i64,
+) -> Result<()> {
+    let scalars =
+        [("bpd", r.total), ("bpd_prior", r.prior), ("bpd_diffusion", r.diffusion), ("bpd_decoder", r.decoder)];
+    for (tag, v) in scalars {
+        events.add_scalar(&format!("{prefix}/{tag}"), v, step)?;
+    }
+    Ok(())
+}
+
+/// The bound of `model` (a run's network with its configuration) on the first test images.
+pub fn bound(
+    run_dir: &Path,
+    config: &RunConfig,
+    model: &dyn models::Denoiser,
+    opts: &BpdOptions,
+    progress: &mut dyn Reporter,
+) -> Result<BpdReport> {
+    let started = Instant::now();
     let d = &config.diffusion;
     let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, opts.device);
     let data = Dataset::load(&config.data, Split::Test, &opts.data_dir, opts.device)?;
@@ -99,8 +105,7 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
 
     let pairs: Vec<(i64, i64)> = (0..n).flat_map(|i| ts.iter().map(move |&t| (i, t as i64))).collect();
     let mut terms = vec![0f64; pairs.len()];
-    let mut progress = Progress::new("bpd");
-    progress.phase("terms", pairs.len() as u64);
+    progress.phase("bpd", pairs.len() as u64);
     let mut mf = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
     let _guard = tch::no_grad_guard();
     for (c, chunk) in pairs.chunks(opts.batch.max(1) as usize).enumerate() {
@@ -112,7 +117,6 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
         terms[start..start + values.len()].copy_from_slice(&values);
         progress.advance((start + values.len()) as u64);
     }
-    progress.finish();
 
     let m = ts.len();
     let prior = Vec::<f64>::try_from(prior_bpd(&schedule, &x0).to_device(Device::Cpu))?;
@@ -140,19 +144,5 @@ pub fn evaluate(run_dir: &Path, opts: &BpdOptions) -> Result<BpdReport> {
         per_t,
         seconds: started.elapsed().as_secs_f64(),
     };
-    atomic_write(&run_dir.join("bpd.json"), serde_json::to_string_pretty(&report)?.as_bytes())?;
-    // The bound joins the run's TensorBoard scalars at its last training step.
-    let mut events = crate::track::tensorboard::EventWriter::create(run_dir)?;
-    let step = config.train.steps as i64;
-    let scalars = [
-        ("eval/bpd", report.total),
-        ("eval/bpd_prior", report.prior),
-        ("eval/bpd_diffusion", report.diffusion),
-        ("eval/bpd_decoder", report.decoder),
-    ];
-    for (tag, v) in scalars {
-        events.add_scalar(tag, v, step)?;
-    }
-    events.flush()?;
     Ok(report)
 }

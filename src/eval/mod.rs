@@ -1,5 +1,10 @@
-//! Evaluation: sample grids, the schedules' comparison and the variational bound in bits/dim
-//! (FID comes with the evaluation issue).
+//! Evaluation: FID and KID through Inception-v3, the variational bound in bits/dim, sample grids and
+//! the schedules' comparison.
 pub mod bpd;
+pub mod fid;
 pub mod grid;
+pub mod images;
+pub mod inception;
+pub mod reference;
+pub mod run_eval;
 pub mod schedules;

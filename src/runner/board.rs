@@ -13,8 +13,17 @@ const ALWAYS: [&str; 6] =
     ["model.name", "diffusion.schedule.name", "diffusion.timesteps", "train.loss", "diffusion.target", "seed"];
 
 /// The scalar tags shown as metric columns.
-pub const METRICS: [&str; 6] =
-    ["train/loss", "train/images_per_sec", "eval/bpd", "eval/bpd_prior", "eval/bpd_diffusion", "eval/bpd_decoder"];
+pub const METRICS: [&str; 9] = [
+    "eval/fid",
+    "eval/kid",
+    "eval/bpd",
+    "train/loss",
+    "train/images_per_sec",
+    "eval/bpd_prior",
+    "eval/bpd_diffusion",
+    "eval/bpd_decoder",
+    "eval_during/fid",
+];
 
 pub fn logdir(results_root: &Path, experiment: &str) -> PathBuf {
     results_root.join("experiments").join(experiment)

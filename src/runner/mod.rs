@@ -35,6 +35,8 @@ pub struct RunOptions {
 #[derive(Debug)]
 pub enum Outcome {
     Trained(Status),
+    /// Done before; evaluated now under the experiment's spec.
+    Evaluated(Status),
     Skipped(Status),
     Failed {
         error: String,
@@ -89,7 +91,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         let dir = RunDir::new(&opts.results_root, &spec.hash);
         link_label(&opts.results_root, spec)?;
         dir.prepare(spec)?;
-        match dir.status()?.filter(|s| s.state == State::Done) {
+        let done = dir.status()?.filter(|s| s.state == State::Done);
+        match done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval)) {
             Some(status) => {
                 println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
                 outcomes.push(Some(Outcome::Skipped(status)));
@@ -148,7 +151,9 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
         }
         None => println!("{line}"),
     };
-    say(format!("run  {} ({}) on {} -> {}", spec.label, spec.hash, device_arg(device), dir.path.display()));
+    let evaluate_only = dir.status().ok().flatten().is_some_and(|s| s.state == State::Done);
+    let verb = if evaluate_only { "eval" } else { "run " };
+    say(format!("{verb} {} ({}) on {} -> {}", spec.label, spec.hash, device_arg(device), dir.path.display()));
     let log = dir.path.join("log.txt");
     let result = (|| -> Result<i32> {
         let log_file = std::fs::OpenOptions::new()
@@ -160,6 +165,8 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
         cmd.arg("run-one")
             .arg(&dir.path)
             .args(["--device", &device_arg(device), "--events"])
+            .arg("--eval")
+            .arg(serde_json::to_string(&spec.config.eval)?)
             .env("DDPM_DATA_DIR", &opts.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -206,10 +213,16 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
             Outcome::Busy(holder)
         }
         Ok(code) => match dir.status() {
+            Ok(Some(s)) if code == one::Ended::Failed.exit_code() && s.error.is_some() => {
+                let error = s.error.unwrap_or_default();
+                say(format!("run {} failed: {error}", spec.label));
+                Outcome::Failed { error, log }
+            }
             Ok(Some(s)) if s.state == State::Done && code == one::Ended::ALREADY_DONE_EXIT => {
                 say(format!("skip {}: done by another runner meanwhile", spec.label));
                 Outcome::Skipped(s)
             }
+            Ok(Some(s)) if s.state == State::Done && code == 0 && evaluate_only => Outcome::Evaluated(s),
             Ok(Some(s)) if s.state == State::Done && code == 0 => Outcome::Trained(s),
             Ok(Some(s)) if s.state == State::Failed => {
                 let error = s.error.unwrap_or_else(|| "unknown error".into());
@@ -229,10 +242,14 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
 fn print_summary(report: &Report) {
     println!("\nsummary of `{}`:", report.experiment.name);
     let width = report.outcomes.iter().map(|(s, _, _)| s.label.len()).max().unwrap_or(5).max(5);
-    println!("  {:width$}  {:8}  {:>10}  {:>9}  {:>8}  directory", "run", "status", "final loss", "time", "img/s");
+    println!(
+        "  {:width$}  {:9}  {:>10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  directory",
+        "run", "status", "final loss", "time", "img/s", "FID", "KID", "bits/dim"
+    );
     for (spec, path, outcome) in &report.outcomes {
         let (state, status) = match outcome {
             Outcome::Trained(s) if s.resumed_from.is_some() => ("resumed", Some(s)),
+            Outcome::Evaluated(s) => ("evaluated", Some(s)),
             Outcome::Trained(s) => ("trained", Some(s)),
             Outcome::Skipped(s) => ("skipped", Some(s)),
             Outcome::Failed { .. } => ("FAILED", None),
@@ -240,11 +257,14 @@ fn print_summary(report: &Report) {
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
         println!(
-            "  {:width$}  {state:8}  {:>10}  {:>9}  {:>8}  {}",
+            "  {:width$}  {state:9}  {:>10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
             spec.label,
             num(status.and_then(|s| s.final_loss), &|v| format!("{v:.5}")),
             num(status.and_then(|s| s.wall_seconds), &|v| format!("{v:.1}s")),
             num(status.and_then(|s| s.images_per_sec), &|v| format!("{v:.1}")),
+            num(status.and_then(|s| s.fid), &|v| format!("{v:.2}")),
+            num(status.and_then(|s| s.kid), &|v| format!("{v:.4}")),
+            num(status.and_then(|s| s.bpd), &|v| format!("{v:.4}")),
             path.display()
         );
         match outcome {
@@ -254,5 +274,18 @@ fn print_summary(report: &Report) {
             Outcome::Busy(holder) => println!("  {:width$}  being executed by {holder}", ""),
             _ => {}
         }
+    }
+    // What the numbers mean: FIDs of different specs are not comparable.
+    let mut specs: Vec<&str> = report
+        .outcomes
+        .iter()
+        .filter_map(|(_, _, o)| match o {
+            Outcome::Trained(s) | Outcome::Evaluated(s) | Outcome::Skipped(s) => s.eval_spec.as_deref(),
+            _ => None,
+        })
+        .collect();
+    specs.dedup();
+    for spec in specs {
+        println!("  FID/KID of {spec}");
     }
 }

@@ -1,11 +1,13 @@
 //! `ddpm run-one <run-dir>`: executes one run in this process, holding the run's lock, resuming from
 //! its newest valid checkpoint, and recording the outcome in `status.json`.
 use super::events::{emit, Event, EventReporter};
+use crate::config::{EvalConfig, RunSpec};
+use crate::eval::run_eval;
 use crate::progress::Progress;
 use crate::track::lock::{self, Acquired};
 use crate::track::run_dir::{RunDir, State, Status};
 use crate::train::{train_run, Reporter};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::Path;
 use tch::Device;
 
@@ -32,9 +34,35 @@ impl Ended {
     }
 }
 
-pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool) -> Result<Ended> {
+/// Puts an evaluation's numbers into the run's `status.json` as its latest evaluation.
+pub fn record_evaluation(dir: &RunDir, result: &run_eval::EvalResult) -> Result<()> {
+    let mut status = dir.status()?.context("no status.json")?;
+    status.eval_spec = Some(result.spec.clone());
+    status.fid = result.fid;
+    status.kid = result.kid;
+    status.bpd = result.bpd.as_ref().map(|b| b.total);
+    status.error = None;
+    status.updated_unix = crate::track::unix_now();
+    dir.write_status(&status)
+}
+
+/// Whether `eval` asks for something that this run has no stored result for.
+pub fn needs_evaluation(run_dir: &Path, eval: &EvalConfig) -> bool {
+    (eval.fid || eval.bpd) && run_eval::stored(run_dir, eval).is_none()
+}
+
+/// Trains the run unless done, then evaluates it under `eval` (the run's own `[eval]` when None)
+/// unless that spec's result is stored.
+pub fn run_one(
+    run_dir: &Path,
+    device: Device,
+    data_dir: &Path,
+    events: bool,
+    eval: Option<EvalConfig>,
+) -> Result<Ended> {
     let dir = RunDir { path: run_dir.to_path_buf() };
     let spec = dir.load_spec()?;
+    let eval = eval.unwrap_or_else(|| spec.config.eval.clone());
     let _lock = match lock::try_acquire(&dir.path)? {
         Acquired::Held(l) => l,
         Acquired::Busy(holder) => {
@@ -45,19 +73,52 @@ pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool) ->
             return Ok(Ended::Busy);
         }
     };
-    if dir.status()?.is_some_and(|s| s.state == State::Done) {
-        return Ok(Ended::AlreadyDone);
+    let mut reporter: Box<dyn Reporter> =
+        if events { Box::new(EventReporter::new()) } else { Box::new(Progress::new(&spec.label)) };
+    let done = dir.status()?.filter(|s| s.state == State::Done);
+    let status = match done {
+        Some(_) if !needs_evaluation(&dir.path, &eval) => return Ok(Ended::AlreadyDone),
+        Some(status) => status,
+        None => match train(&spec, &dir, device, data_dir, reporter.as_mut())? {
+            Some(status) => status,
+            None => return Ok(Ended::Failed),
+        },
+    };
+    if !needs_evaluation(&dir.path, &eval) {
+        return Ok(Ended::Done);
     }
+    match run_eval::evaluate_run(&dir.path, &eval, device, data_dir, reporter.as_mut()) {
+        Ok((result, _)) => {
+            record_evaluation(&dir, &result)?;
+            Ok(Ended::Done)
+        }
+        Err(e) => {
+            // The training stands; the run stays done, with the evaluation's error on record.
+            let message = format!("evaluation failed: {e:#}");
+            reporter.note(&message);
+            let mut status = status;
+            status.error = Some(message);
+            dir.write_status(&status)?;
+            Ok(Ended::Failed)
+        }
+    }
+}
+
+/// Trains the run; returns its done status, or None when training failed (recorded in `status.json`).
+fn train(
+    spec: &RunSpec,
+    dir: &RunDir,
+    device: Device,
+    data_dir: &Path,
+    reporter: &mut dyn Reporter,
+) -> Result<Option<Status>> {
     let device_name = crate::device::describe(device);
     let resume = dir.checkpoint_step();
     dir.record_attempt(&device_name, resume)?;
-    dir.write_status(&Status::new(State::Running, &spec, resume.unwrap_or(0)))?;
-    let mut reporter: Box<dyn Reporter> =
-        if events { Box::new(EventReporter::new()) } else { Box::new(Progress::new(&spec.label)) };
-    let result = train_run(&spec, &dir, device, data_dir, reporter.as_mut());
-    match result {
+    dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
+    match train_run(spec, dir, device, data_dir, reporter) {
         Ok(o) => {
-            let mut status = Status::new(State::Done, &spec, spec.config.train.steps);
+            let mut status = Status::new(State::Done, spec, spec.config.train.steps);
             status.final_loss = Some(o.final_loss);
             status.images_per_sec = Some(o.images_per_sec);
             status.wall_seconds = Some(o.wall_seconds);
@@ -65,16 +126,17 @@ pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool) ->
             status.ema_sha256 = Some(o.ema_sha256);
             status.parameters = Some(o.parameters);
             status.resumed_from = o.resumed_from;
+            status.best_fid_during = o.best_fid_during;
             dir.write_status(&status)?;
-            Ok(Ended::Done)
+            Ok(Some(status))
         }
         Err(e) => {
             let message = format!("{e:#}");
             reporter.note(&format!("failed: {message}"));
-            let mut status = Status::new(State::Failed, &spec, dir.checkpoint_step().unwrap_or(0));
+            let mut status = Status::new(State::Failed, spec, dir.checkpoint_step().unwrap_or(0));
             status.error = Some(message);
             dir.write_status(&status)?;
-            Ok(Ended::Failed)
+            Ok(None)
         }
     }
 }

@@ -57,8 +57,8 @@ pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
 pub fn status_table(exp: &Experiment, results_root: &Path) -> String {
     let width = exp.runs.iter().map(|r| r.label.len()).max().unwrap_or(3).max(3);
     let mut out = format!(
-        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}\n",
-        exp.name, "run", "hash", "state", "step", "last loss", "device", "elapsed"
+        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}\n",
+        exp.name, "run", "hash", "state", "step", "last loss", "device", "elapsed", "FID", "bits/dim"
     );
     for spec in &exp.runs {
         let dir = RunDir::new(results_root, &spec.hash);
@@ -84,14 +84,16 @@ pub fn status_table(exp: &Experiment, results_root: &Path) -> String {
         };
         writeln!(
             out,
-            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}",
+            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}",
             spec.label,
             spec.hash,
             state.to_string(),
             format!("{step}/{total}"),
             loss,
             device,
-            elapsed
+            elapsed,
+            status.as_ref().and_then(|s| s.fid).map_or("-".into(), |v| format!("{v:.2}")),
+            status.as_ref().and_then(|s| s.bpd).map_or("-".into(), |v| format!("{v:.4}")),
         )
         .expect("String");
     }

@@ -62,7 +62,8 @@ pub fn save(dir: &Path, step: usize, tensors: &[(String, Tensor)], state: serde_
     Ok(())
 }
 
-fn load(dir: &Path, step: usize) -> Result<Checkpoint> {
+/// The checkpoint of `step`, checked against its recorded sha256.
+pub fn load(dir: &Path, step: usize) -> Result<Checkpoint> {
     let base = stem(dir, step);
     let json = base.with_extension("json");
     let meta: Meta = serde_json::from_str(&std::fs::read_to_string(&json)?)

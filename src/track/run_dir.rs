@@ -49,6 +49,18 @@ pub struct Status {
     /// sha256 of `model.safetensors`, the final weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
+    /// The latest evaluation: its spec (what the numbers mean) and FID, KID, bits/dim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_spec: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fid: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kid: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bpd: Option<f64>,
+    /// The lowest FID of the evaluations during training (`eval.every`) and its step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_fid_during: Option<(usize, f64)>,
 }
 
 impl Status {
@@ -70,6 +82,11 @@ impl Status {
             ema_sha256: None,
             resumed_from: None,
             weights_sha256: None,
+            eval_spec: None,
+            fid: None,
+            kid: None,
+            bpd: None,
+            best_fid_during: None,
         }
     }
 }
@@ -102,8 +119,6 @@ impl RunDir {
         atomic_write(&self.status_path(), serde_json::to_string_pretty(status)?.as_bytes())
     }
 
-    /// Creates the directory and writes `config.toml` (the resolved configuration) and
-    /// `provenance.json` (what the hash was computed from, and where and how the run was made).
     /// Creates the directory and writes `config.toml` (the resolved configuration) and, on the run's
     /// first start, `provenance.json` (what the hash was computed from, and where and how the run
     /// was made; with `code.patch` when the checkout has uncommitted changes).
@@ -164,21 +179,27 @@ impl RunDir {
             .collect()
     }
 
-    /// The run spec stored in this directory: `config.toml` and the labels of `provenance.json`. The
-    /// hash is recomputed and must be the directory's name.
-    pub fn load_spec(&self) -> Result<RunSpec> {
+    /// The run's resolved configuration (`config.toml`), without checking that it hashes to the
+    /// directory's name: what evaluating a run made by an earlier version of the code needs.
+    pub fn load_config(&self) -> Result<crate::config::RunConfig> {
         let config_path = self.path.join("config.toml");
         let text =
             std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
-        let config =
-            toml::from_str(&text).with_context(|| format!("{}: invalid configuration", config_path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}: invalid configuration", config_path.display()))
+    }
+
+    /// The run spec stored in this directory: `config.toml` and the labels of `provenance.json`. The
+    /// hash is recomputed and must be the directory's name (through a label link: the target's).
+    pub fn load_spec(&self) -> Result<RunSpec> {
+        let config = self.load_config()?;
         let prov_path = self.path.join("provenance.json");
         let prov: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&prov_path).unwrap_or_else(|_| "{}".into()))
                 .with_context(|| format!("{}: invalid JSON", prov_path.display()))?;
         let text_of = |k: &str| prov[k].as_str().unwrap_or("unknown").to_string();
         let spec = RunSpec::new(&text_of("experiment"), text_of("label"), config);
-        let name = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
+        let name = real.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if spec.hash != name {
             anyhow::bail!(
                 "{}: its configuration hashes to {}, not to the directory's name; the run was made by another version of ddpm (code fingerprint {})",

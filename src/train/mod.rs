@@ -14,6 +14,7 @@ use crate::diffusion::sampler::{self, SampleOptions};
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::{forward::q_sample, target::training_target, NoiseSchedule};
 use crate::eval::grid::{make_grid, trajectory_grid, Image};
+use crate::eval::run_eval::DuringTraining;
 use crate::models;
 use crate::rng::reseed;
 use crate::track::run_dir::{RunDir, State, Status};
@@ -65,6 +66,8 @@ pub struct Outcome {
     pub parameters: i64,
     /// The checkpoint step this invocation resumed from, if any.
     pub resumed_from: Option<usize>,
+    /// The lowest FID of the evaluations during training and its step.
+    pub best_fid_during: Option<(usize, f64)>,
 }
 
 /// Trains the run described by `spec` in `dir` (resuming from its newest valid checkpoint), saves
@@ -126,6 +129,12 @@ pub fn train_run(
         log_run_once(dir, &data, &schedule, seed, &mut events)?;
     }
 
+    let ev = &cfg.eval;
+    let mut during = if ev.fid && ev.every > 0 && ev.every < steps {
+        Some(DuringTraining::new(cfg, &dir.path, start, device, data_dir, reporter)?)
+    } else {
+        None
+    };
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
     let steps_per_epoch = (n / batch) as usize;
@@ -191,6 +200,16 @@ pub fn train_run(
             reporter.logged(&record);
             last = Some(record);
         }
+        if let Some(d) = during.as_mut().filter(|_| step % ev.every == 0 && step < steps) {
+            if ev.use_ema {
+                ema.copy_to(&d.vs);
+            } else {
+                tch::no_grad(|| d.vs.copy(&vs))?;
+            }
+            d.evaluate(cfg, step, &mut events, reporter)?;
+            reporter.phase("train", steps as u64);
+            reporter.advance(step as u64);
+        }
         if step % tc.checkpoint_every == 0 || step == steps {
             save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler)?;
             let mut status = Status::new(State::Running, spec, step);
@@ -245,6 +264,7 @@ pub fn train_run(
         ema_sha256,
         parameters,
         resumed_from: (start > 0).then_some(start),
+        best_fid_during: during.and_then(|d| d.best),
     })
 }
 
@@ -267,6 +287,7 @@ fn log_run_once(
     let t = Tensor::from_slice(&ts).to_device(x0.device());
     let strip = q_sample(schedule, &x0, &t, &x0.randn_like());
     let png = make_grid(&strip, ts.len(), 2)?;
+    atomic_write(&dir.path.join("forward_process.png"), &png.to_png()?)?;
     events.add_png("forward_process", &png.to_png()?, png.height, png.width, png.channels, 0)?;
     events.flush()
 }
@@ -279,9 +300,19 @@ fn clear_outputs(dir: &Path) -> Result<()> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         // The HParams session file is the runner's, not this attempt's.
         let stale = (name.starts_with("events.out.tfevents.") && name != crate::track::hparams::EVENT_FILE)
-            || ["samples.png", "trajectory.png", "metrics.jsonl", "model.safetensors", "ema.safetensors"]
-                .contains(&name);
-        if stale {
+            || [
+                "samples.png",
+                "trajectory.png",
+                "forward_process.png",
+                "metrics.jsonl",
+                "eval_history.jsonl",
+                "model.safetensors",
+                "ema.safetensors",
+            ]
+            .contains(&name);
+        if (name == "eval" || name == "eval_during") && path.is_dir() {
+            std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
+        } else if stale {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
         }
     }

@@ -1,0 +1,132 @@
+//! Features of an image set, reduced to what FID and KID need (the Gaussian's moments and up to
+//! `KID_FEATURES` features), and the cache of reference statistics: computed once per dataset
+//! content, split, range, image size and network, under `<data>/fid-reference/`.
+use super::fid::{Gaussian, Moments};
+use super::images::ImageSet;
+use super::inception::{self, Inception};
+use crate::data::{self, Split};
+use crate::track::{atomic_replace, atomic_write, sha256_hex};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Features kept per set for KID (the first ones); the Gaussian uses every image.
+pub const KID_FEATURES: i64 = 10_000;
+
+/// A set reduced to its statistics.
+pub struct SetStats {
+    pub gaussian: Gaussian,
+    /// The first `KID_FEATURES` features, `[M, 2048]` f32 on the CPU.
+    pub features: Tensor,
+}
+
+/// Accumulates batches of features.
+pub struct Collector {
+    moments: Moments,
+    kept: Vec<Tensor>,
+    kept_count: i64,
+}
+
+impl Default for Collector {
+    fn default() -> Self {
+        Self { moments: Moments::new(inception::FEATURES), kept: Vec::new(), kept_count: 0 }
+    }
+}
+
+impl Collector {
+    pub fn add(&mut self, features: &Tensor) {
+        self.moments.add(features);
+        let keep = (KID_FEATURES - self.kept_count).min(features.size()[0]);
+        if keep > 0 {
+            self.kept.push(features.narrow(0, 0, keep).to_kind(Kind::Float).to_device(Device::Cpu));
+            self.kept_count += keep;
+        }
+    }
+
+    pub fn finish(self) -> Result<SetStats> {
+        if self.moments.count() < 2 {
+            bail!("{} images: FID needs at least 2", self.moments.count());
+        }
+        Ok(SetStats { gaussian: self.moments.gaussian(), features: Tensor::cat(&self.kept, 0) })
+    }
+}
+
+/// The statistics of any image set, streamed through the network in batches.
+pub fn set_stats(set: &ImageSet, net: &Inception, data_dir: &Path) -> Result<SetStats> {
+    let mut c = Collector::default();
+    set.for_each_batch(data_dir, net.batch, &mut |pixels| {
+        c.add(&net.features_of_pixels(pixels)?);
+        Ok(())
+    })?;
+    c.finish()
+}
+
+/// Reference statistics of a dataset split at `size`×`size`, from the cache when there, else computed
+/// and cached. Returns them and whether they came from the cache.
+pub fn dataset_stats(
+    set: &ImageSet,
+    net: &Inception,
+    data_dir: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(SetStats, bool)> {
+    let ImageSet::Dataset { name, split, start, end, size } = set else {
+        bail!("only dataset splits are cached");
+    };
+    let images_sha256 = data::images_fingerprint(*name, *split);
+    let key = json!({
+        "format": 1,
+        "dataset": name.as_str(),
+        "split": if *split == Split::Train { "train" } else { "test" },
+        "images_sha256": images_sha256,
+        "start": start,
+        "end": end,
+        "size": size,
+        "inception_sha256": inception::SHA256,
+    });
+    let hash = &sha256_hex(key.to_string().as_bytes())[..16];
+    let dir = data_dir.join("fid-reference");
+    let base = dir.join(format!("{}-{hash}", set.describe().replace([':', '[', ']', ' '], "_")));
+    if let Some(stats) = load(&base)? {
+        log(&format!("reference statistics of {}: from the cache {}", set.describe(), base.display()));
+        return Ok((stats, true));
+    }
+    log(&format!("reference statistics of {}: computing (cached afterwards)", set.describe()));
+    let started = Instant::now();
+    let stats = set_stats(set, net, data_dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tensors = [
+        ("mean", stats.gaussian.mean.shallow_clone()),
+        ("cov", stats.gaussian.cov.shallow_clone()),
+        ("features", stats.features.shallow_clone()),
+    ];
+    let path = base.with_extension("safetensors");
+    atomic_replace(&path, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
+    let meta = json!({
+        "key": key,
+        "images": stats.gaussian.n,
+        "tensors_sha256": sha256_hex(&std::fs::read(&path)?),
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    atomic_write(&base.with_extension("json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    log(&format!("reference statistics: {} images in {:.1}s", stats.gaussian.n, started.elapsed().as_secs_f64()));
+    Ok((stats, false))
+}
+
+/// The cached statistics, or None when absent or corrupt (then they are recomputed).
+fn load(base: &Path) -> Result<Option<SetStats>> {
+    let (json_path, path) = (base.with_extension("json"), base.with_extension("safetensors"));
+    let Ok(text) = std::fs::read_to_string(&json_path) else { return Ok(None) };
+    let meta: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    let Ok(bytes) = std::fs::read(&path) else { return Ok(None) };
+    if meta["tensors_sha256"].as_str() != Some(sha256_hex(&bytes).as_str()) {
+        eprintln!("{}: checksum mismatch; recomputing the reference statistics", path.display());
+        return Ok(None);
+    }
+    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
+    let get =
+        |k: &str| tensors.get(k).map(|t| t.shallow_clone()).with_context(|| format!("{}: no {k}", path.display()));
+    let n = meta["images"].as_i64().unwrap_or(0);
+    Ok(Some(SetStats { gaussian: Gaussian { mean: get("mean")?, cov: get("cov")?, n }, features: get("features")? }))
+}

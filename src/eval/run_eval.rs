@@ -1,0 +1,433 @@
+//! Evaluating a trained run under an evaluation spec (`[eval]` of the run config): FID and KID of
+//! generated samples against a reference split, and the bits/dim bound. Each spec has its own hash;
+//! its result lives in `<run>/eval/<spec-hash>/` (`metrics.json`, `samples.png`), so evaluating again
+//! with the same spec is instant and another spec adds a result.
+use super::bpd::{self, BpdOptions, BpdReport};
+use super::fid::{frechet_distance, kid, Frechet, Kid};
+use super::grid::make_grid;
+use super::images::ImageSet;
+use super::inception::{self, Inception};
+use super::reference::{dataset_stats, Collector, SetStats};
+use crate::config::{EvalConfig, RunConfig, SamplerConfig, SplitName};
+use crate::data::Split;
+use crate::diffusion::sampler::{self, SampleOptions};
+use crate::diffusion::NoiseSchedule;
+use crate::models::{self, Denoiser};
+use crate::rng::reseed;
+use crate::track::run_dir::{RunDir, State};
+use crate::track::{atomic_write, checkpoint, sha256_hex, tensorboard::EventWriter};
+use crate::train::Reporter;
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Keys of `[eval]` that say when to evaluate, not what: left out of the spec's hash.
+const SCHEDULE_KEYS: [&str; 4] = ["every", "every_num_samples", "fid", "bpd"];
+
+/// The hash of an evaluation spec: its keys (without `SCHEDULE_KEYS`) and the network's checksum.
+pub fn spec_hash(cfg: &EvalConfig) -> String {
+    let mut v = serde_json::to_value(cfg).expect("EvalConfig serializes");
+    if let Some(map) = v.as_object_mut() {
+        for k in SCHEDULE_KEYS {
+            map.remove(k);
+        }
+    }
+    let identity = serde_json::json!({ "format": 1, "eval": v, "inception_sha256": inception::SHA256 });
+    sha256_hex(identity.to_string().as_bytes())[..12].to_string()
+}
+
+pub fn sampler_name(s: &SamplerConfig, timesteps: usize) -> String {
+    match s {
+        SamplerConfig::Ddpm { .. } => format!("DDPM {} steps", sampler::num_steps(s, timesteps)),
+        SamplerConfig::Ddim { eta, .. } => format!("DDIM {} steps eta={eta}", sampler::num_steps(s, timesteps)),
+    }
+}
+
+/// The reference images of a run's evaluation: the first `reference_images` of the split, resized as
+/// the run's training images are.
+pub fn reference_set(config: &RunConfig) -> ImageSet {
+    let e = &config.eval;
+    ImageSet::Dataset {
+        name: config.data.name,
+        split: match e.reference_split {
+            SplitName::Train => Split::Train,
+            SplitName::Test => Split::Test,
+        },
+        start: 0,
+        end: (e.reference_images > 0).then_some(e.reference_images),
+        size: Some(config.data.image_size),
+    }
+}
+
+/// What an FID means: printed next to every value so numbers of different specs are never compared.
+pub fn describe(config: &RunConfig, num_samples: i64) -> String {
+    let e = &config.eval;
+    let weights = if e.use_ema { "EMA" } else { "raw" };
+    let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
+    format!(
+        "{num_samples} samples ({}, {weights} weights, {at}) vs {}",
+        sampler_name(&e.sampler, config.diffusion.timesteps),
+        reference_set(config).describe()
+    )
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BpdSummary {
+    pub total: f64,
+    pub prior: f64,
+    pub diffusion: f64,
+    pub decoder: f64,
+    pub images: usize,
+    pub timesteps_evaluated: usize,
+    pub estimated: bool,
+}
+
+impl From<&BpdReport> for BpdSummary {
+    fn from(r: &BpdReport) -> Self {
+        Self {
+            total: r.total,
+            prior: r.prior,
+            diffusion: r.diffusion,
+            decoder: r.decoder,
+            images: r.images,
+            timesteps_evaluated: r.timesteps_evaluated,
+            estimated: r.estimated,
+        }
+    }
+}
+
+/// `eval/<spec-hash>/metrics.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalResult {
+    pub spec_hash: String,
+    /// `describe` of the spec.
+    pub spec: String,
+    pub eval: EvalConfig,
+    /// The training step of the evaluated weights, and their sha256.
+    pub step: usize,
+    pub weights_sha256: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid_detail: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kid_std: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bpd: Option<BpdSummary>,
+    pub seconds: f64,
+}
+
+/// The weights an evaluation uses.
+pub struct Loaded {
+    pub config: RunConfig,
+    pub vs: nn::VarStore,
+    pub model: Box<dyn Denoiser>,
+    pub step: usize,
+    pub sha256: String,
+}
+
+/// Loads a finished run's final weights (`ema.safetensors` or `model.safetensors`, checked against
+/// `status.json`) or the EMA/raw weights of one of its checkpoints.
+pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, device: Device) -> Result<Loaded> {
+    let dir = RunDir { path: run_dir.to_path_buf() };
+    let status =
+        dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
+    let config = dir.load_config()?;
+    let mut vs = nn::VarStore::new(device);
+    let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
+    let (step, sha256) = match checkpoint {
+        None => {
+            if status.state != State::Done {
+                bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
+            }
+            let (file, recorded) = if use_ema {
+                ("ema.safetensors", &status.ema_sha256)
+            } else {
+                ("model.safetensors", &status.weights_sha256)
+            };
+            let weights = run_dir.join(file);
+            let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
+            let actual = sha256_hex(&bytes);
+            if recorded.as_deref() != Some(actual.as_str()) {
+                bail!(
+                    "{}: checksum mismatch (sha256 {actual}, status.json records {recorded:?}): the weights are corrupt",
+                    weights.display()
+                );
+            }
+            vs.load(&weights).with_context(|| format!("cannot load {}", weights.display()))?;
+            (config.train.steps, actual)
+        }
+        Some(step) => {
+            let ck_dir = run_dir.join("checkpoints");
+            let ck = checkpoint::load(&ck_dir, step).with_context(|| {
+                format!("eval.checkpoint = {step}: available checkpoints are {:?}", checkpoint::steps(&ck_dir))
+            })?;
+            let prefix = if use_ema { "ema" } else { "model" };
+            for (name, var) in vs.variables() {
+                let src = ck
+                    .tensors
+                    .get(&format!("{prefix}.{name}"))
+                    .with_context(|| format!("the checkpoint at step {step} lacks {prefix}.{name}"))?;
+                tch::no_grad(|| var.shallow_clone().copy_(src));
+            }
+            (step, format!("checkpoint {step} ({prefix})"))
+        }
+    };
+    Ok(Loaded { config, vs, model, step, sha256 })
+}
+
+/// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
+/// Noise comes from stream `eval-sample/<stream>·<batch>`, so it does not depend on what ran before.
+/// The first batch (up to 64 images) is returned for a grid.
+#[allow(clippy::too_many_arguments)]
+pub fn sample_fid(
+    model: &dyn Denoiser,
+    config: &RunConfig,
+    n: i64,
+    stream: u64,
+    net: &Inception,
+    reference: &SetStats,
+    device: Device,
+    progress: &mut dyn Reporter,
+) -> Result<(Frechet, Kid, Tensor)> {
+    let (e, d) = (&config.eval, &config.diffusion);
+    let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, device);
+    let opts =
+        SampleOptions { target: d.target, variance: d.variance, clip_x0: config.sample.clip_x0, trajectory: &[] };
+    let shape = |b: i64| [b, config.data.name.channels(), config.data.image_size, config.data.image_size];
+    let mut collector = Collector::default();
+    let mut first = None;
+    let batches = (n + e.batch_size - 1) / e.batch_size;
+    progress.phase("fid", n as u64);
+    let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
+    for b in 0..batches {
+        let len = e.batch_size.min(n - b * e.batch_size);
+        reseed(config.seed, "eval-sample", stream * 1_000_000 + b as u64);
+        let x_t = Tensor::randn(shape(len), (Kind::Float, device));
+        let out = sampler::sample(&e.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |_| {});
+        collector.add(&net.features(&out.x0)?);
+        if first.is_none() {
+            first = Some(out.x0.narrow(0, 0, len.min(64)).to_device(Device::Cpu));
+        }
+        progress.advance(((b + 1) * e.batch_size).min(n) as u64);
+    }
+    let generated = collector.finish()?;
+    let fid = frechet_distance(&generated.gaussian, &reference.gaussian);
+    reseed(config.seed, "eval-kid", stream);
+    let kid = kid(&generated.features, &reference.features, e.kid_subsets, e.kid_subset_size);
+    Ok((fid, kid, first.expect("n >= 1")))
+}
+
+/// The reference statistics of a run's spec, with a line saying whether they came from the cache.
+pub fn reference_stats(
+    config: &RunConfig,
+    net: &Inception,
+    data_dir: &Path,
+    progress: &mut dyn Reporter,
+) -> Result<SetStats> {
+    let set = reference_set(config);
+    let (stats, _cached) = dataset_stats(&set, net, data_dir, &mut |line| progress.note(line))?;
+    Ok(stats)
+}
+
+pub fn result_path(run_dir: &Path, cfg: &EvalConfig) -> PathBuf {
+    run_dir.join("eval").join(spec_hash(cfg)).join("metrics.json")
+}
+
+/// The stored result of this spec, if any (it may hold only some of the metrics).
+fn stored_any(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
+    let text = std::fs::read_to_string(result_path(run_dir, cfg)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// The stored result of this spec when it holds every metric `cfg` asks for.
+pub fn stored(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
+    stored_any(run_dir, cfg).filter(|r| (!cfg.fid || r.fid.is_some()) && (!cfg.bpd || r.bpd.is_some()))
+}
+
+/// Evaluates a run under `eval` (which replaces the run's own `[eval]`): returns the stored result
+/// when this spec was evaluated before, else computes it, stores it and logs it to TensorBoard at the
+/// weights' step.
+pub fn evaluate_run(
+    run_dir: &Path,
+    eval: &EvalConfig,
+    device: Device,
+    data_dir: &Path,
+    progress: &mut dyn Reporter,
+) -> Result<(EvalResult, bool)> {
+    if let Some(r) = stored(run_dir, eval) {
+        return Ok((r, true));
+    }
+    let started = Instant::now();
+    let mut loaded = load_weights(run_dir, eval.use_ema, eval.checkpoint, device)?;
+    loaded.config.eval = eval.clone();
+    let config = &loaded.config;
+    let hash = spec_hash(eval);
+    let out_dir = run_dir.join("eval").join(&hash);
+    std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let previous = stored_any(run_dir, eval).filter(|r| r.weights_sha256 == loaded.sha256);
+    let mut result = previous.unwrap_or(EvalResult {
+        spec_hash: hash,
+        spec: describe(config, eval.num_samples),
+        eval: eval.clone(),
+        step: loaded.step,
+        weights_sha256: loaded.sha256.clone(),
+        fid: None,
+        fid_detail: None,
+        kid: None,
+        kid_std: None,
+        bpd: None,
+        seconds: 0.0,
+    });
+    let mut events = EventWriter::create(run_dir)?;
+    let step = loaded.step as i64;
+    // The run's own spec (the experiment's `[eval]`, final weights) logs under `eval/`, so every run of
+    // an experiment has the same tags; any other spec under `eval@<spec-hash>/`, so curves never mix.
+    let own = RunDir { path: run_dir.to_path_buf() }.load_config().map(|c| spec_hash(&c.eval));
+    let prefix = if own.ok().as_deref() == Some(result.spec_hash.as_str()) && eval.checkpoint.is_none() {
+        "eval".to_string()
+    } else {
+        format!("eval@{}", result.spec_hash)
+    };
+    if eval.fid && result.fid.is_none() {
+        let net = Inception::load(data_dir, device)?;
+        let reference = reference_stats(config, &net, data_dir, progress)?;
+        let (fid, kid, first) =
+            sample_fid(loaded.model.as_ref(), config, eval.num_samples, 0, &net, &reference, device, progress)?;
+        let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
+        let png = grid.to_png()?;
+        atomic_write(&out_dir.join("samples.png"), &png)?;
+        events.add_png(&format!("{prefix}/samples"), &png, grid.height, grid.width, grid.channels, step)?;
+        events.add_scalar(&format!("{prefix}/fid"), fid.fid, step)?;
+        events.add_scalar(&format!("{prefix}/kid"), kid.mean, step)?;
+        result.fid = Some(fid.fid);
+        result.fid_detail = Some(serde_json::to_value(&fid)?);
+        result.kid = Some(kid.mean);
+        result.kid_std = Some(kid.std);
+        progress.note(&format!("FID {:.3}, KID {:.5} ± {:.5}  [{}]", fid.fid, kid.mean, kid.std, result.spec));
+    }
+    if eval.bpd && result.bpd.is_none() {
+        let opts = BpdOptions {
+            images: eval.bpd_images,
+            batch: 64,
+            t_stride: eval.bpd_t_stride,
+            device,
+            data_dir: data_dir.to_path_buf(),
+        };
+        let report = bpd::bound(run_dir, config, loaded.model.as_ref(), &opts, progress)?;
+        bpd::log_scalars(&mut events, &prefix, &report, step)?;
+        progress.note(&format!("bits/dim {:.4} on {} test images", report.total, report.images));
+        result.bpd = Some(BpdSummary::from(&report));
+    }
+    events.flush()?;
+    result.seconds += started.elapsed().as_secs_f64();
+    atomic_write(&out_dir.join("metrics.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    Ok((result, false))
+}
+
+/// FID/KID every `eval.every` training steps on `eval.every_num_samples` images with the same noise
+/// each time (stream 1), logged as `eval_during/*` at the step and in `eval_history.jsonl`.
+pub struct DuringTraining {
+    net: Inception,
+    reference: SetStats,
+    /// Where the caller copies the weights to evaluate (EMA or raw, as `eval.use_ema` says).
+    pub vs: nn::VarStore,
+    model: Box<dyn Denoiser>,
+    history: crate::track::metrics::MetricsWriter,
+    run_dir: PathBuf,
+    pub best: Option<(usize, f64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DuringRecord {
+    step: usize,
+    fid: f64,
+    kid: f64,
+    spec: String,
+}
+
+impl DuringTraining {
+    /// Loads the network and the reference statistics; resumes the history at `start`.
+    pub fn new(
+        config: &RunConfig,
+        run_dir: &Path,
+        start: usize,
+        device: Device,
+        data_dir: &Path,
+        progress: &mut dyn Reporter,
+    ) -> Result<Self> {
+        use crate::track::metrics::MetricsWriter;
+        let net = Inception::load(data_dir, device)?;
+        let reference = reference_stats(config, &net, data_dir, progress)?;
+        let vs = nn::VarStore::new(device);
+        let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
+        let path = run_dir.join("eval_history.jsonl");
+        let history = if start > 0 { MetricsWriter::resume(&path, start)? } else { MetricsWriter::create(&path)? };
+        let best = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<DuringRecord>(l).ok())
+            .map(|r| (r.step, r.fid))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        Ok(Self { net, reference, vs, model, history, run_dir: run_dir.to_path_buf(), best })
+    }
+
+    /// Evaluates the weights in `self.vs` at training step `step`.
+    pub fn evaluate(
+        &mut self,
+        config: &RunConfig,
+        step: usize,
+        events: &mut EventWriter,
+        progress: &mut dyn Reporter,
+    ) -> Result<()> {
+        let device = self.vs.device();
+        let n = config.eval.every_num_samples;
+        let (fid, kid, first) =
+            sample_fid(self.model.as_ref(), config, n, 1, &self.net, &self.reference, device, progress)?;
+        let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
+        let png = grid.to_png()?;
+        let dir = self.run_dir.join("eval_during");
+        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        atomic_write(&dir.join(format!("samples-{step:08}.png")), &png)?;
+        events.add_png("eval_during/samples", &png, grid.height, grid.width, grid.channels, step as i64)?;
+        events.add_scalar("eval_during/fid", fid.fid, step as i64)?;
+        events.add_scalar("eval_during/kid", kid.mean, step as i64)?;
+        events.flush()?;
+        let spec = describe(config, n);
+        progress.note(&format!("step {step}: FID {:.3}, KID {:.5}  [{spec}]", fid.fid, kid.mean));
+        self.history.append(&DuringRecord { step, fid: fid.fid, kid: kid.mean, spec })?;
+        if self.best.is_none_or(|(_, b)| fid.fid < b) {
+            self.best = Some((step, fid.fid));
+        }
+        Ok(())
+    }
+}
+
+/// `[eval]` with `key=value` overrides (TOML values; keys relative to `[eval]`, an `eval.` prefix
+/// allowed), e.g. `num_samples=1000`, `sampler.steps=100`, `sampler={name="ddpm"}`.
+pub fn with_overrides(base: &EvalConfig, overrides: &[String]) -> Result<EvalConfig> {
+    let mut value = toml::Value::try_from(base).context("EvalConfig serializes")?;
+    for item in overrides {
+        let (key, raw) = item.split_once('=').with_context(|| format!("--spec {item:?}: expected KEY=VALUE"))?;
+        let key = key.trim().strip_prefix("eval.").unwrap_or(key.trim());
+        let parsed = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        let mut cur = &mut value;
+        let parts: Vec<&str> = key.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let table = cur.as_table_mut().with_context(|| format!("--spec {item:?}: `{part}` is not a table"))?;
+            if i + 1 == parts.len() {
+                table.insert(part.to_string(), parsed.clone());
+                break;
+            }
+            cur = table.entry(part.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+    }
+    value.try_into::<EvalConfig>().map_err(|e| anyhow::anyhow!("--spec: key `eval`: {}", e.message()))
+}
