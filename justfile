@@ -54,6 +54,10 @@ tensorboard-setup: setup
         echo "installing tensorboard=={{tensorboard_version}} into .venv"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check "tensorboard=={{tensorboard_version}}"
     fi
+    # The tests read the analysis Parquet files back with Python's polars.
+    if ! .venv/bin/python -c "import polars" 2>/dev/null; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "polars==1.35.2"
+    fi
 
 # Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]
 tensorboard experiment *args: build tensorboard-setup
@@ -62,6 +66,10 @@ tensorboard experiment *args: build tensorboard-setup
     logdir=$({{bin}} logdir "{{experiment}}")
     echo "TensorBoard on $logdir"
     exec .venv/bin/tensorboard --logdir "$logdir" {{args}}
+
+# Tables, plots and report.md of an experiment in analysis/<experiment>/ (also done by `just run`)
+analyze *args: build
+    {{bin}} analyze "$@"
 
 # Evaluate finished runs again under another spec: just eval experiments/x.toml --spec num_samples=1000
 eval *args: build

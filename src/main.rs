@@ -48,6 +48,17 @@ impl ExperimentArgs {
 }
 
 impl Layers {
+    /// `analysis/` beside the default `results/`; `<results>/analysis` for any other results folder, so
+    /// that runs kept elsewhere (tests, scratch sweeps) do not write into the repository's record.
+    fn analysis_root(&self) -> PathBuf {
+        let root = self.results_root();
+        if root == std::path::Path::new("results") {
+            "analysis".into()
+        } else {
+            root.join("analysis")
+        }
+    }
+
     fn load_options(&self) -> LoadOptions {
         LoadOptions { profile: self.profile.clone(), sets: self.sets.clone(), use_env: true }
     }
@@ -89,6 +100,12 @@ enum Command {
     /// Write the experiment's HParams data and print its TensorBoard log dir
     /// (results/experiments/<experiment>, where each run appears under its label).
     Logdir {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    },
+    /// Tables (Parquet, CSV), plots and report.md of an experiment's runs in analysis/<experiment>/
+    /// (also written at the end of `run`).
+    Analyze {
         #[command(flatten)]
         args: ExperimentArgs,
     },
@@ -251,6 +268,18 @@ enum DataCommand {
     },
 }
 
+fn analyze_and_print(exp: &ddpm::config::Experiment, layers: &Layers) -> Result<()> {
+    let a = ddpm::analysis::analyze(exp, &layers.results_root(), &layers.analysis_root())?;
+    println!("\nanalysis: {}", a.dir.display());
+    for v in &a.verdicts {
+        println!("  {v}");
+    }
+    if !a.left_out.is_empty() {
+        println!("  warning: left out of the statistics (not done): {}", a.left_out.join(", "));
+    }
+    Ok(())
+}
+
 fn plan(args: &ExperimentArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.load_options())?;
     print!("{}", ddpm::runner::status::plan_table(&exp, &args.results_root()));
@@ -311,13 +340,18 @@ fn main() -> ExitCode {
                         results_root: args.results_root(),
                         data_dir: ddpm::data::data_dir(),
                     };
-                    runner::run(&opts).map(|r| r.failures() == 0)
+                    let report = runner::run(&opts)?;
+                    analyze_and_print(&report.experiment, &args.layers)?;
+                    Ok(report.failures() == 0)
                 })
             }
         }
         Command::Plan { args } => plan(&args).map(|_| true),
         Command::Status { args } => status(&args).map(|_| true),
         Command::Show { args } => show(&args).map(|_| true),
+        Command::Analyze { args } => load_experiment(&args.experiment, &args.load_options())
+            .and_then(|exp| analyze_and_print(&exp, &args.layers))
+            .map(|_| true),
         Command::Logdir { args } => logdir(&args).map(|_| true),
         Command::RunOne { run_dir, device, events, eval } => {
             let outcome = ddpm::device::parse(&device).and_then(|d| {

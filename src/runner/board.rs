@@ -29,7 +29,8 @@ pub fn logdir(results_root: &Path, experiment: &str) -> PathBuf {
     results_root.join("experiments").join(experiment)
 }
 
-fn flat(config: &crate::config::RunConfig) -> BTreeMap<String, HValue> {
+/// Every key of a run configuration with its value, dotted (`diffusion.schedule.name`).
+pub fn flat(config: &crate::config::RunConfig) -> BTreeMap<String, HValue> {
     fn walk(v: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, HValue>) {
         match v {
             serde_json::Value::Object(m) => {

@@ -1,0 +1,190 @@
+//! The runs of an experiment as records: their varied keys, state and final metrics, grouped into
+//! variants (the varied keys other than the seed), with summaries per variant and seed-paired
+//! differences against the baseline variant.
+use super::stats::{summarize, Summary};
+use crate::config::Experiment;
+use crate::runner::board::flat;
+use crate::track::hparams::HValue;
+use crate::track::run_dir::{RunDir, State};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// The metrics a run can have, in table order; lower is better for every one of them but images/s.
+pub const METRICS: [&str; 9] =
+    ["final_loss", "fid", "kid", "bpd", "bpd_prior", "bpd_diffusion", "bpd_decoder", "images_per_sec", "wall_seconds"];
+
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub label: String,
+    pub hash: String,
+    /// done, failed, running, partial or new.
+    pub state: String,
+    pub seed: u64,
+    /// The varied keys other than `seed` with their values, in the experiment's key order.
+    pub varied: Vec<(String, HValue)>,
+    /// The variant: the label without its seed (`schedule=cosine`), the experiment's name when nothing
+    /// but the seed varies.
+    pub variant: String,
+    pub metrics: BTreeMap<String, f64>,
+}
+
+/// Keys whose values differ between runs, in sorted order.
+pub fn varied_keys(exp: &Experiment) -> Vec<String> {
+    let flats: Vec<_> = exp.runs.iter().map(|r| flat(&r.config)).collect();
+    let mut keys: Vec<String> = flats.iter().flat_map(|f| f.keys().cloned()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.retain(|k| flats.iter().any(|f| f.get(k) != flats[0].get(k)) && !k.starts_with("eval."));
+    keys
+}
+
+/// Reads every run of the experiment from `results_root`.
+pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
+    let keys: Vec<String> = varied_keys(exp).into_iter().filter(|k| k != "seed").collect();
+    exp.runs
+        .iter()
+        .map(|spec| {
+            let values = flat(&spec.config);
+            let varied: Vec<(String, HValue)> =
+                keys.iter().filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone()))).collect();
+            // The label without its seed part: labels are the readable form of the varied keys.
+            let parts: Vec<&str> = spec.label.split(',').filter(|p| !p.starts_with("seed=")).collect();
+            let variant = if varied.is_empty() || parts.is_empty() { exp.name.clone() } else { parts.join(",") };
+            let dir = RunDir::new(results_root, &spec.hash);
+            let status = dir.status().ok().flatten();
+            let state = match (&status, dir.checkpoint_step()) {
+                (Some(s), _) if s.state == State::Done => "done",
+                (Some(s), _) if s.state == State::Failed => "failed",
+                (Some(s), _) if s.state == State::Running => "running",
+                (_, Some(_)) => "partial",
+                _ => "new",
+            };
+            let mut metrics = BTreeMap::new();
+            if let Some(s) = &status {
+                let pairs = [
+                    ("final_loss", s.final_loss),
+                    ("fid", s.fid),
+                    ("kid", s.kid),
+                    ("bpd", s.bpd),
+                    ("images_per_sec", s.images_per_sec),
+                    ("wall_seconds", s.wall_seconds),
+                ];
+                metrics.extend(pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
+            }
+            if let Some(r) = crate::eval::run_eval::stored(&dir.path, &spec.config.eval) {
+                if let Some(b) = r.bpd {
+                    metrics.insert("bpd_prior".into(), b.prior);
+                    metrics.insert("bpd_diffusion".into(), b.diffusion);
+                    metrics.insert("bpd_decoder".into(), b.decoder);
+                }
+            }
+            RunRecord {
+                label: spec.label.clone(),
+                hash: spec.hash.clone(),
+                state: state.to_string(),
+                seed: spec.config.seed,
+                varied,
+                variant,
+                metrics,
+            }
+        })
+        .collect()
+}
+
+/// The variants in the order of their first run (the first is the baseline unless named).
+pub fn variants(records: &[RunRecord]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for r in records {
+        if !out.contains(&r.variant) {
+            out.push(r.variant.clone());
+        }
+    }
+    out
+}
+
+/// Per variant and metric, the summary over its finished runs; and the labels of runs left out
+/// because they are not done.
+pub fn summaries(records: &[RunRecord]) -> (Vec<(String, String, Summary)>, Vec<String>) {
+    let left_out: Vec<String> =
+        records.iter().filter(|r| r.state != "done").map(|r| format!("{} ({})", r.label, r.state)).collect();
+    let mut out = Vec::new();
+    for variant in variants(records) {
+        for metric in METRICS {
+            let values: Vec<f64> = records
+                .iter()
+                .filter(|r| r.variant == variant && r.state == "done")
+                .filter_map(|r| r.metrics.get(metric).copied())
+                .collect();
+            if !values.is_empty() {
+                out.push((variant.clone(), metric.to_string(), summarize(&values)));
+            }
+        }
+    }
+    (out, left_out)
+}
+
+/// For each variant other than `baseline` and each metric: the differences variant − baseline of runs
+/// that share a seed (they share batches, timesteps and noise), summarised.
+pub fn paired(records: &[RunRecord], baseline: &str) -> Vec<(String, String, Summary)> {
+    let done =
+        |variant: &str, seed: u64| records.iter().find(|r| r.variant == variant && r.seed == seed && r.state == "done");
+    let mut out = Vec::new();
+    for variant in variants(records).into_iter().filter(|v| v != baseline) {
+        for metric in METRICS {
+            let diffs: Vec<f64> = records
+                .iter()
+                .filter(|r| r.variant == variant && r.state == "done")
+                .filter_map(|r| {
+                    let base = done(baseline, r.seed)?;
+                    Some(r.metrics.get(metric)? - base.metrics.get(metric)?)
+                })
+                .collect();
+            if !diffs.is_empty() {
+                out.push((variant.clone(), metric.to_string(), summarize(&diffs)));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(variant: &str, seed: u64, state: &str, fid: f64) -> RunRecord {
+        RunRecord {
+            label: format!("{variant},seed={seed}"),
+            hash: format!("{variant}{seed}"),
+            state: state.into(),
+            seed,
+            varied: vec![],
+            variant: variant.into(),
+            metrics: BTreeMap::from([("fid".to_string(), fid)]),
+        }
+    }
+
+    #[test]
+    fn summaries_leave_out_unfinished_runs_and_pairs_match_seeds() {
+        let records = vec![
+            record("linear", 0, "done", 10.0),
+            record("linear", 1, "done", 12.0),
+            record("linear", 2, "done", 14.0),
+            record("cosine", 0, "done", 9.0),
+            record("cosine", 1, "done", 10.0),
+            record("cosine", 2, "failed", 1.0),
+        ];
+        let (s, left_out) = summaries(&records);
+        assert_eq!(left_out, vec!["cosine,seed=2 (failed)".to_string()]);
+        let cos = &s.iter().find(|(v, m, _)| v == "cosine" && m == "fid").unwrap().2;
+        assert_eq!((cos.n, cos.mean), (2, 9.5));
+        let lin = &s.iter().find(|(v, m, _)| v == "linear" && m == "fid").unwrap().2;
+        // 10, 12, 14: sd 2, half-width t₀.₉₇₅,₂ · 2/√3 = 4.302653 · 1.154701.
+        assert!((lin.ci_high - 12.0 - 4.302653 * 2.0 / 3f64.sqrt()).abs() < 1e-5, "{lin:?}");
+        // Seeds 0 and 1 pair up: differences −1 and −2.
+        let p = paired(&records, "linear");
+        assert_eq!(p.len(), 1);
+        let d = &p[0].2;
+        assert_eq!((p[0].0.as_str(), d.n, d.mean), ("cosine", 2, -1.5));
+        assert!((d.std - 0.5f64.sqrt()).abs() < 1e-12);
+    }
+}

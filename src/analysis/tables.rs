@@ -1,0 +1,156 @@
+//! The analysis tables as polars DataFrames, written as Parquet and CSV: `runs` (one row per run),
+//! `summary` (per variant and metric), `paired` (seed-paired differences against the baseline) and
+//! `curves` (the training loss against step, long format). Rows come in a stable order and hold no
+//! timestamps, so the files are the same for the same runs.
+use super::collect::{RunRecord, METRICS};
+use super::stats::Summary;
+use crate::track::atomic_replace;
+use crate::track::hparams::HValue;
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use std::path::Path;
+
+/// Configuration keys every `runs` row carries, varied or not.
+pub const FIXED_KEYS: [&str; 6] =
+    ["model.name", "data.name", "diffusion.timesteps", "diffusion.schedule.name", "train.loss", "diffusion.target"];
+
+fn text_column(name: &str, values: Vec<String>) -> Column {
+    Column::new(name.into(), values)
+}
+
+fn float_column(name: &str, values: Vec<Option<f64>>) -> Column {
+    Column::new(name.into(), values)
+}
+
+/// A configuration key as a typed column (numbers as f64, strings, booleans).
+fn key_column(name: &str, values: Vec<Option<HValue>>) -> Column {
+    match values.iter().flatten().next() {
+        Some(HValue::Number(_)) => float_column(
+            name,
+            values.into_iter().map(|v| if let Some(HValue::Number(n)) = v { Some(n) } else { None }).collect(),
+        ),
+        Some(HValue::Bool(_)) => Column::new(
+            name.into(),
+            values.into_iter().map(|v| if let Some(HValue::Bool(b)) = v { Some(b) } else { None }).collect::<Vec<_>>(),
+        ),
+        _ => Column::new(
+            name.into(),
+            values
+                .into_iter()
+                .map(|v| match v {
+                    Some(HValue::Str(s)) => Some(s),
+                    Some(other) => Some(format!("{other:?}")),
+                    None => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+    }
+}
+
+/// One row per run: label, hash, variant, seed, state, every varied key, the fixed keys, the metrics.
+pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<String, HValue>]) -> Result<DataFrame> {
+    let mut columns = vec![
+        text_column("label", records.iter().map(|r| r.label.clone()).collect()),
+        text_column("hash", records.iter().map(|r| r.hash.clone()).collect()),
+        text_column("variant", records.iter().map(|r| r.variant.clone()).collect()),
+        Column::new("seed".into(), records.iter().map(|r| r.seed as i64).collect::<Vec<_>>()),
+        text_column("state", records.iter().map(|r| r.state.clone()).collect()),
+    ];
+    let mut keys: Vec<String> =
+        records.first().map(|r| r.varied.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    for k in FIXED_KEYS {
+        if !keys.iter().any(|x| x == k) {
+            keys.push(k.to_string());
+        }
+    }
+    for key in &keys {
+        columns.push(key_column(key, configs.iter().map(|c| c.get(key).cloned()).collect()));
+    }
+    for m in METRICS {
+        columns.push(float_column(m, records.iter().map(|r| r.metrics.get(m).copied()).collect()));
+    }
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+fn summary_columns(rows: &[(String, String, Summary)]) -> Vec<Column> {
+    vec![
+        text_column("variant", rows.iter().map(|r| r.0.clone()).collect()),
+        text_column("metric", rows.iter().map(|r| r.1.clone()).collect()),
+        Column::new("n".into(), rows.iter().map(|r| r.2.n as i64).collect::<Vec<_>>()),
+        float_column("mean", rows.iter().map(|r| Some(r.2.mean)).collect()),
+        float_column("std", rows.iter().map(|r| finite(r.2.std)).collect()),
+        float_column("ci95_low", rows.iter().map(|r| finite(r.2.ci_low)).collect()),
+        float_column("ci95_high", rows.iter().map(|r| finite(r.2.ci_high)).collect()),
+    ]
+}
+
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Per variant and metric: n, mean, std and the 95% Student-t interval (null below two runs).
+pub fn summary_table(rows: &[(String, String, Summary)]) -> Result<DataFrame> {
+    Ok(DataFrame::new_infer_height(summary_columns(rows))?)
+}
+
+/// Seed-paired differences variant − baseline: as `summary`, with the baseline and whether the
+/// interval excludes zero.
+pub fn paired_table(rows: &[(String, String, Summary)], baseline: &str) -> Result<DataFrame> {
+    let mut columns = summary_columns(rows);
+    columns.insert(1, text_column("baseline", vec![baseline.to_string(); rows.len()]));
+    let excludes = rows.iter().map(|r| {
+        let s = &r.2;
+        (s.ci_low.is_finite() && s.ci_high.is_finite()).then_some(s.ci_low > 0.0 || s.ci_high < 0.0)
+    });
+    columns.push(Column::new("ci_excludes_zero".into(), excludes.collect::<Vec<_>>()));
+    Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// The training loss (`metrics.jsonl`) and the evaluations during training (`eval_history.jsonl`)
+/// of every run against step: label, variant, seed, metric, step, value.
+pub fn curves_table(records: &[RunRecord], results_root: &Path) -> Result<DataFrame> {
+    let (mut label, mut variant, mut seed, mut metric, mut step, mut value) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in records {
+        let dir = results_root.join("runs").join(&r.hash);
+        for (file, fields) in [("metrics.jsonl", &["loss"][..]), ("eval_history.jsonl", &["fid", "kid"][..])] {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            for line in text.lines() {
+                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+                for f in fields {
+                    if let (Some(s), Some(x)) = (v["step"].as_i64(), v[*f].as_f64()) {
+                        label.push(r.label.clone());
+                        variant.push(r.variant.clone());
+                        seed.push(r.seed as i64);
+                        metric.push(if *f == "loss" { "train_loss".to_string() } else { format!("eval_during_{f}") });
+                        step.push(s);
+                        value.push(x);
+                    }
+                }
+            }
+        }
+    }
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("label", label),
+        text_column("variant", variant),
+        Column::new("seed".into(), seed),
+        text_column("metric", metric),
+        Column::new("step".into(), step),
+        Column::new("value".into(), value),
+    ])?)
+}
+
+/// Writes `<dir>/<name>.parquet` and `<dir>/<name>.csv`, each atomically.
+pub fn write(df: &mut DataFrame, dir: &Path, name: &str) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    atomic_replace(&dir.join(format!("{name}.parquet")), |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        ParquetWriter::new(&mut f).finish(df)?;
+        Ok(())
+    })?;
+    atomic_replace(&dir.join(format!("{name}.csv")), |tmp| {
+        let mut f = std::fs::File::create(tmp)?;
+        CsvWriter::new(&mut f).finish(df)?;
+        Ok(())
+    })
+}
