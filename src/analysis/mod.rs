@@ -142,16 +142,9 @@ fn report(
     verdicts: &[String],
 ) -> Result<String> {
     let file = std::fs::read_to_string(&exp.path).with_context(|| format!("cannot read {}", exp.path.display()))?;
-    let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-    };
-    let commit = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+    let git = crate::track::run_dir::git_state();
+    let commit = git.get("commit").and_then(|c| c.as_str()).unwrap_or("unknown").to_string();
+    let dirty = git.get("dirty").and_then(|d| d.as_bool()).unwrap_or(false);
     let mut r = format!("# Analysis of `{}`\n\n", exp.name);
     if let Some(d) = &exp.description {
         let _ = writeln!(r, "{d}\n");

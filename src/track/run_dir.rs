@@ -218,7 +218,7 @@ impl RunDir {
 }
 
 /// The commit, dirty flag and (when dirty) the diff of the working directory's git checkout.
-fn git_state() -> serde_json::Map<String, serde_json::Value> {
+pub fn git_state() -> serde_json::Map<String, serde_json::Value> {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
