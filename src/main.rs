@@ -146,7 +146,7 @@ enum Command {
         /// Paper timesteps (1..=T) to tabulate [default: 1, T/4, T/2, 3T/4, T]
         #[arg(long, value_delimiter = ',')]
         t: Vec<usize>,
-        /// Draw ᾱ_t against t/T into this PNG file.
+        /// Draw ᾱ_t against t/T into this file (SVG when it ends in .svg, else PNG).
         #[arg(long)]
         plot: Option<PathBuf>,
     },
@@ -462,8 +462,10 @@ fn schedules_command(timesteps: usize, names: &[String], t: &[usize], plot: Opti
     }
     print!("{}", ddpm::eval::schedules::table(&schedules, timesteps, &ts));
     if let Some(path) = plot {
-        let png = ddpm::eval::schedules::plot(&schedules, timesteps)?;
-        ddpm::track::atomic_write(&path, &png)?;
+        let figure =
+            ddpm::eval::schedules::plot(&schedules.iter().map(|s| (s.clone(), timesteps)).collect::<Vec<_>>())?;
+        let svg = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+        ddpm::track::atomic_write(&path, if svg { figure.svg.as_bytes() } else { &figure.png })?;
         println!("plot: {}", path.display());
     }
     Ok(())

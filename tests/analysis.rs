@@ -1,6 +1,10 @@
 //! `ddpm analyze` on run directories written by the test (no training): the tables' rows, columns and
 //! values against numbers computed by hand, failed runs left out with a warning, the Parquet read back
-//! by Python's polars, the plot a valid PNG, the report's verdicts.
+//! by Python's polars, the plots valid PNG and SVG of the expected sizes, the report's verdicts, the
+//! baseline named in the file.
+use ddpm::config::EvalConfig;
+use ddpm::eval::bpd::PerT;
+use ddpm::eval::run_eval::{spec_hash, BpdSummary, EvalResult};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -37,6 +41,8 @@ seed = [0, 1, 2]
 const FID: [(&str, u64, f64); 5] =
     [("linear", 0, 10.0), ("linear", 1, 12.0), ("linear", 2, 14.0), ("cosine", 0, 9.0), ("cosine", 1, 10.0)];
 
+/// A finished (or failed) run: status.json, metrics.jsonl, a 12x10 grey samples.png whose pixels
+/// are the FID, and for finished runs an evaluation result with the bound per t (bpd = FID / 10).
 fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f64]) {
     std::fs::create_dir_all(dir).unwrap();
     let mut status = serde_json::json!({
@@ -44,12 +50,51 @@ fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f
     });
     if let Some(f) = fid {
         status["fid"] = f.into();
+        status["bpd"] = (f / 10.0).into();
         status["final_loss"] = (*losses.last().unwrap()).into();
+        let eval = EvalConfig::default();
+        let per_t: Vec<PerT> =
+            (1..=4).map(|t| PerT { t, log_snr: 6.0 - 3.0 * t as f64, bits: f / 40.0, loss: f / t as f64 }).collect();
+        let result = EvalResult {
+            spec_hash: spec_hash(&eval),
+            spec: "fixture".into(),
+            eval: eval.clone(),
+            step: 20,
+            weights_sha256: "0".repeat(64),
+            fid: Some(f),
+            fid_detail: None,
+            kid: None,
+            kid_std: None,
+            bpd: Some(BpdSummary {
+                total: f / 10.0,
+                prior: 0.0,
+                diffusion: f / 10.0 - f / 40.0,
+                decoder: f / 40.0,
+                images: 1,
+                timesteps_evaluated: 4,
+                estimated: false,
+                per_t,
+            }),
+            seconds: 1.0,
+        };
+        let eval_dir = dir.join("eval").join(spec_hash(&eval));
+        std::fs::create_dir_all(&eval_dir).unwrap();
+        std::fs::write(eval_dir.join("metrics.json"), serde_json::to_string(&result).unwrap()).unwrap();
+        let mut png = Vec::new();
+        let mut encoder = png::Encoder::new(&mut png, 12, 10);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.write_header().unwrap().write_image_data(&[f as u8; 120]).unwrap();
+        std::fs::write(dir.join("samples.png"), png).unwrap();
     }
     std::fs::write(dir.join("status.json"), status.to_string()).unwrap();
     let lines: Vec<String> =
         losses.iter().enumerate().map(|(i, l)| format!("{{\"step\": {}, \"loss\": {l}}}", (i + 1) * 10)).collect();
     std::fs::write(dir.join("metrics.jsonl"), lines.join("\n") + "\n").unwrap();
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let reader = png::Decoder::new(std::io::Cursor::new(std::fs::read(path).unwrap())).read_info().unwrap();
+    (reader.info().width, reader.info().height)
 }
 
 #[test]
@@ -127,12 +172,46 @@ fn tables_report_and_plot_of_a_fixture() {
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("`fid`: best `schedule=cosine` (mean 9.50000)"), "{report}");
     assert!(report.contains("includes zero"), "{report}");
-    assert!(report.contains("[grid]") && report.contains("![training loss](loss.png)"));
+    assert!(report.contains("[grid]"));
 
-    let png = std::fs::read(dir.join("loss.png")).unwrap();
-    let decoder = png::Decoder::new(std::io::Cursor::new(png));
-    let reader = decoder.read_info().unwrap();
-    assert_eq!((reader.info().width, reader.info().height), (900, 540));
+    // Plots: valid PNG and SVG (parsed as XML by Python) of the expected sizes, embedded in the report.
+    // metrics: three panels (FID, bits/dim, final loss) of 520x520.
+    let sizes = [
+        ("loss", (900, 540)),
+        ("metrics", (3 * 520, 520)),
+        ("loss_vs_log_snr", (900, 540)),
+        ("bound_vs_log_snr", (900, 540)),
+        ("schedules", (800, 520)),
+    ];
+    let svgs: Vec<String> = sizes.iter().map(|(stem, _)| format!("'{}/{stem}.svg'", dir.display())).collect();
+    let py = format!(
+        "import xml.etree.ElementTree as ET, json; print(json.dumps([[ET.parse(f).getroot().get(a) for a in \
+         ('width', 'height')] + [len(list(ET.parse(f).getroot().iter()))] for f in [{}]]))",
+        svgs.join(", ")
+    );
+    let out = Command::new(root().join(".venv/bin/python")).args(["-c", &py]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let parsed: Vec<(String, String, usize)> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    for ((stem, (w, h)), (sw, sh, elements)) in sizes.iter().zip(parsed) {
+        assert_eq!(png_size(&dir.join(format!("{stem}.png"))), (*w, *h), "{stem}.png");
+        assert_eq!((sw, sh), (w.to_string(), h.to_string()), "{stem}.svg");
+        assert!(elements > 20, "{stem}.svg has {elements} elements");
+        assert!(report.contains(&format!("({stem}.png)")), "{stem} in the report");
+    }
+    // Captions "schedule=linear (seed 0)" are 24 characters, 9 px each: wider than the images.
+    assert_eq!(png_size(&dir.join("samples.png")), (16 + 2 * (24 * 9 + 16), 10 + 34 + 16));
+    assert!(report.contains("(samples.png)"));
+    let metrics_svg = std::fs::read_to_string(dir.join("metrics.svg")).unwrap();
+    for label in ["schedule=linear (n=3)", "schedule=cosine (n=2)", "FID (lower is better)"] {
+        assert!(metrics_svg.contains(&format!(">\n{label}\n</text>")), "{label} in metrics.svg");
+    }
+    let schedules_svg = std::fs::read_to_string(dir.join("schedules.svg")).unwrap();
+    assert!(schedules_svg.contains(">\nlinear\n</text>") && schedules_svg.contains(">\ncosine\n</text>"));
+
+    // per_t: five evaluated runs x four timesteps.
+    let per_t = std::fs::read_to_string(dir.join("per_t.csv")).unwrap();
+    assert_eq!(per_t.lines().next(), Some("label,variant,seed,t,log_snr,bits,loss"));
+    assert_eq!(per_t.lines().count(), 1 + 5 * 4);
 
     // The same runs give the same files.
     let before: Vec<Vec<u8>> = ["runs.csv", "summary.csv", "paired.csv", "report.md"]
@@ -142,5 +221,36 @@ fn tables_report_and_plot_of_a_fixture() {
     assert!(ddpm(&["analyze", exp.to_str().unwrap()], &results).status.success());
     for (f, b) in ["runs.csv", "summary.csv", "paired.csv", "report.md"].iter().zip(before) {
         assert_eq!(std::fs::read(dir.join(f)).unwrap(), b, "{f} changed");
+    }
+
+    // A baseline named in the file, as run keys: the differences turn around (linear − cosine).
+    let named = EXPERIMENT.replace(
+        "description = \"two schedules, three seeds\"",
+        "baseline = { \"diffusion.schedule.name\" = \"cosine\" }",
+    );
+    std::fs::write(&exp, &named).unwrap();
+    let out = ddpm(&["analyze", exp.to_str().unwrap()], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let paired = std::fs::read_to_string(dir.join("paired.csv")).unwrap();
+    let fid_row = paired.lines().find(|l| l.contains(",fid,")).unwrap();
+    assert!(fid_row.starts_with("schedule=linear,schedule=cosine,fid,2,1.5,"), "{fid_row}");
+    // The same by label; a baseline that matches nothing names the file, the key and the variants.
+    std::fs::write(
+        &exp,
+        EXPERIMENT.replace("description = \"two schedules, three seeds\"", "baseline = \"schedule=cosine\""),
+    )
+    .unwrap();
+    assert!(ddpm(&["analyze", exp.to_str().unwrap()], &results).status.success());
+    assert_eq!(std::fs::read_to_string(dir.join("paired.csv")).unwrap(), paired);
+    std::fs::write(
+        &exp,
+        EXPERIMENT.replace("description = \"two schedules, three seeds\"", "baseline = \"schedule=quad\""),
+    )
+    .unwrap();
+    let out = ddpm(&["analyze", exp.to_str().unwrap()], &results);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    for part in ["fixture.toml", "experiment.baseline", "matches no run", "schedule=linear; schedule=cosine"] {
+        assert!(stderr.contains(part), "{part:?} in {stderr}");
     }
 }

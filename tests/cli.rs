@@ -333,8 +333,12 @@ fn bits_per_dim_of_a_trained_run_adds_up() {
     assert!((get("total") - (get("prior") + get("diffusion") + get("decoder"))).abs() < 1e-9);
     let per_t = r["per_t"].as_array().unwrap();
     assert_eq!(per_t.len(), 10);
-    let sum: f64 = per_t[1..].iter().map(|p| p[1].as_f64().unwrap()).sum();
+    let sum: f64 = per_t[1..].iter().map(|p| p["bits"].as_f64().unwrap()).sum();
     assert!((sum - get("diffusion")).abs() < 1e-9, "the diffusion term is the sum of L_1..L_(T-1)");
+    let field = |p: &serde_json::Value, k: &str| p[k].as_f64().unwrap();
+    assert!(per_t.windows(2).all(|w| field(&w[0], "log_snr") > field(&w[1], "log_snr")), "log-SNR falls with t");
+    assert!(per_t.iter().all(|p| field(p, "loss").is_finite() && field(p, "loss") > 0.0));
+    assert_eq!(per_t.iter().map(|p| p["t"].as_u64().unwrap()).collect::<Vec<_>>(), (1..=10).collect::<Vec<_>>());
     assert_eq!(r["estimated"], false);
     assert_eq!(r["images"], 3);
 

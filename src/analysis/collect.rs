@@ -3,6 +3,7 @@
 //! differences against the baseline variant.
 use super::stats::{summarize, Summary};
 use crate::config::Experiment;
+use crate::eval::bpd::PerT;
 use crate::runner::board::flat;
 use crate::track::hparams::HValue;
 use crate::track::run_dir::{RunDir, State};
@@ -26,6 +27,29 @@ pub struct RunRecord {
     /// but the seed varies.
     pub variant: String,
     pub metrics: BTreeMap<String, f64>,
+    /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
+    /// `eval_history.jsonl`, in file order.
+    pub curves: Vec<(String, i64, f64)>,
+    /// The bound's terms and the training loss per timestep, from the run's evaluation (empty when the
+    /// bound was not evaluated).
+    pub per_t: Vec<PerT>,
+}
+
+/// The curves of a run directory: see `RunRecord::curves`.
+fn read_curves(dir: &Path) -> Vec<(String, i64, f64)> {
+    let mut out = Vec::new();
+    for (file, fields) in [("metrics.jsonl", &["loss"][..]), ("eval_history.jsonl", &["fid", "kid"][..])] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+        for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
+            for f in fields {
+                if let (Some(step), Some(x)) = (v["step"].as_i64(), v[*f].as_f64()) {
+                    let name = if *f == "loss" { "train_loss".to_string() } else { format!("eval_during_{f}") };
+                    out.push((name, step, x));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Keys whose values differ between runs, in sorted order.
@@ -47,9 +71,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             let values = flat(&spec.config);
             let varied: Vec<(String, HValue)> =
                 keys.iter().filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone()))).collect();
-            // The label without its seed part: labels are the readable form of the varied keys.
-            let parts: Vec<&str> = spec.label.split(',').filter(|p| !p.starts_with("seed=")).collect();
-            let variant = if varied.is_empty() || parts.is_empty() { exp.name.clone() } else { parts.join(",") };
+            let variant = spec.variant();
             let dir = RunDir::new(results_root, &spec.hash);
             let status = dir.status().ok().flatten();
             let state = match (&status, dir.checkpoint_step()) {
@@ -60,6 +82,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 _ => "new",
             };
             let mut metrics = BTreeMap::new();
+            let mut per_t = Vec::new();
             if let Some(s) = &status {
                 let pairs = [
                     ("final_loss", s.final_loss),
@@ -76,6 +99,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                     metrics.insert("bpd_prior".into(), b.prior);
                     metrics.insert("bpd_diffusion".into(), b.diffusion);
                     metrics.insert("bpd_decoder".into(), b.decoder);
+                    per_t = b.per_t;
                 }
             }
             RunRecord {
@@ -86,6 +110,8 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 varied,
                 variant,
                 metrics,
+                curves: read_curves(&dir.path),
+                per_t,
             }
         })
         .collect()
@@ -160,6 +186,8 @@ mod tests {
             varied: vec![],
             variant: variant.into(),
             metrics: BTreeMap::from([("fid".to_string(), fid)]),
+            curves: vec![],
+            per_t: vec![],
         }
     }
 

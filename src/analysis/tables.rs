@@ -4,6 +4,7 @@
 //! timestamps, so the files are the same for the same runs.
 use super::collect::{RunRecord, METRICS};
 use super::stats::Summary;
+use crate::eval::bpd::PerT;
 use crate::track::atomic_replace;
 use crate::track::hparams::HValue;
 use anyhow::{Context, Result};
@@ -106,37 +107,33 @@ pub fn paired_table(rows: &[(String, String, Summary)], baseline: &str) -> Resul
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
-/// The training loss (`metrics.jsonl`) and the evaluations during training (`eval_history.jsonl`)
-/// of every run against step: label, variant, seed, metric, step, value.
-pub fn curves_table(records: &[RunRecord], results_root: &Path) -> Result<DataFrame> {
-    let (mut label, mut variant, mut seed, mut metric, mut step, mut value) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for r in records {
-        let dir = results_root.join("runs").join(&r.hash);
-        for (file, fields) in [("metrics.jsonl", &["loss"][..]), ("eval_history.jsonl", &["fid", "kid"][..])] {
-            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-            for line in text.lines() {
-                let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-                for f in fields {
-                    if let (Some(s), Some(x)) = (v["step"].as_i64(), v[*f].as_f64()) {
-                        label.push(r.label.clone());
-                        variant.push(r.variant.clone());
-                        seed.push(r.seed as i64);
-                        metric.push(if *f == "loss" { "train_loss".to_string() } else { format!("eval_during_{f}") });
-                        step.push(s);
-                        value.push(x);
-                    }
-                }
-            }
-        }
-    }
+/// The training loss and the evaluations during training of every run against step, long format:
+/// label, variant, seed, metric, step, value.
+pub fn curves_table(records: &[RunRecord]) -> Result<DataFrame> {
+    let rows: Vec<(&RunRecord, &(String, i64, f64))> =
+        records.iter().flat_map(|r| r.curves.iter().map(move |c| (r, c))).collect();
     Ok(DataFrame::new_infer_height(vec![
-        text_column("label", label),
-        text_column("variant", variant),
-        Column::new("seed".into(), seed),
-        text_column("metric", metric),
-        Column::new("step".into(), step),
-        Column::new("value".into(), value),
+        text_column("label", rows.iter().map(|(r, _)| r.label.clone()).collect()),
+        text_column("variant", rows.iter().map(|(r, _)| r.variant.clone()).collect()),
+        Column::new("seed".into(), rows.iter().map(|(r, _)| r.seed as i64).collect::<Vec<_>>()),
+        text_column("metric", rows.iter().map(|(_, c)| c.0.clone()).collect()),
+        Column::new("step".into(), rows.iter().map(|(_, c)| c.1).collect::<Vec<_>>()),
+        Column::new("value".into(), rows.iter().map(|(_, c)| c.2).collect::<Vec<_>>()),
+    ])?)
+}
+
+/// The bound's term (bits/dim) and the training loss per timestep of every evaluated run, long format:
+/// label, variant, seed, t, log_snr, bits, loss.
+pub fn per_t_table(records: &[RunRecord]) -> Result<DataFrame> {
+    let rows: Vec<(&RunRecord, &PerT)> = records.iter().flat_map(|r| r.per_t.iter().map(move |p| (r, p))).collect();
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("label", rows.iter().map(|(r, _)| r.label.clone()).collect()),
+        text_column("variant", rows.iter().map(|(r, _)| r.variant.clone()).collect()),
+        Column::new("seed".into(), rows.iter().map(|(r, _)| r.seed as i64).collect::<Vec<_>>()),
+        Column::new("t".into(), rows.iter().map(|(_, p)| p.t as i64).collect::<Vec<_>>()),
+        Column::new("log_snr".into(), rows.iter().map(|(_, p)| p.log_snr).collect::<Vec<_>>()),
+        Column::new("bits".into(), rows.iter().map(|(_, p)| p.bits).collect::<Vec<_>>()),
+        Column::new("loss".into(), rows.iter().map(|(_, p)| p.loss).collect::<Vec<_>>()),
     ])?)
 }
 

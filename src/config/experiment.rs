@@ -59,6 +59,11 @@ pub struct Experiment {
     pub runs: Vec<RunSpec>,
     /// For each run, every resolved key with its value and where it came from.
     pub sources: Vec<Vec<KeySource>>,
+    /// The variant named by `[experiment] baseline` (checked to match exactly one); the analysis takes
+    /// the first variant otherwise.
+    pub baseline: Option<String>,
+    /// Draw loss axes logarithmically (`[experiment] loss_log_scale`, default true).
+    pub loss_log_scale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +81,87 @@ struct ExperimentMeta {
     description: Option<String>,
     include: Option<String>,
     seeds: Option<Vec<toml::Value>>,
+    baseline: Option<toml::Value>,
+    loss_log_scale: Option<bool>,
+}
+
+/// The variant the analysis compares the others against (`[experiment] baseline`): a variant's label
+/// as `ddpm plan` prints it without the seed (`"schedule=linear"`), or a table of dotted run keys and
+/// the values the baseline's runs have (`{ "diffusion.schedule.name" = "linear" }`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Baseline {
+    Label(String),
+    Keys(Vec<(String, toml::Value)>),
+}
+
+impl Baseline {
+    fn parse(value: &toml::Value, shown: &str) -> Result<Baseline> {
+        match value {
+            toml::Value::String(s) => Ok(Baseline::Label(s.clone())),
+            toml::Value::Table(t) if !t.is_empty() => Ok(Baseline::Keys(flatten_keys(t, ""))),
+            other => bail!(
+                "{shown}: key `experiment.baseline` = {other}: allowed are a variant label (\"schedule=linear\") or \
+                 a table of run keys ({{ \"diffusion.schedule.name\" = \"linear\" }})"
+            ),
+        }
+    }
+
+    fn matches(&self, run: &RunSpec) -> bool {
+        match self {
+            Baseline::Label(l) => run.variant() == *l,
+            Baseline::Keys(keys) => keys.iter().all(|(k, want)| {
+                let have = run.value_at(k);
+                match (have, want) {
+                    (Some(serde_json::Value::Number(h)), toml::Value::Integer(w)) => h.as_f64() == Some(*w as f64),
+                    (Some(serde_json::Value::Number(h)), toml::Value::Float(w)) => h.as_f64() == Some(*w),
+                    (Some(serde_json::Value::String(h)), toml::Value::String(w)) => h == *w,
+                    (Some(serde_json::Value::Bool(h)), toml::Value::Boolean(w)) => h == *w,
+                    _ => false,
+                }
+            }),
+        }
+    }
+}
+
+/// `{ diffusion = { schedule = { name = "x" } } }` and `{ "diffusion.schedule.name" = "x" }` alike.
+fn flatten_keys(t: &toml::Table, prefix: &str) -> Vec<(String, toml::Value)> {
+    let mut out = Vec::new();
+    for (k, v) in t {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        match v {
+            toml::Value::Table(inner) => out.extend(flatten_keys(inner, &key)),
+            _ => out.push((key, v.clone())),
+        }
+    }
+    out
+}
+
+/// The variant `baseline` names among `runs`: an error naming the variants when it matches none or
+/// several.
+fn resolve_baseline(baseline: &Baseline, runs: &[RunSpec], shown: &str) -> Result<String> {
+    let mut all: Vec<String> = Vec::new();
+    let mut matched: Vec<String> = Vec::new();
+    for r in runs {
+        let v = r.variant();
+        if baseline.matches(r) && !matched.contains(&v) {
+            matched.push(v.clone());
+        }
+        if !all.contains(&v) {
+            all.push(v);
+        }
+    }
+    match matched.len() {
+        1 => Ok(matched.remove(0)),
+        0 => bail!(
+            "{shown}: key `experiment.baseline` = {baseline:?} matches no run; the variants are: {}",
+            all.join("; ")
+        ),
+        _ => bail!(
+            "{shown}: key `experiment.baseline` = {baseline:?} matches several variants ({}); name one of: {}",
+            matched.join("; "),
+            all.join("; ")
+        ),
+    }
 }
 
 /// One path segment from a document's root to a layer's table.
@@ -174,7 +260,7 @@ fn read_file(path: &Path) -> Result<FileParts> {
         match key.as_str() {
             "experiment" => {
                 parts.meta = value.try_into().map_err(|e| {
-                    anyhow!("{shown}: in [experiment]: {e} (allowed keys: name, description, include, seeds)")
+                    anyhow!("{shown}: in [experiment]: {e} (allowed keys: name, description, include, seeds, baseline, loss_log_scale)")
                 })?
             }
             "grid" => parts.grid = into_table(value, &shown, "grid")?,
@@ -290,9 +376,15 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                 "experiment" => {
                     let meta: ExperimentMeta =
                         value.try_into().map_err(|e| anyhow!("{shown}: in [profiles.{name}.experiment]: {e}"))?;
-                    if meta.name.is_some() || meta.include.is_some() || meta.description.is_some() {
+                    if meta.name.is_some()
+                        || meta.include.is_some()
+                        || meta.description.is_some()
+                        || meta.baseline.is_some()
+                        || meta.loss_log_scale.is_some()
+                    {
                         bail!(
-                            "{shown}: a profile may set only `experiment.seeds`, not the name, description or include"
+                            "{shown}: a profile may set only `experiment.seeds`, not the name, description, include, \
+                             baseline or loss_log_scale"
                         );
                     }
                     if let Some(s) = meta.seeds {
@@ -385,6 +477,13 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
     if !problems.is_empty() {
         bail!("{shown}: invalid experiment, nothing was run:\n  - {}", problems.join("\n  - "));
     }
+    // The nearest file in the include chain that names them.
+    let baseline =
+        match chain.iter().rev().find_map(|f| f.meta.baseline.as_ref().map(|b| (b, f.path.display().to_string()))) {
+            Some((value, file)) => Some(resolve_baseline(&Baseline::parse(value, &file)?, &runs, &file)?),
+            None => None,
+        };
+    let loss_log_scale = chain.iter().rev().find_map(|f| f.meta.loss_log_scale).unwrap_or(true);
     Ok(Experiment {
         name,
         description: top.meta.description.clone(),
@@ -392,6 +491,8 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         profile: opts.profile.clone(),
         runs,
         sources,
+        baseline,
+        loss_log_scale,
     })
 }
 

@@ -25,6 +25,26 @@ impl RunSpec {
         Self { experiment: experiment.to_string(), label, config, hash }
     }
 
+    /// The variant this run belongs to: its label without the seed part (`schedule=cosine`), or
+    /// `experiment` when nothing but the seed varies.
+    pub fn variant(&self) -> String {
+        let parts: Vec<&str> = self.label.split(',').filter(|p| !p.starts_with("seed=")).collect();
+        if parts.is_empty() || self.label == self.experiment {
+            self.experiment.clone()
+        } else {
+            parts.join(",")
+        }
+    }
+
+    /// The run's configuration value at a dotted key (`diffusion.schedule.name`), as JSON.
+    pub fn value_at(&self, key: &str) -> Option<Value> {
+        let mut v = serde_json::to_value(&self.config).ok()?;
+        for seg in key.split('.') {
+            v = v.get(seg)?.clone();
+        }
+        Some(v)
+    }
+
     /// What the hash is computed from; written to the run directory so a user can see why two runs
     /// differ.
     pub fn identity(&self) -> Value {

@@ -61,16 +61,17 @@ pub struct TermOptions {
 }
 
 /// The bound's term at each sample's own timestep t, in bits/dim: L_0 where t = 0 (index of the
-/// paper's t = 1), L_{t−1} otherwise. x_t is drawn from q(x_t | x_0) with fresh noise.
+/// paper's t = 1), L_{t−1} otherwise. x_t = q_sample(x_0, t, ε) with the given noise ε.
 pub fn vlb_terms_bpd(
     s: &NoiseSchedule,
     x0: &Tensor,
     t: &Tensor,
+    eps: &Tensor,
     opts: &TermOptions,
     model: &mut dyn FnMut(&Tensor, &Tensor) -> Tensor,
 ) -> Tensor {
     let ndim = x0.dim();
-    let x_t = q_sample(s, x0, t, &x0.randn_like());
+    let x_t = q_sample(s, x0, t, eps);
     let output = model(&x_t, t);
     let mut x0_hat = predicted_x0(opts.target, s, &x_t, t, &output);
     if opts.clip_x0 {

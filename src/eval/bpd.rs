@@ -3,13 +3,15 @@
 use crate::config::RunConfig;
 use crate::data::{Dataset, Split};
 use crate::diffusion::likelihood::{prior_bpd, vlb_terms_bpd, TermOptions};
+use crate::diffusion::loss::per_sample_loss;
+use crate::diffusion::target::training_target;
 use crate::diffusion::NoiseSchedule;
 use crate::models;
 use crate::progress::Progress;
 use crate::track::{atomic_write, run_dir::RunDir};
 use crate::train::Reporter;
 use anyhow::{bail, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -42,9 +44,22 @@ pub struct BpdReport {
     pub diffusion: f64,
     /// L_0 = −log p(x_0 | x_1).
     pub decoder: f64,
-    /// (paper t, mean term in bits/dim): L_0 at t = 1, L_{t−1} after.
-    pub per_t: Vec<(usize, f64)>,
+    /// The terms and the training loss at each evaluated t.
+    pub per_t: Vec<PerT>,
     pub seconds: f64,
+}
+
+/// At one timestep, means over the images.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PerT {
+    /// The paper's t (1..=T).
+    pub t: usize,
+    /// ln(ᾱ_t / (1 − ᾱ_t)).
+    pub log_snr: f64,
+    /// The bound's term in bits/dim: L_0 at t = 1, L_{t−1} after.
+    pub bits: f64,
+    /// The run's training loss (its loss kind on its target) at t, with the same noise as the term.
+    pub loss: f64,
 }
 
 /// Loads a finished run: its configuration and the weights it samples with (`ema.safetensors` when
@@ -105,28 +120,48 @@ pub fn bound(
 
     let pairs: Vec<(i64, i64)> = (0..n).flat_map(|i| ts.iter().map(move |&t| (i, t as i64))).collect();
     let mut terms = vec![0f64; pairs.len()];
+    let mut losses = vec![0f64; pairs.len()];
     progress.phase("bpd", pairs.len() as u64);
-    let mut mf = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
     let _guard = tch::no_grad_guard();
     for (c, chunk) in pairs.chunks(opts.batch.max(1) as usize).enumerate() {
         let img = Tensor::from_slice(&chunk.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(opts.device);
         let t = Tensor::from_slice(&chunk.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(opts.device);
-        let bpd = vlb_terms_bpd(&schedule, &x0.index_select(0, &img), &t, &term_opts, &mut mf);
-        let values = Vec::<f64>::try_from(bpd.to_device(Device::Cpu).to_kind(Kind::Double))?;
+        let x0 = x0.index_select(0, &img);
+        let eps = x0.randn_like();
+        // The same model call gives the bound's term and the training loss at t.
+        let mut output = None;
+        let mut mf = |x: &Tensor, t: &Tensor| {
+            let out = model.forward_t(x, t, None, false);
+            output = Some(out.shallow_clone());
+            out
+        };
+        let bpd = vlb_terms_bpd(&schedule, &x0, &t, &eps, &term_opts, &mut mf);
+        let output = output.expect("the bound calls the model");
+        let target = training_target(d.target, &schedule, &x0, &eps, &t);
+        let loss = per_sample_loss(config.train.loss, config.train.huber_delta, &output, &target);
         let start = c * opts.batch.max(1) as usize;
-        terms[start..start + values.len()].copy_from_slice(&values);
-        progress.advance((start + values.len()) as u64);
+        for (out, values) in [(&mut terms, bpd), (&mut losses, loss)] {
+            let values = Vec::<f64>::try_from(values.to_device(Device::Cpu).to_kind(Kind::Double))?;
+            out[start..start + values.len()].copy_from_slice(&values);
+        }
+        progress.advance((start + chunk.len()) as u64);
     }
 
     let m = ts.len();
     let prior = Vec::<f64>::try_from(prior_bpd(&schedule, &x0).to_device(Device::Cpu))?;
-    let per_t: Vec<(usize, f64)> = ts
+    let mean_at = |values: &[f64], j: usize| (0..n as usize).map(|i| values[i * m + j]).sum::<f64>() / n as f64;
+    let per_t: Vec<PerT> = ts
         .iter()
         .enumerate()
-        .map(|(j, &t)| (t + 1, (0..n as usize).map(|i| terms[i * m + j]).sum::<f64>() / n as f64))
+        .map(|(j, &t)| PerT {
+            t: t + 1,
+            log_snr: schedule.snr_at(t).ln(),
+            bits: mean_at(&terms, j),
+            loss: mean_at(&losses, j),
+        })
         .collect();
-    let decoder = per_t[0].1;
-    let sampled: f64 = per_t[1..].iter().map(|(_, v)| v).sum();
+    let decoder = per_t[0].bits;
+    let sampled: f64 = per_t[1..].iter().map(|p| p.bits).sum();
     // With a stride, the mean of the evaluated L_{t−1} stands for all T − 1 of them.
     let diffusion = if stride == 1 { sampled } else { sampled / (m - 1).max(1) as f64 * (d.timesteps - 1) as f64 };
     let prior_mean = prior.iter().sum::<f64>() / n as f64;

@@ -4,6 +4,7 @@ use anyhow::{ensure, Result};
 use tch::{Device, Kind, Tensor};
 
 /// An 8-bit image: `channels` is 1 (grey) or 3 (RGB), pixels interleaved row by row.
+#[derive(Debug, Clone)]
 pub struct Image {
     pub width: u32,
     pub height: u32,

@@ -82,6 +82,9 @@ pub struct BpdSummary {
     pub images: usize,
     pub timesteps_evaluated: usize,
     pub estimated: bool,
+    /// The terms and the training loss at each evaluated t (absent in results written before).
+    #[serde(default)]
+    pub per_t: Vec<super::bpd::PerT>,
 }
 
 impl From<&BpdReport> for BpdSummary {
@@ -94,6 +97,7 @@ impl From<&BpdReport> for BpdSummary {
             images: r.images,
             timesteps_evaluated: r.timesteps_evaluated,
             estimated: r.estimated,
+            per_t: r.per_t.clone(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //! as a plot of ᾱ_t against t/T.
 use crate::config::ScheduleConfig;
 use crate::diffusion::schedule::{alpha_bar, betas};
-use crate::plot::{line_chart_png, Series};
+use crate::plot::{line_chart, Axes, Figure, Series};
 use anyhow::Result;
 use std::fmt::Write;
 
@@ -34,19 +34,25 @@ pub fn table(schedules: &[ScheduleConfig], timesteps: usize, ts: &[usize]) -> St
     out
 }
 
-/// ᾱ_t against t/T for each schedule, as PNG bytes.
-pub fn plot(schedules: &[ScheduleConfig], timesteps: usize) -> Result<Vec<u8>> {
+/// ᾱ_t against t/T for each (schedule, T); T is named in the legend when they differ.
+pub fn plot(schedules: &[(ScheduleConfig, usize)]) -> Result<Figure> {
+    let several_t = schedules.iter().any(|(_, t)| *t != schedules[0].1);
     let series: Vec<Series> = schedules
         .iter()
-        .map(|s| {
-            let ab = alpha_bar(&betas(s, timesteps));
+        .map(|(s, timesteps)| {
+            let ab = alpha_bar(&betas(s, *timesteps));
             let points = std::iter::once((0.0, 1.0))
-                .chain(ab.iter().enumerate().map(|(i, a)| ((i + 1) as f64 / timesteps as f64, *a)))
+                .chain(ab.iter().enumerate().map(|(i, a)| ((i + 1) as f64 / *timesteps as f64, *a)))
                 .collect();
-            Series { name: s.name().to_string(), points }
+            let name = if several_t { format!("{}, T = {timesteps}", s.name()) } else { s.name().to_string() };
+            Series::line(name, points)
         })
         .collect();
-    line_chart_png(&format!("ᾱ_t of each schedule, T = {timesteps}"), "t / T", "ᾱ_t", &series, (800, 520))
+    let title = match schedules.first() {
+        Some((_, t)) if !several_t => format!("ᾱ_t of the schedules, T = {t}"),
+        _ => "ᾱ_t of the schedules".to_string(),
+    };
+    line_chart(&Axes { size: (800, 520), ..Axes::new(&title, "t / T", "ᾱ_t") }, &series)
 }
 
 #[cfg(test)]

@@ -146,6 +146,8 @@ mod tests {
             profile: None,
             runs: vec![RunSpec::new("e", "a".into(), a), RunSpec::new("e", "b".into(), b)],
             sources: vec![],
+            baseline: None,
+            loss_log_scale: true,
         };
         let (keys, flats) = hparams_of(&exp);
         for k in [

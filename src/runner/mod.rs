@@ -280,7 +280,9 @@ fn print_summary(report: &Report) {
         .outcomes
         .iter()
         .filter_map(|(_, _, o)| match o {
-            Outcome::Trained(s) | Outcome::Evaluated(s) | Outcome::Skipped(s) => s.eval_spec.as_deref(),
+            Outcome::Trained(s) | Outcome::Evaluated(s) | Outcome::Skipped(s) if s.fid.is_some() => {
+                s.eval_spec.as_deref()
+            }
             _ => None,
         })
         .collect();

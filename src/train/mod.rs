@@ -3,6 +3,7 @@
 //! A run resumes from its newest valid checkpoint. Every stream of random draws is seeded from the run's
 //! seed and the stream's index (see `rng`), so a resumed run ends with the same weights as an
 //! uninterrupted one.
+mod draws;
 pub mod ema;
 pub mod optim;
 mod window;
@@ -20,6 +21,7 @@ use crate::rng::reseed;
 use crate::track::run_dir::{RunDir, State, Status};
 use crate::track::{atomic_replace, atomic_write, checkpoint, metrics::MetricsWriter, sha256_hex, tensorboard};
 use anyhow::{bail, Context, Result};
+use draws::{Draws, StepDraws};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -137,23 +139,14 @@ pub fn train_run(
     };
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
-    let steps_per_epoch = (n / batch) as usize;
-    let mut epoch_order: Option<(usize, Tensor)> = None;
+    let mut draws = Draws::new(seed, n, batch, device);
+    let image_shape = data.images.size()[1..].to_vec();
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
     let mut last: Option<LogRecord> = None;
     for step in start + 1..=steps {
-        // Epoch e is a permutation drawn from its own stream; the incomplete last batch is dropped.
-        let (epoch, position) = ((step - 1) / steps_per_epoch, (step - 1) % steps_per_epoch);
-        if epoch_order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-            reseed(seed, "epoch", epoch as u64);
-            epoch_order = Some((epoch, Tensor::randperm(n, (Kind::Int64, device))));
-        }
-        let order = &epoch_order.as_ref().expect("drawn above").1;
-        let x0 = data.images.index_select(0, &order.narrow(0, position as i64 * batch, batch));
-        reseed(seed, "step", step as u64);
-        let (t, importance) = timestep_sampler.sample(batch, device);
-        let noise = x0.randn_like();
+        let StepDraws { indices, t, importance, noise } = draws.step(step, &image_shape, &timestep_sampler);
+        let x0 = data.images.index_select(0, &indices);
         let x_t = q_sample(&schedule, &x0, &t, &noise);
         let target = training_target(dc.target, &schedule, &x0, &noise, &t);
         let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &model.forward_t(&x_t, &t, None, true), &target);

@@ -1,0 +1,102 @@
+//! The random draws of a training step: which images, which timesteps, which noise. They depend on
+//! the run's seed and the step only (each epoch's order and each step's draws come from their own
+//! streams, see `rng`), not on what else drew random numbers before (the model's initialisation, its
+//! dropout). Two runs of an experiment with the same seed, the same data and the same T therefore
+//! train on the same batches, timesteps and noise: common random numbers, so a paired difference
+//! between variants measures the variant and not the luck of the draw.
+use crate::diffusion::timesteps::TimestepSampler;
+use crate::rng::reseed;
+use tch::{Device, Kind, Tensor};
+
+pub struct Draws {
+    seed: u64,
+    /// Dataset size and batch size; the incomplete last batch of an epoch is dropped.
+    n: i64,
+    batch: i64,
+    device: Device,
+    /// The current epoch and its permutation of the dataset.
+    epoch_order: Option<(usize, Tensor)>,
+}
+
+/// One step's draws.
+pub struct StepDraws {
+    /// Indices into the dataset, `[B]`.
+    pub indices: Tensor,
+    /// 0-based timesteps, `[B]`.
+    pub t: Tensor,
+    /// Importance weights when timesteps are importance-sampled.
+    pub importance: Option<Tensor>,
+    /// ε, shaped like the batch.
+    pub noise: Tensor,
+}
+
+impl Draws {
+    pub fn new(seed: u64, n: i64, batch: i64, device: Device) -> Self {
+        Draws { seed, n, batch, device, epoch_order: None }
+    }
+
+    pub fn steps_per_epoch(&self) -> usize {
+        (self.n / self.batch) as usize
+    }
+
+    /// The draws of training step `step` (1-based) for images of shape `image_shape` ([C, H, W]).
+    pub fn step(&mut self, step: usize, image_shape: &[i64], timesteps: &TimestepSampler) -> StepDraws {
+        let per_epoch = self.steps_per_epoch();
+        let (epoch, position) = ((step - 1) / per_epoch, (step - 1) % per_epoch);
+        if self.epoch_order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            reseed(self.seed, "epoch", epoch as u64);
+            self.epoch_order = Some((epoch, Tensor::randperm(self.n, (Kind::Int64, self.device))));
+        }
+        let order = &self.epoch_order.as_ref().expect("drawn above").1;
+        let indices = order.narrow(0, position as i64 * self.batch, self.batch);
+        reseed(self.seed, "step", step as u64);
+        let (t, importance) = timesteps.sample(self.batch, self.device);
+        let shape: Vec<i64> = std::iter::once(self.batch).chain(image_shape.iter().copied()).collect();
+        let noise = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
+        StepDraws { indices, t, importance, noise }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all(d: &StepDraws) -> Vec<f64> {
+        let mut v = Vec::<f64>::try_from(d.indices.to_kind(Kind::Double)).unwrap();
+        v.extend(Vec::<f64>::try_from(d.t.to_kind(Kind::Double)).unwrap());
+        v.extend(Vec::<f64>::try_from(d.noise.to_kind(Kind::Double).flatten(0, -1)).unwrap());
+        v
+    }
+
+    /// Steps 1..=7 over two epochs of 10 images in batches of 4 (two steps per epoch).
+    fn run(seed: u64, start: usize, mut between: impl FnMut(usize)) -> Vec<Vec<f64>> {
+        let sampler = TimestepSampler::uniform(50);
+        let mut draws = Draws::new(seed, 10, 4, Device::Cpu);
+        (start..=7)
+            .map(|step| {
+                between(step);
+                all(&draws.step(step, &[1, 2, 2], &sampler))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn same_seed_same_draws_whatever_else_draws_in_between() {
+        let plain = run(5, 1, |_| {});
+        // Another variant: a model of another size initialised first, dropout drawing each step.
+        let other = run(5, 1, |step| {
+            let _ = Tensor::randn([37 * step as i64], (Kind::Float, Device::Cpu));
+        });
+        assert_eq!(plain, other);
+        // A resumed run draws what the uninterrupted one drew from its step on.
+        assert_eq!(run(5, 4, |_| {}), plain[3..].to_vec());
+        // Batches within an epoch do not repeat an image; another seed draws differently.
+        let first_epoch: Vec<f64> = plain[0][..4].iter().chain(&plain[1][..4]).copied().collect();
+        let mut unique = first_epoch.clone();
+        unique.sort_by(f64::total_cmp);
+        unique.dedup();
+        assert_eq!(unique.len(), 8, "{first_epoch:?}");
+        let seed6 = run(6, 1, |_| {});
+        assert!(plain.iter().zip(&seed6).all(|(a, b)| a != b));
+    }
+}
