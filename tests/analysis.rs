@@ -87,6 +87,9 @@ fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f
         std::fs::write(dir.join("samples.png"), png).unwrap();
     }
     std::fs::write(dir.join("status.json"), status.to_string()).unwrap();
+    std::fs::write(dir.join("provenance.json"), r#"{"git": {"commit": "abc123", "dirty": false}}"#).unwrap();
+    std::fs::write(dir.join("attempts.jsonl"), "{\"device\": \"cuda:0\"}\n{\"device\": \"cpu (2 threads)\"}\n")
+        .unwrap();
     let lines: Vec<String> =
         losses.iter().enumerate().map(|(i, l)| format!("{{\"step\": {}, \"loss\": {l}}}", (i + 1) * 10)).collect();
     std::fs::write(dir.join("metrics.jsonl"), lines.join("\n") + "\n").unwrap();
@@ -130,10 +133,24 @@ fn tables_report_and_plot_of_a_fixture() {
     // runs: every run, its state, typed varied key and metrics.
     let runs = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
     let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
-    for col in ["label", "hash", "variant", "seed", "state", "diffusion.schedule.name", "model.name", "fid"] {
+    for col in [
+        "label",
+        "hash",
+        "variant",
+        "seed",
+        "state",
+        "diffusion.schedule.name",
+        "model.name",
+        "fid",
+        "steps",
+        "device",
+        "git_commit",
+        "git_dirty",
+    ] {
         assert!(header.contains(&col), "{col} in {header:?}");
     }
     assert_eq!(runs.lines().count(), 7);
+    assert!(runs.lines().skip(1).all(|l| l.ends_with(",20,cpu (2 threads),abc123,false")), "{runs}");
     assert!(runs.contains("failed"));
 
     // summary: linear 10, 12, 14 → mean 12, sd 2, 95% CI 12 ± 4.302653·2/√3; cosine 9, 10 → mean 9.5.

@@ -27,12 +27,30 @@ pub struct RunRecord {
     /// but the seed varies.
     pub variant: String,
     pub metrics: BTreeMap<String, f64>,
+    /// Training steps done (status.json).
+    pub steps: Option<i64>,
+    /// The device of the run's last attempt (`cpu (2 threads)`, `cuda:0 (NVIDIA H100 ...)`).
+    pub device: Option<String>,
+    /// The git commit the run was trained from, and whether the working tree had uncommitted changes.
+    pub git_commit: Option<String>,
+    pub git_dirty: Option<bool>,
     /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
     /// `eval_history.jsonl`, in file order.
     pub curves: Vec<(String, i64, f64)>,
     /// The bound's terms and the training loss per timestep, from the run's evaluation (empty when the
     /// bound was not evaluated).
     pub per_t: Vec<PerT>,
+}
+
+fn read_json(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The device of the last line of `attempts.jsonl`.
+fn last_device(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("attempts.jsonl")).ok()?;
+    let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
+    last["device"].as_str().map(String::from)
 }
 
 /// The curves of a run directory: see `RunRecord::curves`.
@@ -83,6 +101,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             };
             let mut metrics = BTreeMap::new();
             let mut per_t = Vec::new();
+            let provenance = read_json(&dir.path.join("provenance.json"));
             if let Some(s) = &status {
                 let pairs = [
                     ("final_loss", s.final_loss),
@@ -110,6 +129,10 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 varied,
                 variant,
                 metrics,
+                steps: status.as_ref().map(|s| s.step as i64),
+                device: last_device(&dir.path),
+                git_commit: provenance.as_ref().and_then(|p| p["git"]["commit"].as_str().map(String::from)),
+                git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),
                 curves: read_curves(&dir.path),
                 per_t,
             }
@@ -186,6 +209,10 @@ mod tests {
             varied: vec![],
             variant: variant.into(),
             metrics: BTreeMap::from([("fid".to_string(), fid)]),
+            steps: None,
+            device: None,
+            git_commit: None,
+            git_dirty: None,
             curves: vec![],
             per_t: vec![],
         }

@@ -61,6 +61,18 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
         crate::track::atomic_write(&dir.join("samples.png"), png)?;
     }
 
+    // The diff of a dirty working tree the runs were trained from, so that they can be reproduced.
+    let patch = records
+        .iter()
+        .filter(|r| r.state == "done" && r.git_dirty == Some(true))
+        .find_map(|r| std::fs::read(results_root.join("runs").join(&r.hash).join("code.patch")).ok());
+    match patch {
+        Some(p) => crate::track::atomic_write(&dir.join("code.patch"), &p)?,
+        None => {
+            let _ = std::fs::remove_file(dir.join("code.patch"));
+        }
+    }
+
     let verdicts = verdicts(&summary, &pairs, &order, &baseline);
     let report = Report { exp, records: &records, summary: &summary, pairs: &pairs, baseline: &baseline };
     let text = report.render(&left_out, &verdicts, &figures, samples.is_some())?;
@@ -162,7 +174,21 @@ impl Report<'_> {
         if let Some(d) = &exp.description {
             let _ = writeln!(r, "{d}\n");
         }
-        let _ = writeln!(r, "Code: commit `{commit}`{}.\n", if dirty { " with uncommitted changes" } else { "" });
+        let mut trained: Vec<String> = Vec::new();
+        for rec in records.iter().filter(|r| r.git_commit.is_some()) {
+            let c = format!(
+                "`{}`{}",
+                rec.git_commit.as_deref().unwrap_or_default(),
+                if rec.git_dirty == Some(true) { " with uncommitted changes (see `code.patch`)" } else { "" }
+            );
+            if !trained.contains(&c) {
+                trained.push(c);
+            }
+        }
+        if !trained.is_empty() {
+            let _ = writeln!(r, "Runs trained from commit {}.", trained.join(", "));
+        }
+        let _ = writeln!(r, "Analysed at commit `{commit}`{}.\n", if dirty { " with uncommitted changes" } else { "" });
         r.push_str("## Verdicts\n\n");
         for v in verdicts {
             let _ = writeln!(r, "- {v}");

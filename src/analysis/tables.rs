@@ -48,7 +48,8 @@ fn key_column(name: &str, values: Vec<Option<HValue>>) -> Column {
     }
 }
 
-/// One row per run: label, hash, variant, seed, state, every varied key, the fixed keys, the metrics.
+/// One row per run: label, hash, variant, seed, state, every varied key, the fixed keys, the metrics,
+/// steps done, device, and the git commit (with its dirty flag) the run was trained from.
 pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<String, HValue>]) -> Result<DataFrame> {
     let mut columns = vec![
         text_column("label", records.iter().map(|r| r.label.clone()).collect()),
@@ -70,6 +71,10 @@ pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<S
     for m in METRICS {
         columns.push(float_column(m, records.iter().map(|r| r.metrics.get(m).copied()).collect()));
     }
+    columns.push(Column::new("steps".into(), records.iter().map(|r| r.steps).collect::<Vec<_>>()));
+    columns.push(Column::new("device".into(), records.iter().map(|r| r.device.clone()).collect::<Vec<_>>()));
+    columns.push(Column::new("git_commit".into(), records.iter().map(|r| r.git_commit.clone()).collect::<Vec<_>>()));
+    columns.push(Column::new("git_dirty".into(), records.iter().map(|r| r.git_dirty).collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(columns)?)
 }
 
