@@ -8,12 +8,17 @@
 //!      false even on a GPU machine (tch-rs issues 980 and 907). The flags are given with
 //!      `cargo:rustc-link-arg`, which reaches this package's binaries and test binaries only, rather
 //!      than `rustflags`, which would also hit build scripts and proc macros.
+//!    - `src/deterministic.cpp`: libtorch's deterministic-algorithms switch, compiled against the
+//!      same libtorch headers (tch does not expose it).
 //! 2. Provenance: the libtorch and CUDA versions (from the torch package's `version.py`).
 //! 3. The code fingerprint, part of every run's identity: the sha256 of the files under `src/` and of
 //!    `Cargo.lock`, so that a change of code or of a dependency is a different run, while a change
-//!    of documentation, tests or experiment files is not.
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+//!    of documentation, tests or experiment files is not; and the build fingerprint (see
+//!    `src/track/fingerprint.rs`).
+#[path = "src/track/fingerprint.rs"]
+mod fingerprint;
+
+use std::path::Path;
 
 fn main() {
     link_libtorch();
@@ -35,6 +40,18 @@ fn link_libtorch() {
         println!("cargo:rustc-link-arg={arg}");
     }
     println!("cargo:rustc-link-search=native={}", lib.display());
+    println!("cargo:rerun-if-changed=src/deterministic.cpp");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    // PyPI's torch is built with the C++11 ABI (torch._C._GLIBCXX_USE_CXX11_ABI), as torch-sys assumes.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
+    cc::Build::new()
+        .cpp(true)
+        .file("src/deterministic.cpp")
+        .include(lib.join("../include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
+        .warnings(false)
+        .compile("ddpm_deterministic");
     let version_py = std::fs::read_to_string(lib.join("../version.py")).unwrap_or_default();
     // Lines such as `__version__ = '2.11.0+cu130'` and `cuda: Optional[str] = '13.0'`.
     let field = |name: &str| {
@@ -49,32 +66,11 @@ fn link_libtorch() {
     println!("cargo:rustc-env=DDPM_LIBTORCH_CUDA={}", field("cuda"));
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files_under(&path, out);
-        } else {
-            out.push(path);
-        }
-    }
-}
-
 fn code_fingerprint() {
-    println!("cargo:rerun-if-changed=src");
-    println!("cargo:rerun-if-changed=Cargo.lock");
-    let mut files = Vec::new();
-    files_under(Path::new("src"), &mut files);
-    files.push(PathBuf::from("Cargo.lock"));
-    files.sort();
-    let mut h = Sha256::new();
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap_or_default();
-        h.update(f.to_string_lossy().as_bytes());
-        h.update((bytes.len() as u64).to_le_bytes());
-        h.update(&bytes);
+    for input in fingerprint::BUILD_INPUTS {
+        println!("cargo:rerun-if-changed={input}");
     }
-    let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    println!("cargo:rustc-env=DDPM_CODE_SHA256={hex}");
+    let root = Path::new(".");
+    println!("cargo:rustc-env=DDPM_CODE_SHA256={}", fingerprint::fingerprint(root, &fingerprint::CODE_INPUTS));
+    println!("cargo:rustc-env=DDPM_BUILD_SHA256={}", fingerprint::fingerprint(root, &fingerprint::BUILD_INPUTS));
 }

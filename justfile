@@ -71,6 +71,14 @@ tensorboard experiment *args: build tensorboard-setup
 analyze *args: build
     {{bin}} analyze "$@"
 
+# Reproduce a committed result: just reproduce <commit> experiments/x.toml [--tolerance 1e-3] [--twice] [--keep]
+reproduce *args: build
+    {{bin}} reproduce "$@"
+
+# Re-run one finished run from its recorded configuration and code, and compare: just verify results/runs/<hash>
+verify *args: build
+    {{bin}} verify "$@"
+
 # Evaluate finished runs again under another spec: just eval experiments/x.toml --spec num_samples=1000
 eval *args: build
     {{bin}} eval "$@"

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod models;
 pub mod plot;
 pub mod progress;
+pub mod reproduce;
 pub mod rng;
 pub mod runner;
 pub mod track;

@@ -220,6 +220,34 @@ enum Command {
         #[arg(long, default_value = "auto")]
         device: String,
     },
+    /// Reproduce a committed result: check COMMIT out in a temporary worktree, build it (or reuse this
+    /// binary when the code is identical), run the experiment into a separate results root, and compare
+    /// the new analysis/<experiment>/runs table with the committed one (PASS/FAIL per run and metric).
+    Reproduce {
+        commit: String,
+        experiment: PathBuf,
+        #[arg(long)]
+        profile: Option<String>,
+        /// Relative tolerance [default: 0 (exact) for runs recorded on CPU, 1e-3 on GPU].
+        #[arg(long)]
+        tolerance: Option<f64>,
+        /// Without a committed analysis: reproduce twice and compare the two reproductions.
+        #[arg(long)]
+        twice: bool,
+        /// Keep the reproduction's run directories (under target/reproductions/).
+        #[arg(long)]
+        keep: bool,
+        /// cpu, cuda or cuda:N [default: the device kind of the committed runs].
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Re-run one finished run from its recorded configuration and code (its commit, with its
+    /// code.patch when it was dirty) and compare the weights' checksums and the metrics.
+    Verify {
+        run_dir: PathBuf,
+        #[arg(long)]
+        keep: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -405,6 +433,18 @@ fn main() -> ExitCode {
             }
             Ok(true)
         }
+        Command::Reproduce { commit, experiment, profile, tolerance, twice, keep, device } => {
+            ddpm::reproduce::reproduce(&ddpm::reproduce::ReproduceOptions {
+                commit,
+                experiment,
+                profile,
+                tolerance,
+                twice,
+                keep,
+                device,
+            })
+        }
+        Command::Verify { run_dir, keep } => ddpm::reproduce::verify(&run_dir, keep),
         Command::Device => {
             println!("device: {}", ddpm::device::describe(tch::Device::cuda_if_available()));
             println!("cuda available: {}, devices: {}", tch::Cuda::is_available(), tch::Cuda::device_count());

@@ -2,7 +2,9 @@
 //! restore its state), so instead of checkpointing generator states, every stream of draws starts by
 //! seeding the generators from (run seed, stream name, index):
 //! - `init`: the weights; `epoch`/e: the data order of epoch e; `step`/k: the timesteps, noise and
-//!   dropout of training step k; `sample`: sampling; `eval-bpd`: the bound's noise.
+//!   dropout of training step k (see `train::draws`); `sample`: sampling; `forward-strip`: the
+//!   forward-process figure; `eval-sample-<s>`/b: batch b of an evaluation's samples (s = 0 for the
+//!   final evaluation, 1 during training); `eval-kid`: KID's subsets; `eval-bpd`: the bound's noise.
 //!
 //! A run resumed at step k therefore draws exactly what it would have drawn uninterrupted, changing
 //! the evaluation does not change training, and two runs with the same seed draw the same batches,

@@ -474,6 +474,10 @@ pub struct TrainConfig {
     /// Write a checkpoint every this many steps, and at the end (execution only: a resumed run ends
     /// with the same weights).
     pub checkpoint_every: usize,
+    /// On CUDA, libtorch's deterministic algorithms, deterministic cuDNN without autotuning, and
+    /// cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG=:4096:8`), so that the same run on the same
+    /// GPU gives the same weights. CPU runs are deterministic either way. Execution only.
+    pub deterministic: bool,
 }
 
 impl Default for TrainConfig {
@@ -491,6 +495,7 @@ impl Default for TrainConfig {
             ema_warmup: true,
             log_every: 50,
             checkpoint_every: 1000,
+            deterministic: true,
         }
     }
 }
@@ -675,7 +680,7 @@ impl SplitName {
 
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
 /// the run's identity (its hash).
-pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every", "eval"];
+pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every", "train.deterministic", "eval"];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -185,7 +185,8 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
 }
 
 /// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
-/// Noise comes from stream `eval-sample/<stream>·<batch>`, so it does not depend on what ran before.
+/// Noise comes from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran
+/// before.
 /// The first batch (up to 64 images) is returned for a grid.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_fid(
@@ -210,7 +211,7 @@ pub fn sample_fid(
     let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
     for b in 0..batches {
         let len = e.batch_size.min(n - b * e.batch_size);
-        reseed(config.seed, "eval-sample", stream * 1_000_000 + b as u64);
+        reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
         let out = sampler::sample(&e.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |_| {});
         collector.add(&net.features(&out.x0)?);

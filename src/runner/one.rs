@@ -63,6 +63,12 @@ pub fn run_one(
     let dir = RunDir { path: run_dir.to_path_buf() };
     let spec = dir.load_spec()?;
     let eval = eval.unwrap_or_else(|| spec.config.eval.clone());
+    let deterministic = spec.config.train.deterministic;
+    if deterministic && device.is_cuda() && std::env::var_os(crate::device::CUBLAS_WORKSPACE.0).is_none() {
+        // Before the first cuBLAS call of this process (a run executes in a process of its own).
+        std::env::set_var(crate::device::CUBLAS_WORKSPACE.0, crate::device::CUBLAS_WORKSPACE.1);
+    }
+    crate::device::set_deterministic(deterministic);
     let _lock = match lock::try_acquire(&dir.path)? {
         Acquired::Held(l) => l,
         Acquired::Busy(holder) => {
@@ -114,7 +120,7 @@ fn train(
 ) -> Result<Option<Status>> {
     let device_name = crate::device::describe(device);
     let resume = dir.checkpoint_step();
-    dir.record_attempt(&device_name, resume)?;
+    dir.record_attempt(&device_name, resume, crate::device::determinism())?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
     match train_run(spec, dir, device, data_dir, reporter) {
         Ok(o) => {

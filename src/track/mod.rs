@@ -1,5 +1,6 @@
 //! Bookkeeping of runs: directories, status, metrics, TensorBoard events. Knows nothing of models.
 pub mod checkpoint;
+pub mod fingerprint;
 pub mod hparams;
 pub mod lock;
 pub mod metrics;

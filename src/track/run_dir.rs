@@ -157,10 +157,23 @@ impl RunDir {
         atomic_write(&provenance, serde_json::to_string_pretty(&record)?.as_bytes())
     }
 
-    /// Records where an attempt runs (device, pid, start) in `attempts.jsonl`, one line per attempt.
-    pub fn record_attempt(&self, device: &str, resumed_from: Option<usize>) -> Result<()> {
+    /// Records where an attempt runs (device, pid, start, the determinism settings) in
+    /// `attempts.jsonl`, one line per attempt.
+    pub fn record_attempt(
+        &self,
+        device: &str,
+        resumed_from: Option<usize>,
+        determinism: serde_json::Value,
+    ) -> Result<()> {
         use std::io::Write;
-        let line = json!({ "device": device, "host": hostname(), "pid": std::process::id(), "started_unix": unix_now(), "resumed_from": resumed_from });
+        let line = json!({
+            "device": device,
+            "host": hostname(),
+            "pid": std::process::id(),
+            "started_unix": unix_now(),
+            "resumed_from": resumed_from,
+            "determinism": determinism,
+        });
         let path = self.path.join("attempts.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)

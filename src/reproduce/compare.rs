@@ -1,0 +1,180 @@
+//! Comparing a reproduced `runs` table with the committed one, run by run and metric by metric.
+use crate::analysis::collect::METRICS;
+use anyhow::{Context as _, Result};
+use polars::prelude::*;
+use std::fmt::Write as _;
+
+/// The metrics that must agree: everything measured on the model, not the wall clock.
+pub fn compared_metrics() -> Vec<&'static str> {
+    METRICS.iter().copied().filter(|m| !["images_per_sec", "wall_seconds"].contains(m)).collect()
+}
+
+/// One comparison: a run's hash or state, or one of its metrics.
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub run: String,
+    pub what: String,
+    pub committed: String,
+    pub reproduced: String,
+    /// reproduced − committed, for numbers.
+    pub difference: Option<f64>,
+    pub pass: bool,
+}
+
+pub fn read_parquet(bytes: Vec<u8>, what: &str) -> Result<DataFrame> {
+    anyhow::Context::with_context(ParquetReader::new(std::io::Cursor::new(bytes)).finish(), || {
+        format!("cannot read {what} as Parquet")
+    })
+}
+
+pub fn texts(df: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
+    let c = df.column(name).ok()?.str().ok()?.clone();
+    Some((0..c.len()).map(|i| c.get(i).map(String::from)).collect())
+}
+
+fn numbers(df: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
+    let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
+    let c = c.f64().ok()?;
+    Some((0..c.len()).map(|i| c.get(i)).collect())
+}
+
+/// Whether two values agree: exactly when `tolerance` is 0 (NaN agrees with NaN), else within
+/// `tolerance` relative to the committed value.
+pub fn agree(committed: f64, reproduced: f64, tolerance: f64) -> bool {
+    if committed.is_nan() || reproduced.is_nan() {
+        return committed.is_nan() && reproduced.is_nan();
+    }
+    if tolerance == 0.0 {
+        return committed.to_bits() == reproduced.to_bits() || committed == reproduced;
+    }
+    (reproduced - committed).abs() <= tolerance * committed.abs()
+}
+
+fn shown(v: Option<f64>) -> String {
+    v.map_or("-".into(), |x| format!("{x}"))
+}
+
+/// Every committed run's hash, state and compared metrics against the reproduced table's run of the
+/// same label.
+pub fn compare(committed: &DataFrame, reproduced: &DataFrame, tolerance: f64) -> Result<Vec<Check>> {
+    let labels = texts(committed, "label").context("the committed runs table has no `label` column")?;
+    let new_labels = texts(reproduced, "label").context("the reproduced runs table has no `label` column")?;
+    let mut checks = Vec::new();
+    for (i, label) in labels.iter().enumerate() {
+        let run = label.clone().unwrap_or_default();
+        let Some(j) = new_labels.iter().position(|l| l == label) else {
+            checks.push(Check {
+                run,
+                what: "run".into(),
+                committed: "present".into(),
+                reproduced: "missing".into(),
+                difference: None,
+                pass: false,
+            });
+            continue;
+        };
+        for key in ["hash", "state"] {
+            let a = texts(committed, key).and_then(|c| c[i].clone()).unwrap_or_default();
+            let b = texts(reproduced, key).and_then(|c| c[j].clone()).unwrap_or_default();
+            let pass = a == b;
+            checks.push(Check {
+                run: run.clone(),
+                what: key.into(),
+                committed: a,
+                reproduced: b,
+                difference: None,
+                pass,
+            });
+        }
+        for metric in compared_metrics() {
+            let a = numbers(committed, metric).and_then(|c| c[i]);
+            let b = numbers(reproduced, metric).and_then(|c| c[j]);
+            let (pass, difference) = match (a, b) {
+                (None, None) => continue,
+                (Some(x), Some(y)) => (agree(x, y, tolerance), Some(y - x)),
+                _ => (false, None),
+            };
+            checks.push(Check {
+                run: run.clone(),
+                what: metric.into(),
+                committed: shown(a),
+                reproduced: shown(b),
+                difference,
+                pass,
+            });
+        }
+    }
+    Ok(checks)
+}
+
+/// The checks as an aligned table.
+pub fn table(checks: &[Check]) -> String {
+    let header = ["run", "metric", "committed", "reproduced", "difference", "result"];
+    let rows: Vec<[String; 6]> = checks
+        .iter()
+        .map(|c| {
+            [
+                c.run.clone(),
+                c.what.clone(),
+                c.committed.clone(),
+                c.reproduced.clone(),
+                c.difference.map_or("-".into(), |d| format!("{d:+e}")),
+                if c.pass { "PASS".into() } else { "FAIL".into() },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: &[String], out: &mut String| {
+        let padded: Vec<String> = cells.iter().zip(widths).map(|(c, w)| format!("{c:w$}")).collect();
+        let _ = writeln!(out, "  {}", padded.join("  ").trim_end());
+    };
+    line(&header.map(String::from), &mut out);
+    for r in &rows {
+        line(r, &mut out);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runs(hash: &str, fid: Option<f64>, loss: f64) -> DataFrame {
+        df!(
+            "label" => ["schedule=linear"],
+            "hash" => [hash],
+            "state" => ["done"],
+            "fid" => [fid],
+            "final_loss" => [loss],
+            "wall_seconds" => [3.0],
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn exact_and_tolerant_comparisons() {
+        assert!(agree(0.1 + 0.2, 0.1 + 0.2, 0.0));
+        assert!(!agree(0.3, 0.1 + 0.2, 0.0), "5.5e-17 apart is a difference on CPU");
+        assert!(agree(100.0, 100.05, 1e-3) && !agree(100.0, 100.2, 1e-3));
+        assert!(agree(f64::NAN, f64::NAN, 0.0) && !agree(f64::NAN, 1.0, 1.0));
+
+        let same = compare(&runs("ab", Some(10.0), 0.5), &runs("ab", Some(10.0), 0.5), 0.0).unwrap();
+        // hash, state, fid, final_loss; wall time is not compared, absent metrics are skipped.
+        assert_eq!(same.iter().map(|c| c.what.as_str()).collect::<Vec<_>>(), ["hash", "state", "final_loss", "fid"]);
+        assert!(same.iter().all(|c| c.pass));
+
+        let changed = compare(&runs("ab", Some(10.0), 0.5), &runs("ac", None, 0.25), 0.0).unwrap();
+        let failed: Vec<&str> = changed.iter().filter(|c| !c.pass).map(|c| c.what.as_str()).collect();
+        assert_eq!(failed, ["hash", "final_loss", "fid"]);
+        let loss = changed.iter().find(|c| c.what == "final_loss").unwrap();
+        assert_eq!(loss.difference, Some(-0.25));
+        let text = table(&changed);
+        assert!(text.contains("FAIL") && text.contains("-2.5e-1"), "{text}");
+    }
+}

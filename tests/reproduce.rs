@@ -1,0 +1,214 @@
+//! Determinism and reproduction through the real binary: two CPU runs of one configuration are bit
+//! for bit the same, also when one evaluates during training; `ddpm reproduce` on a commit of a temporary copy of this repository passes,
+//! and fails with the difference shown after a committed metric is changed by hand; `ddpm verify`
+//! re-runs one run and compares it.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The binary run in `cwd`, with the repository's data and no overrides from the environment.
+fn ddpm(cwd: &Path, args: &[&str]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm"));
+    c.current_dir(cwd).args(args).env("DDPM_DATA_DIR", root().join("data")).env_remove("DDPM_RESULTS_DIR");
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("DDPM_") && k != "DDPM_DATA_DIR") {
+        c.env_remove(k);
+    }
+    c.output().unwrap()
+}
+
+fn git(cwd: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .current_dir(cwd)
+        .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+/// Seconds on a CPU, with every metric: FID/KID of 16 samples against 32 images, the bound on 2.
+const TINY: &str = r#"
+seed = 4
+[experiment]
+name = "tiny"
+[data]
+name = "mnist"
+image_size = 16
+limit = 128
+[diffusion]
+timesteps = 20
+[train]
+steps = 12
+batch_size = 16
+log_every = 4
+checkpoint_every = 6
+[sample]
+num_samples = 4
+[eval]
+num_samples = 16
+sampler = { name = "ddim", steps = 5 }
+reference_images = 32
+kid_subsets = 10
+kid_subset_size = 8
+bpd_images = 2
+[grid]
+"diffusion.schedule.name" = ["linear", "cosine"]
+"#;
+
+fn status(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn two_cpu_runs_are_bit_identical() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("tiny.toml"), TINY).unwrap();
+    for r in ["a", "b"] {
+        let out = ddpm(tmp.path(), &["run", "tiny.toml", "--device", "cpu", "--results", r]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // An evaluation during training (sampling and Inception at step 6) draws from its own streams:
+    // the same runs (the evaluation is not part of the hash) end with the same weights.
+    let out = ddpm(
+        tmp.path(),
+        &[
+            "run",
+            "tiny.toml",
+            "--device",
+            "cpu",
+            "--results",
+            "c",
+            "--set",
+            "eval.every=6",
+            "--set",
+            "eval.every_num_samples=4",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs =
+        std::fs::read_dir(tmp.path().join("a/runs")).unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>();
+    assert_eq!(runs.len(), 2);
+    for hash in runs {
+        let (a, b) = (tmp.path().join("a/runs").join(&hash), tmp.path().join("b/runs").join(&hash));
+        let (sa, sb) = (status(&a), status(&b));
+        let sc = status(&tmp.path().join("c/runs").join(&hash));
+        assert!(tmp.path().join("c/runs").join(&hash).join("eval_history.jsonl").exists());
+        assert_eq!((&sa["weights_sha256"], &sa["final_loss"]), (&sc["weights_sha256"], &sc["final_loss"]));
+        for key in ["weights_sha256", "ema_sha256", "final_loss", "fid", "kid", "bpd"] {
+            assert!(!sa[key].is_null(), "{key} recorded");
+            assert_eq!(sa[key], sb[key], "{key} of {hash:?}");
+        }
+        for f in ["model.safetensors", "ema.safetensors", "samples.png", "metrics.jsonl"] {
+            let (x, y) = (std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap());
+            if f == "metrics.jsonl" {
+                // Timing fields differ; the losses at every step do not.
+                let losses = |bytes: &[u8]| -> Vec<serde_json::Value> {
+                    text(bytes)
+                        .lines()
+                        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"].clone())
+                        .collect()
+                };
+                assert_eq!(losses(&x), losses(&y));
+            } else {
+                assert!(x == y, "{f} of {hash:?} differs");
+            }
+        }
+        let attempt: serde_json::Value =
+            serde_json::from_str(std::fs::read_to_string(a.join("attempts.jsonl")).unwrap().lines().last().unwrap())
+                .unwrap();
+        assert_eq!(attempt["determinism"]["deterministic_algorithms"], true, "{attempt}");
+    }
+}
+
+/// The files a build needs, copied from this checkout so that the copy builds this very binary.
+fn copy_repository(to: &Path) {
+    let copy = |from: &Path, to: &Path| {
+        let status = Command::new("cp").arg("-r").arg(from).arg(to).status().unwrap();
+        assert!(status.success());
+    };
+    for f in ["src", "assets", "Cargo.toml", "Cargo.lock", "build.rs"] {
+        copy(&root().join(f), &to.join(f));
+    }
+    std::fs::create_dir_all(to.join("experiments")).unwrap();
+    std::fs::write(to.join("experiments/tiny.toml"), TINY).unwrap();
+    std::fs::write(to.join(".gitignore"), "/results/\n/target/\n/data\n/.venv\n").unwrap();
+}
+
+#[test]
+fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    copy_repository(&repo);
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "tiny experiment"]);
+    let bare = git(&repo, &["rev-parse", "HEAD"]);
+
+    // Without a committed analysis there is nothing to compare with.
+    let out = ddpm(&repo, &["reproduce", &bare, "experiments/tiny.toml"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("has no committed analysis") && text(&out.stderr).contains("--twice"));
+
+    // The main job: run, commit its analysis.
+    let out = ddpm(&repo, &["run", "experiments/tiny.toml", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(repo.join("analysis/tiny/runs.parquet").exists());
+    git(&repo, &["add", "analysis"]);
+    git(&repo, &["commit", "-q", "-m", "analysis of the tiny experiment"]);
+    let recorded = git(&repo, &["rev-parse", "HEAD"]);
+
+    let out = ddpm(&repo, &["reproduce", &recorded, "experiments/tiny.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("byte-identical to this binary's"), "no build needed: {stdout}");
+    assert!(stdout.contains("PASS: all"), "{stdout}");
+    for what in ["hash", "final_loss", "fid", "kid", "bpd"] {
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.contains("schedule=cosine") && l.contains(&format!(" {what} ")) && l.ends_with("PASS")),
+            "{what}: {stdout}"
+        );
+    }
+    assert!(!stdout.contains("FAIL"));
+
+    // A committed metric changed by hand: that row fails, with its difference, and the exit code says so.
+    let py = "import polars as pl; p = 'analysis/tiny/runs.parquet'; d = pl.read_parquet(p); \
+              d.with_columns(pl.when(pl.col('label') == 'schedule=linear').then(pl.col('final_loss') + 0.5) \
+              .otherwise(pl.col('final_loss')).alias('final_loss')).write_parquet(p)";
+    let out = Command::new(root().join(".venv/bin/python")).current_dir(&repo).args(["-c", py]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    git(&repo, &["commit", "-q", "-am", "a changed metric"]);
+    let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/tiny.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let row = stdout.lines().find(|l| l.contains("schedule=linear") && l.contains(" final_loss ")).unwrap();
+    assert!(row.ends_with("FAIL") && row.contains("-5e-1"), "{row}");
+    assert!(stdout.contains("FAIL: 1 of"), "{stdout}");
+
+    // verify: the same code re-runs one run to the same weights and metrics...
+    let run = std::fs::read_dir(repo.join("results/runs")).unwrap().next().unwrap().unwrap().path();
+    let out = ddpm(&repo, &["verify", run.to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for what in ["weights_sha256", "ema_sha256", "final_loss", "fid", "bpd"] {
+        assert!(stdout.lines().any(|l| l.contains(&format!(" {what} ")) && l.ends_with("PASS")), "{what}: {stdout}");
+    }
+    // ... and a recorded value that the run cannot give fails.
+    let mut s = status(&run);
+    s["bpd"] = (s["bpd"].as_f64().unwrap() + 1.0).into();
+    std::fs::write(run.join("status.json"), s.to_string()).unwrap();
+    let out = ddpm(&repo, &["verify", run.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(text(&out.stdout).lines().any(|l| l.contains(" bpd ") && l.ends_with("FAIL")), "{}", text(&out.stdout));
+    assert!(!repo.join("target/reproductions").read_dir().unwrap().any(|_| true), "scratch folders removed");
+}
