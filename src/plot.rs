@@ -107,9 +107,10 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
     values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)))
 }
 
-/// An axis tick: up to four significant digits without trailing zeros, scientific notation for very
-/// large or small magnitudes.
-pub fn tick(v: f64) -> String {
+/// An axis tick on an axis spanning `span` (0 for a logarithmic axis): four significant digits, more
+/// where the axis is narrow (ticks about span/10 apart stay distinct), trailing zeros dropped;
+/// scientific notation for very large or small magnitudes.
+pub fn tick(v: f64, span: f64) -> String {
     let a = v.abs();
     if a == 0.0 || !v.is_finite() {
         return if v.is_finite() { "0".into() } else { v.to_string() };
@@ -117,7 +118,8 @@ pub fn tick(v: f64) -> String {
     if !(1e-3..1e5).contains(&a) {
         return format!("{v:.2e}");
     }
-    let decimals = (3 - a.log10().floor() as i32).max(0) as usize;
+    let for_span = if span > 0.0 { 2 - span.log10().floor() as i32 } else { 0 };
+    let decimals = (3 - a.log10().floor() as i32).max(for_span).clamp(0, 12) as usize;
     let text = format!("{v:.decimals$}");
     if text.contains('.') {
         text.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -152,11 +154,11 @@ fn draw_lines<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, axes: &Axes, se
         let lo = 10f64.powf(y0.log10().floor()) * 0.95;
         let hi = if y1 > y0 { y1 * 1.1 } else { y0 * 2.0 };
         let chart = builder.build_cartesian_2d(x0..x1, (lo..hi).log_scale()).map_err(&err)?;
-        finish_lines(chart, axes, series, &err)
+        finish_lines(chart, axes, series, (x1 - x0, 0.0), &err)
     } else {
         let pad = ((y1 - y0) * 0.04).max(1e-9 * y1.abs().max(1.0));
         let chart = builder.build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad)).map_err(&err)?;
-        finish_lines(chart, axes, series, &err)
+        finish_lines(chart, axes, series, (x1 - x0, y1 - y0 + 2.0 * pad), &err)
     }
 }
 
@@ -164,6 +166,7 @@ fn finish_lines<'a, DB: DrawingBackend + 'a, Y>(
     mut chart: ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
     axes: &Axes,
     series: &[Series],
+    (x_span, y_span): (f64, f64),
     err: &impl Fn(DrawingAreaErrorKind<DB::ErrorType>) -> anyhow::Error,
 ) -> DrawResult
 where
@@ -173,8 +176,8 @@ where
         .configure_mesh()
         .x_desc(axes.x_label.as_str())
         .y_desc(axes.y_label.as_str())
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
+        .x_label_formatter(&|v| tick(*v, x_span))
+        .y_label_formatter(&|v| tick(*v, y_span))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))
         .draw()
@@ -260,7 +263,7 @@ fn draw_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, p
             .disable_x_mesh()
             .y_desc(panel.y_label.as_str())
             .x_labels(n as usize)
-            .y_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v, hi - lo + 2.0 * pad))
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => labels.get(*i as usize).cloned().unwrap_or_default(),
                 _ => String::new(),
@@ -358,8 +361,13 @@ mod tests {
             (3e6, "3.00e6"),
         ];
         for (v, want) in cases {
-            assert_eq!(tick(v), want, "{v}");
+            assert_eq!(tick(v, 0.0), want, "{v}");
         }
+        // A narrow axis (FIDs 172.667 and 172.715) keeps its ticks apart.
+        assert_eq!(tick(172.665, 0.06), "172.665");
+        assert_eq!(tick(172.67, 0.06), "172.67");
+        assert_eq!(tick(0.1705, 0.005), "0.1705");
+        assert_eq!(tick(250.0, 475.0), "250");
     }
 
     #[test]

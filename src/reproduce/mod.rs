@@ -46,7 +46,10 @@ fn experiment_name(text: &str, path: &Path) -> String {
 
 /// `path` relative to the repository's top folder, with `/` separators.
 fn relative_to(repo: &Path, path: &Path) -> Result<String> {
-    let abs = std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))?;
+    // A file deleted since the commit: its path as given, relative to the repository.
+    let Ok(abs) = std::fs::canonicalize(path) else {
+        return Ok(path.to_string_lossy().trim_start_matches("./").replace('\\', "/"));
+    };
     let repo = std::fs::canonicalize(repo)?;
     let rel =
         abs.strip_prefix(&repo).with_context(|| format!("{} is not inside {}", path.display(), repo.display()))?;
@@ -181,8 +184,13 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
         .unwrap_or("cpu")
         .to_string();
 
-    let repo = repository_of(&std::env::current_dir()?)?;
-    let work = repo.join("target/reproductions").join(format!("verify-{hash}-{}", std::process::id()));
+    // A repository is needed only to check another commit out.
+    let repo = repository_of(&std::env::current_dir()?);
+    let scratch = match &repo {
+        Ok(r) => r.join("target/reproductions"),
+        Err(_) => std::env::temp_dir(),
+    };
+    let work = scratch.join(format!("verify-{hash}-{}", std::process::id()));
     let outcome = (|| -> Result<bool> {
         // The same code as this binary: run it; else check the run's commit (and diff) out and build it.
         let checkout = if prov["code_sha256"].as_str() == Some(env!("DDPM_CODE_SHA256")) {
@@ -193,6 +201,7 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
             if patch.is_some() {
                 println!("verify: warning: the run was trained from a dirty working tree; applying its code.patch");
             }
+            let repo = repo.as_ref().map_err(|e| anyhow::anyhow!("{e:#}"))?.clone();
             Some(Checkout::create(&repo, &resolve_commit(&repo, commit)?, &work, patch.as_deref())?)
         };
         let binary = match &checkout {
