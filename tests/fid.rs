@@ -121,19 +121,27 @@ fn reference_statistics_are_computed_once_and_then_read_from_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let d = fresh_data_dir(tmp.path());
     let args = ["fid", "mnist:test[0:40]", "mnist:test[40:80]", "--device", "cpu", "--kid-subset-size", "20"];
-    let started = Instant::now();
     let first = ddpm(&args, &d);
-    let first_time = started.elapsed();
     let first_out = ok(&first);
     assert_eq!(text(&first.stderr).matches("computing").count(), 2, "{}", text(&first.stderr));
-    let started = Instant::now();
+    // The cache as written by the first call: the second reads it and writes nothing.
+    let snapshot = || -> Vec<(PathBuf, std::time::SystemTime, Vec<u8>)> {
+        let mut files: Vec<_> = std::fs::read_dir(d.join("fid-reference"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| (p.clone(), std::fs::metadata(&p).unwrap().modified().unwrap(), std::fs::read(&p).unwrap()))
+            .collect();
+        files.sort();
+        files
+    };
+    let cache = snapshot();
+    assert_eq!(cache.len(), 4, "statistics and their metadata for both sets: {cache:?}");
     let second = ddpm(&args, &d);
-    let second_time = started.elapsed();
+    assert_eq!(snapshot(), cache, "the cached statistics were read, not rewritten");
     assert_eq!(text(&second.stderr).matches("from the cache").count(), 2, "{}", text(&second.stderr));
     assert!(!text(&second.stderr).contains("computing"));
     let fid_line = |s: &str| s.lines().find(|l| l.starts_with("FID")).unwrap().to_string();
     assert_eq!(fid_line(&first_out), fid_line(&ok(&second)));
-    assert!(second_time < first_time, "cached {second_time:?} vs computed {first_time:?}");
     // A corrupted cache file is detected and recomputed.
     let cached = std::fs::read_dir(d.join("fid-reference"))
         .unwrap()
