@@ -307,7 +307,7 @@ pub fn labelled_row(images: &[(String, Image)]) -> Result<Vec<u8>> {
             for col in 0..im.width {
                 let src = ((row * im.width + col) * im.channels) as usize;
                 let rgb = match im.channels {
-                    1 => [im.pixels[src]; 3],
+                    1 | 2 => [im.pixels[src]; 3],
                     _ => [im.pixels[src], im.pixels[src + 1], im.pixels[src + 2]],
                 };
                 let dst = (((row + caption) * width + x + col) * 3) as usize;

@@ -3,9 +3,8 @@
 use super::collect::RunRecord;
 use super::stats::Summary;
 use crate::config::{Experiment, ScheduleConfig};
-use crate::eval::grid::Image;
 use crate::plot::{interval_chart, labelled_row, line_chart, Axes, Figure, Interval, Panel, Series};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -150,28 +149,11 @@ pub fn sample_grids(records: &[RunRecord], order: &[String], results_root: &Path
         let Some(run) = run else { continue };
         let path = results_root.join("runs").join(&run.hash).join("samples.png");
         if path.exists() {
-            images.push((format!("{v} (seed {})", run.seed), decode_png(&path)?));
+            images.push((format!("{v} (seed {})", run.seed), crate::eval::images::read_png(&path)?));
         }
     }
     if images.is_empty() {
         return Ok(None);
     }
     labelled_row(&images).map(Some)
-}
-
-/// A PNG file as 8-bit grey or RGB pixels.
-fn decode_png(path: &Path) -> Result<Image> {
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
-    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
-    let mut reader = decoder.read_info().with_context(|| format!("{}: not a PNG", path.display()))?;
-    let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
-    let info = reader.next_frame(&mut buf).with_context(|| format!("{}: cannot decode", path.display()))?;
-    buf.truncate(info.buffer_size());
-    let channels = match info.color_type {
-        png::ColorType::Grayscale => 1,
-        png::ColorType::Rgb => 3,
-        other => anyhow::bail!("{}: colour type {other:?}; grey or RGB expected", path.display()),
-    };
-    Ok(Image { width: info.width, height: info.height, channels, pixels: buf })
 }

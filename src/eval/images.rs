@@ -1,5 +1,6 @@
 //! Sets of images to compare: a dataset split (optionally a range of it, optionally resized) or a
 //! folder of PNG files, read in batches so a large folder is never in memory at once.
+use super::grid::Image;
 use crate::config::DatasetName;
 use crate::data::{self, Split};
 use anyhow::{bail, Context, Result};
@@ -131,17 +132,24 @@ fn png_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A PNG as `[3, H, W]` float pixels 0..255 (grey repeated, alpha dropped; 16-bit reduced to 8).
-pub fn read_png_rgb(path: &Path) -> Result<Tensor> {
+/// A PNG file as 8-bit pixels: 1 to 4 channels (grey, grey+alpha, RGB, RGBA; palettes expanded,
+/// 16-bit reduced to 8).
+pub fn read_png(path: &Path) -> Result<Image> {
     let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
     let mut reader = decoder.read_info().with_context(|| format!("{}: not a PNG file", path.display()))?;
     let mut buf = vec![0; reader.output_buffer_size().context("PNG too large")?];
     let info = reader.next_frame(&mut buf).with_context(|| format!("{}: cannot decode", path.display()))?;
-    let (h, w) = (info.height as i64, info.width as i64);
-    let channels = info.color_type.samples() as i64;
-    let hwc = Tensor::from_slice(&buf[..info.buffer_size()]).reshape([h, w, channels]);
+    buf.truncate(info.buffer_size());
+    Ok(Image { width: info.width, height: info.height, channels: info.color_type.samples() as u32, pixels: buf })
+}
+
+/// A PNG as `[3, H, W]` float pixels 0..255 (grey repeated, alpha dropped; 16-bit reduced to 8).
+pub fn read_png_rgb(path: &Path) -> Result<Tensor> {
+    let im = read_png(path)?;
+    let (h, w, channels) = (im.height as i64, im.width as i64, im.channels as i64);
+    let hwc = Tensor::from_slice(&im.pixels).reshape([h, w, channels]);
     let rgb = match channels {
         1 | 2 => hwc.narrow(2, 0, 1).repeat([1, 1, 3]),
         _ => hwc.narrow(2, 0, 3),

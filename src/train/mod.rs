@@ -279,9 +279,7 @@ fn log_run_once(
     let x0 = data.images.narrow(0, 0, 1).repeat([ts.len() as i64, 1, 1, 1]);
     let t = Tensor::from_slice(&ts).to_device(x0.device());
     let strip = q_sample(schedule, &x0, &t, &x0.randn_like());
-    let png = make_grid(&strip, ts.len(), 2)?;
-    atomic_write(&dir.path.join("forward_process.png"), &png.to_png()?)?;
-    events.add_png("forward_process", &png.to_png()?, png.height, png.width, png.channels, 0)?;
+    save_image(&dir.path.join("forward_process.png"), &make_grid(&strip, ts.len(), 2)?, "forward_process", 0, events)?;
     events.flush()
 }
 
