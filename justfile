@@ -31,13 +31,21 @@ setup:
 build: setup
     cargo build --release --locked
 
-# Run an experiment: just run experiments/cosine_vs_linear.toml [--profile full] [--set key=value] [--device cuda]
+# Run an experiment: just run experiments/cosine_vs_linear.toml [--profile full] [--set key=value] [--device cuda] [--launcher slurm --gres gpu:1]
 run *args: build
     {{bin}} run "$@"
 
 # List an experiment's runs and whether each is done
 plan *args: build
     {{bin}} plan "$@"
+
+# Where each run of an experiment stands (state, step, loss, device; its Slurm task if submitted there)
+status *args: build
+    {{bin}} status "$@"
+
+# Cancel an experiment's Slurm jobs that are still queued or running
+cancel *args: build
+    {{bin}} cancel "$@"
 
 # Download and verify a dataset (mnist, fashion_mnist) or the FID network's weights (inception)
 fetch name: build

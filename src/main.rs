@@ -86,14 +86,24 @@ enum Command {
         /// List the runs and whether they are done, without running anything.
         #[arg(long)]
         dry_run: bool,
+        /// local (this machine's devices) or slurm (one job array on the cluster; see README).
+        #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+        launcher: String,
+        #[command(flatten)]
+        slurm: SlurmArgs,
     },
     /// List the runs of an experiment: label, hash, and whether each is new, partial or done.
     Plan {
         #[command(flatten)]
         args: ExperimentArgs,
     },
-    /// Show where each run stands: state, step, last loss, device, elapsed time.
+    /// Show where each run stands: state, step, last loss, device, elapsed time, and its Slurm job.
     Status {
+        #[command(flatten)]
+        args: ExperimentArgs,
+    },
+    /// Cancel the experiment's Slurm jobs that are still queued or running (runs keep their checkpoints).
+    Cancel {
         #[command(flatten)]
         args: ExperimentArgs,
     },
@@ -250,6 +260,73 @@ enum Command {
     },
 }
 
+/// The Slurm launcher's options; each overrides the same key of `[slurm]` in ddpm.toml or
+/// ~/.config/ddpm/launcher.toml.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Slurm (with --launcher slurm)")]
+struct SlurmArgs {
+    /// Partition of every task
+    #[arg(long)]
+    partition: Option<String>,
+    /// Account charged
+    #[arg(long)]
+    account: Option<String>,
+    /// Quality of service
+    #[arg(long)]
+    qos: Option<String>,
+    /// Time limit per run, e.g. 04:00:00
+    #[arg(long)]
+    time: Option<String>,
+    /// Generic resources per run, e.g. gpu:1
+    #[arg(long)]
+    gres: Option<String>,
+    /// CPUs per run (--cpus-per-task)
+    #[arg(long)]
+    cpus_per_run: Option<u32>,
+    /// Memory per run, e.g. 32G
+    #[arg(long)]
+    mem: Option<String>,
+    /// At most this many runs at once
+    #[arg(long)]
+    max_parallel: Option<u32>,
+    /// SIGUSR1 this many seconds before the time limit (checkpoint, then requeue) [default: 120]
+    #[arg(long)]
+    signal_seconds: Option<u32>,
+    /// A further sbatch argument, e.g. --sbatch-arg=--constraint=a100 (repeatable)
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// The ddpm executable as the compute nodes see it [default: this one]
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Do not submit the analysis job that follows the array
+    #[arg(long)]
+    no_analyze_job: bool,
+}
+
+impl SlurmArgs {
+    fn overrides(&self) -> ddpm::runner::slurm::config::Overrides {
+        ddpm::runner::slurm::config::Overrides {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            time: self.time.clone(),
+            gres: self.gres.clone(),
+            cpus_per_run: self.cpus_per_run,
+            mem: self.mem.clone(),
+            max_parallel: self.max_parallel,
+            signal_seconds: self.signal_seconds,
+            extra_args: self.sbatch_args.clone(),
+            binary: self.binary.clone(),
+            analyze: self.no_analyze_job.then_some(false),
+        }
+    }
+
+    fn any(&self) -> bool {
+        let o = self.overrides();
+        serde_json::to_value(&o).is_ok_and(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+    }
+}
+
 #[derive(clap::Args)]
 struct EvalArgs {
     /// A run directory (results/runs/<hash>) or an experiment file (every finished run of it).
@@ -316,7 +393,44 @@ fn plan(args: &ExperimentArgs) -> Result<()> {
 
 fn status(args: &ExperimentArgs) -> Result<()> {
     let exp = load_experiment(&args.experiment, &args.load_options())?;
-    print!("{}", ddpm::runner::status::status_table(&exp, &args.results_root()));
+    let slurm = ddpm::runner::slurm::view(&exp, &args.results_root())?;
+    print!("{}", ddpm::runner::status::status_table(&exp, &args.results_root(), slurm.as_ref()));
+    Ok(())
+}
+
+fn cancel(args: &ExperimentArgs) -> Result<()> {
+    let exp = load_experiment(&args.experiment, &args.load_options())?;
+    let ids = ddpm::runner::slurm::cancel(&exp, &args.results_root())?;
+    if ids.is_empty() {
+        println!("nothing to cancel: no job of `{}` is queued or running", exp.name);
+    } else {
+        println!("cancelled job(s) {}; the runs keep their checkpoints and resume when run again", ids.join(" "));
+    }
+    Ok(())
+}
+
+/// `run --launcher slurm`: submits the job array (and the analysis job after it).
+fn submit_slurm(args: &ExperimentArgs, device: &str, slurm: &SlurmArgs) -> Result<()> {
+    use ddpm::runner::slurm::{self, config};
+    let files: Vec<PathBuf> = config::user_file().into_iter().chain([PathBuf::from("ddpm.toml")]).collect();
+    let config = config::load(&files, &slurm.overrides())?;
+    let mut analyze_args = vec![std::path::absolute(&args.experiment)?.display().to_string()];
+    if let Some(p) = &args.layers.profile {
+        analyze_args.extend(["--profile".into(), p.clone()]);
+    }
+    for s in &args.layers.sets {
+        analyze_args.extend(["--set".into(), s.clone()]);
+    }
+    analyze_args.extend(["--results".into(), args.results_root().display().to_string()]);
+    slurm::submit(&slurm::SubmitOptions {
+        experiment: args.experiment.clone(),
+        load: args.load_options(),
+        results_root: args.results_root(),
+        data_dir: ddpm::data::data_dir(),
+        device: device.to_string(),
+        analyze_args,
+        config,
+    })?;
     Ok(())
 }
 
@@ -356,9 +470,17 @@ fn devices(device: &str, devices: &[usize]) -> Result<Vec<tch::Device>> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { args, device, devices: list, dry_run } => {
+        Command::Run { args, device, devices: list, dry_run, launcher, slurm } => {
             if dry_run {
                 plan(&args).map(|_| true)
+            } else if launcher == "slurm" {
+                if list.is_empty() {
+                    submit_slurm(&args, &device, &slurm).map(|_| true)
+                } else {
+                    Err(anyhow::anyhow!("--devices: not with --launcher slurm (ask for GPUs with --gres=gpu:N)"))
+                }
+            } else if slurm.any() {
+                Err(anyhow::anyhow!("the Slurm options (--partition, --gres, ...) need --launcher slurm"))
             } else {
                 devices(&device, &list).and_then(|devices| {
                     let opts = RunOptions {
@@ -376,12 +498,15 @@ fn main() -> ExitCode {
         }
         Command::Plan { args } => plan(&args).map(|_| true),
         Command::Status { args } => status(&args).map(|_| true),
+        Command::Cancel { args } => cancel(&args).map(|_| true),
         Command::Show { args } => show(&args).map(|_| true),
         Command::Analyze { args } => load_experiment(&args.experiment, &args.load_options())
             .and_then(|exp| analyze_and_print(&exp, &args.layers))
             .map(|_| true),
         Command::Logdir { args } => logdir(&args).map(|_| true),
         Command::RunOne { run_dir, device, events, eval } => {
+            // SIGUSR1/SIGTERM: checkpoint and exit (the Slurm script requeues; `run` resumes later).
+            ddpm::train::stop::install();
             let outcome = ddpm::device::parse(&device).and_then(|d| {
                 let eval = eval.map(|e| serde_json::from_str(&e)).transpose()?;
                 ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events, eval)

@@ -250,17 +250,67 @@ fn a_killed_run_resumes_to_bit_identical_weights() {
     for f in ["model.safetensors", "ema.safetensors", "samples.png"] {
         assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(clean_dir.join(f)).unwrap(), "{f} differs");
     }
-    let metrics = |d: &Path| -> Vec<(u64, f64)> {
-        std::fs::read_to_string(d.join("metrics.jsonl"))
-            .unwrap()
-            .lines()
-            .map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).unwrap();
-                (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
-            })
-            .collect()
-    };
-    assert_eq!(metrics(&dir), metrics(&clean_dir), "the same loss at every logged step, each step once");
+    assert_eq!(logged_losses(&dir), logged_losses(&clean_dir), "the same loss at every logged step, each step once");
+}
+
+/// SIGTERM to a run's process (what Slurm sends on preemption; SIGUSR1 behaves the same): it finishes its
+/// logging window, writes a checkpoint there and exits; the runner reports it stopped, and the next
+/// `run` resumes it to the weights and logged losses of an uninterrupted run.
+#[test]
+fn a_signalled_run_checkpoints_stops_and_resumes_to_identical_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "stop.toml", &RESUMABLE.replace("steps = 60", "steps = 300"));
+    let (clean, stopped) = (tmp.path().join("clean"), tmp.path().join("stopped"));
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &clean);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&stopped)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("two logged steps", Duration::from_secs(120), || {
+        stopped.join("runs").exists()
+            && std::fs::read_to_string(run_dir(&stopped).join("metrics.jsonl")).is_ok_and(|t| t.lines().count() >= 2)
+    });
+    let dir = run_dir(&stopped);
+    // The lock names the run's own process (`pid N on host`), a child of the runner.
+    let holder = std::fs::read_to_string(dir.join("lock")).unwrap();
+    let pid: i32 = holder.split_whitespace().nth(1).unwrap().parse().unwrap();
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "a stopped run is not a finished experiment");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("SIGTERM: checkpoint written at step"), "{stdout}");
+    let step: usize = stdout.split("stopped stop at step ").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+    assert!(step > 0 && step < 300 && step.is_multiple_of(5), "at the end of a logging window: {step}");
+    assert!(dir.join(format!("checkpoints/step-{step:08}.json")).exists(), "a checkpoint at the stop");
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &stopped).stdout);
+    assert!(plan_out.contains(&format!("partial (resumes at step {step})")), "{plan_out}");
+
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &stopped);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(&format!("resuming from the checkpoint at step {step}")));
+    let clean_dir = run_dir(&clean);
+    for f in ["model.safetensors", "ema.safetensors"] {
+        assert_eq!(std::fs::read(dir.join(f)).unwrap(), std::fs::read(clean_dir.join(f)).unwrap(), "{f} differs");
+    }
+    assert_eq!(logged_losses(&dir), logged_losses(&clean_dir), "each step logged once, with the same loss");
+}
+
+/// (step, loss) of every line of a run's metrics.jsonl.
+fn logged_losses(d: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(d.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap())
+        })
+        .collect()
 }
 
 /// A corrupt latest checkpoint is reported, and the run resumes from the one before it, still ending

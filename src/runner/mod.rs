@@ -5,6 +5,7 @@
 pub mod board;
 mod events;
 pub mod one;
+pub mod slurm;
 pub mod status;
 
 use crate::config::{load_experiment, Experiment, LoadOptions, RunSpec};
@@ -44,6 +45,8 @@ pub enum Outcome {
     },
     /// Another process holds the run's lock.
     Busy(String),
+    /// Stopped by a signal after a checkpoint at this step; the next `run` resumes it.
+    Stopped(usize),
 }
 
 pub struct Report {
@@ -53,7 +56,7 @@ pub struct Report {
 
 impl Report {
     pub fn failures(&self) -> usize {
-        self.outcomes.iter().filter(|(_, _, o)| matches!(o, Outcome::Failed { .. })).count()
+        self.outcomes.iter().filter(|(_, _, o)| matches!(o, Outcome::Failed { .. } | Outcome::Stopped(_))).count()
     }
 }
 
@@ -75,6 +78,27 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
     std::fs::rename(&tmp, &link).with_context(|| format!("cannot link {}", link.display()))
 }
 
+/// Writes every run's directory (resolved configuration, spec, provenance), its label link and the
+/// experiment's HParams data. Returns, per run, its status when it is done with nothing left to do
+/// (said on standard output), or None when it has work left: training, or an evaluation that the
+/// experiment asks for and the run has no stored result of.
+pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Option<Status>>> {
+    let mut states = Vec::new();
+    for spec in &experiment.runs {
+        let dir = RunDir::new(results_root, &spec.hash);
+        link_label(results_root, spec)?;
+        dir.prepare(spec)?;
+        let done = dir.status()?.filter(|s| s.state == State::Done);
+        let done = done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval));
+        if done.is_some() {
+            println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
+        }
+        states.push(done);
+    }
+    board::write_hparams(experiment, results_root)?;
+    Ok(states)
+}
+
 pub fn run(opts: &RunOptions) -> Result<Report> {
     let experiment = load_experiment(&opts.experiment, &opts.load)?;
     let devices: Vec<String> = opts.devices.iter().map(|d| crate::device::describe(*d)).collect();
@@ -87,23 +111,15 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     );
     let mut outcomes: Vec<Option<Outcome>> = Vec::new();
     let mut queue = VecDeque::new();
-    for (i, spec) in experiment.runs.iter().enumerate() {
-        let dir = RunDir::new(&opts.results_root, &spec.hash);
-        link_label(&opts.results_root, spec)?;
-        dir.prepare(spec)?;
-        let done = dir.status()?.filter(|s| s.state == State::Done);
-        match done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval)) {
-            Some(status) => {
-                println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
-                outcomes.push(Some(Outcome::Skipped(status)));
-            }
+    for (i, done) in prepare(&experiment, &opts.results_root)?.into_iter().enumerate() {
+        match done {
+            Some(status) => outcomes.push(Some(Outcome::Skipped(status))),
             None => {
                 outcomes.push(None);
                 queue.push_back(i);
             }
         }
     }
-    board::write_hparams(&experiment, &opts.results_root)?;
     let queue = Mutex::new(queue);
     let outcomes = Mutex::new(outcomes);
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
@@ -212,6 +228,11 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
             say(format!("busy {}: being executed by {holder}", spec.label));
             Outcome::Busy(holder)
         }
+        Ok(code) if code == one::Ended::STOPPED_EXIT => {
+            let step = dir.checkpoint_step().unwrap_or(0);
+            say(format!("stopped {} at step {step}; the next run resumes it", spec.label));
+            Outcome::Stopped(step)
+        }
         Ok(code) => match dir.status() {
             Ok(Some(s)) if code == one::Ended::Failed.exit_code() && s.error.is_some() => {
                 let error = s.error.unwrap_or_default();
@@ -254,6 +275,7 @@ fn print_summary(report: &Report) {
             Outcome::Skipped(s) => ("skipped", Some(s)),
             Outcome::Failed { .. } => ("FAILED", None),
             Outcome::Busy(_) => ("busy", None),
+            Outcome::Stopped(_) => ("stopped", None),
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
         println!(
@@ -272,6 +294,7 @@ fn print_summary(report: &Report) {
                 println!("  {:width$}  error: {error}\n  {:width$}  log: {}", "", "", log.display())
             }
             Outcome::Busy(holder) => println!("  {:width$}  being executed by {holder}", ""),
+            Outcome::Stopped(step) => println!("  {:width$}  checkpoint at step {step}; the next run resumes", ""),
             _ => {}
         }
     }

@@ -6,7 +6,7 @@ use crate::eval::run_eval;
 use crate::progress::Progress;
 use crate::track::lock::{self, Acquired};
 use crate::track::run_dir::{RunDir, State, Status};
-use crate::train::{train_run, Reporter};
+use crate::train::{stop, train_run, Reporter};
 use anyhow::{Context, Result};
 use std::path::Path;
 use tch::Device;
@@ -18,11 +18,15 @@ pub enum Ended {
     AlreadyDone,
     Failed,
     Busy,
+    /// Stopped by SIGUSR1/SIGTERM after writing a checkpoint; the next attempt resumes.
+    Stopped,
 }
 
 impl Ended {
     pub const BUSY_EXIT: i32 = 75;
     pub const ALREADY_DONE_EXIT: i32 = 76;
+    /// Also written into the Slurm script, which requeues the task on it.
+    pub const STOPPED_EXIT: i32 = 77;
 
     pub fn exit_code(&self) -> i32 {
         match self {
@@ -30,6 +34,7 @@ impl Ended {
             Ended::Failed => 1,
             Ended::Busy => Self::BUSY_EXIT,
             Ended::AlreadyDone => Self::ALREADY_DONE_EXIT,
+            Ended::Stopped => Self::STOPPED_EXIT,
         }
     }
 }
@@ -86,12 +91,18 @@ pub fn run_one(
         Some(_) if !needs_evaluation(&dir.path, &eval) => return Ok(Ended::AlreadyDone),
         Some(status) => status,
         None => match train(&spec, &dir, device, data_dir, reporter.as_mut())? {
-            Some(status) => status,
-            None => return Ok(Ended::Failed),
+            Trained::Done(status) => *status,
+            Trained::Failed => return Ok(Ended::Failed),
+            Trained::Stopped => return Ok(Ended::Stopped),
         },
     };
     if !needs_evaluation(&dir.path, &eval) {
         return Ok(Ended::Done);
+    }
+    if let Some(signal) = stop::requested() {
+        // Trained and saved; the evaluation runs in the next attempt.
+        reporter.note(&format!("{signal}: stopping before the evaluation"));
+        return Ok(Ended::Stopped);
     }
     match run_eval::evaluate_run(&dir.path, &eval, device, data_dir, reporter.as_mut()) {
         Ok((result, _)) => {
@@ -110,14 +121,22 @@ pub fn run_one(
     }
 }
 
-/// Trains the run; returns its done status, or None when training failed (recorded in `status.json`).
+enum Trained {
+    Done(Box<Status>),
+    /// Recorded in `status.json`.
+    Failed,
+    /// On request, after a checkpoint (`status.json` says running at its step).
+    Stopped,
+}
+
+/// Trains the run.
 fn train(
     spec: &RunSpec,
     dir: &RunDir,
     device: Device,
     data_dir: &Path,
     reporter: &mut dyn Reporter,
-) -> Result<Option<Status>> {
+) -> Result<Trained> {
     let device_name = crate::device::describe(device);
     let resume = dir.checkpoint_step();
     dir.record_attempt(&device_name, resume, crate::device::determinism())?;
@@ -134,15 +153,16 @@ fn train(
             status.resumed_from = o.resumed_from;
             status.best_fid_during = o.best_fid_during;
             dir.write_status(&status)?;
-            Ok(Some(status))
+            Ok(Trained::Done(Box::new(status)))
         }
+        Err(e) if e.is::<stop::Stopped>() => Ok(Trained::Stopped),
         Err(e) => {
             let message = format!("{e:#}");
             reporter.note(&format!("failed: {message}"));
             let mut status = Status::new(State::Failed, spec, dir.checkpoint_step().unwrap_or(0));
             status.error = Some(message);
             dir.write_status(&status)?;
-            Ok(None)
+            Ok(Trained::Failed)
         }
     }
 }

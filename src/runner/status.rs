@@ -53,12 +53,23 @@ pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
     out
 }
 
-/// `ddpm status`: label, hash, state, step/total, last loss, device and elapsed time of every run.
-pub fn status_table(exp: &Experiment, results_root: &Path) -> String {
+/// `ddpm status`: label, hash, state, step/total, last loss, device and elapsed time of every run, and
+/// the Slurm task of each run when the experiment was submitted there.
+pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super::slurm::View>) -> String {
     let width = exp.runs.iter().map(|r| r.label.len()).max().unwrap_or(3).max(3);
     let mut out = format!(
-        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}\n",
-        exp.name, "run", "hash", "state", "step", "last loss", "device", "elapsed", "FID", "bits/dim"
+        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{}\n",
+        exp.name,
+        "run",
+        "hash",
+        "state",
+        "step",
+        "last loss",
+        "device",
+        "elapsed",
+        "FID",
+        "bits/dim",
+        if slurm.is_some() { "  slurm" } else { "" }
     );
     for spec in &exp.runs {
         let dir = RunDir::new(results_root, &spec.hash);
@@ -82,9 +93,11 @@ pub fn status_table(exp: &Experiment, results_root: &Path) -> String {
             }
             _ => "-".into(),
         };
+        let task =
+            slurm.map_or(String::new(), |v| format!("  {}", v.tasks.get(&spec.hash).map_or("-", String::as_str)));
         writeln!(
             out,
-            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}",
+            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{task}",
             spec.label,
             spec.hash,
             state.to_string(),
@@ -96,6 +109,9 @@ pub fn status_table(exp: &Experiment, results_root: &Path) -> String {
             status.as_ref().and_then(|s| s.bpd).map_or("-".into(), |v| format!("{v:.4}")),
         )
         .expect("String");
+    }
+    for line in slurm.map_or(&[][..], |v| &v.lines[..]) {
+        writeln!(out, "  {line}").expect("String");
     }
     out
 }

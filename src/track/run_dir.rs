@@ -95,6 +95,23 @@ pub struct RunDir {
     pub path: PathBuf,
 }
 
+/// The Slurm job this process runs in (null outside Slurm): which array task, which restart, and the
+/// GPUs Slurm gave it.
+fn slurm_task() -> serde_json::Value {
+    let var = |name: &str| std::env::var(name).ok();
+    match var("SLURM_JOB_ID") {
+        None => serde_json::Value::Null,
+        Some(job) => json!({
+            "job_id": job,
+            "array_job_id": var("SLURM_ARRAY_JOB_ID"),
+            "array_task_id": var("SLURM_ARRAY_TASK_ID"),
+            "restart_count": var("SLURM_RESTART_COUNT").and_then(|c| c.parse::<u32>().ok()).unwrap_or(0),
+            "node": var("SLURMD_NODENAME"),
+            "cuda_visible_devices": var("CUDA_VISIBLE_DEVICES"),
+        }),
+    }
+}
+
 impl RunDir {
     pub fn new(results_root: &Path, hash: &str) -> Self {
         Self { path: results_root.join("runs").join(hash) }
@@ -173,6 +190,7 @@ impl RunDir {
             "started_unix": unix_now(),
             "resumed_from": resumed_from,
             "determinism": determinism,
+            "slurm": slurm_task(),
         });
         let path = self.path.join("attempts.jsonl");
         let mut f = std::fs::OpenOptions::new()

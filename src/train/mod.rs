@@ -6,6 +6,7 @@
 mod draws;
 pub mod ema;
 pub mod optim;
+pub mod stop;
 mod window;
 
 use crate::config::{LossKind, RunSpec, TimestepSampling, Weighting};
@@ -203,13 +204,21 @@ pub fn train_run(
             reporter.phase("train", steps as u64);
             reporter.advance(step as u64);
         }
-        if step % tc.checkpoint_every == 0 || step == steps {
+        // A stop request waits for the end of the logging window: the resumed run then logs what an
+        // uninterrupted one would (the window's sums are not part of the checkpoint).
+        let stop = stop::requested().filter(|_| logging && step < steps);
+        if step % tc.checkpoint_every == 0 || step == steps || stop.is_some() {
             save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler)?;
             let mut status = Status::new(State::Running, spec, step);
             status.last_loss = last.as_ref().map(|r| r.loss);
             dir.write_status(&status)?;
         }
         reporter.advance(step as u64);
+        if let Some(signal) = stop {
+            events.flush()?;
+            reporter.note(&format!("{signal}: checkpoint written at step {step}; stopping"));
+            return Err(stop::Stopped { step, signal }.into());
+        }
     }
     let trained = steps - start;
     let images_per_sec = (trained as i64 * batch) as f64 / train_started.elapsed().as_secs_f64().max(1e-9);
