@@ -8,7 +8,7 @@
 //!      false even on a GPU machine (tch-rs issues 980 and 907). The flags are given with
 //!      `cargo:rustc-link-arg`, which reaches this package's binaries and test binaries only, rather
 //!      than `rustflags`, which would also hit build scripts and proc macros.
-//!    - `src/deterministic.cpp`: libtorch's deterministic-algorithms switch, compiled against the
+//!    - `src/libtorch_switches.cpp`: libtorch's deterministic-algorithms switch, compiled against the
 //!      same libtorch headers (tch does not expose it).
 //! 2. Provenance: the libtorch and CUDA versions (from the torch package's `version.py`).
 //! 3. The code fingerprint, part of every run's identity: the sha256 of the files under `src/` and of
@@ -40,18 +40,18 @@ fn link_libtorch() {
         println!("cargo:rustc-link-arg={arg}");
     }
     println!("cargo:rustc-link-search=native={}", lib.display());
-    println!("cargo:rerun-if-changed=src/deterministic.cpp");
+    println!("cargo:rerun-if-changed=src/libtorch_switches.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // PyPI's torch is built with the C++11 ABI (torch._C._GLIBCXX_USE_CXX11_ABI), as torch-sys assumes.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
-        .file("src/deterministic.cpp")
+        .file("src/libtorch_switches.cpp")
         .include(lib.join("../include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())
         .warnings(false)
-        .compile("ddpm_deterministic");
+        .compile("ddpm_libtorch_switches");
     let version_py = std::fs::read_to_string(lib.join("../version.py")).unwrap_or_default();
     // Lines such as `__version__ = '2.11.0+cu130'` and `cuda: Optional[str] = '13.0'`.
     let field = |name: &str| {

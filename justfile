@@ -99,6 +99,14 @@ test: build tensorboard-setup
     {{bin}} data fetch inception
     cargo test --release --locked
 
+# Speed of each recipe's model here (train img/s, sampling, FID features, memory) against PyTorch eager,
+# and where a training step's time goes: writes analysis/bench/<device>.csv and profile-<device>.csv
+bench *args: build
+    {{bin}} data fetch mnist
+    {{bin}} data fetch fashion_mnist
+    {{bin}} data fetch inception
+    {{bin}} bench --compare --profile "$@"
+
 # Formatting and lints, as CI would want them
 lint: setup
     cargo fmt --check

@@ -3,6 +3,7 @@
 //! Data flows one way: experiment TOML → `config` (validated, hashed `RunSpec`s) → `runner` →
 //! `train` (with `models`, `diffusion`, `data`) → a run directory (`track`) → `eval` outputs.
 pub mod analysis;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -83,6 +83,9 @@ enum Command {
         /// CUDA devices to use, one run at a time on each, e.g. 0,2 (overrides --device).
         #[arg(long, value_delimiter = ',')]
         devices: Vec<usize>,
+        /// Runs at once on each device (small models leave a large GPU idle otherwise).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        runs_per_device: u32,
         /// List the runs and whether they are done, without running anything.
         #[arg(long)]
         dry_run: bool,
@@ -145,6 +148,38 @@ enum Command {
     },
     /// Print the device `--device auto` picks and what CUDA libtorch sees.
     Device,
+    /// Training images/s, sampling model evaluations/s, FID feature images/s and peak memory of each
+    /// recipe's model on this device; writes analysis/bench/<device>.csv.
+    Bench {
+        /// Models to measure [default: simple, simple_bn, unet, ddpm_cifar]
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
+        /// A run key for every model, e.g. --set train.precision=bf16 (to measure an option)
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        sets: Vec<String>,
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Steps per window: one window of warm-up, one measured [default: per model and device]
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Batch of the sampling and Inception measurements.
+        #[arg(long, default_value_t = 64)]
+        eval_batch: i64,
+        /// Model calls and Inception batches timed [default: 3 on CPU, 50 on CUDA]
+        #[arg(long)]
+        eval_calls: Option<usize>,
+        /// Also run bench/pytorch_reference.py (PyTorch eager) and print ddpm / PyTorch.
+        #[arg(long)]
+        compare: bool,
+        /// Time the phases of a training step; writes analysis/bench/profile-<device>.csv.
+        #[arg(long)]
+        profile: bool,
+        #[arg(long, default_value = "analysis/bench")]
+        out: PathBuf,
+        /// The Python with torch 2.11.0 for --compare.
+        #[arg(long, default_value = ".venv/bin/python")]
+        python: PathBuf,
+    },
     /// Compare noise schedules: a table of β_t, ᾱ_t, SNR and log-SNR, and optionally a plot of ᾱ_t.
     Schedules {
         /// Number of diffusion steps.
@@ -468,9 +503,10 @@ fn devices(device: &str, devices: &[usize]) -> Result<Vec<tch::Device>> {
 }
 
 fn main() -> ExitCode {
+    ddpm::device::keep_freed_host_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { args, device, devices: list, dry_run, launcher, slurm } => {
+        Command::Run { args, device, devices: list, runs_per_device, dry_run, launcher, slurm } => {
             if dry_run {
                 plan(&args).map(|_| true)
             } else if launcher == "slurm" {
@@ -487,6 +523,7 @@ fn main() -> ExitCode {
                         experiment: args.experiment.clone(),
                         load: args.load_options(),
                         devices,
+                        runs_per_device: runs_per_device as usize,
                         results_root: args.results_root(),
                         data_dir: ddpm::data::data_dir(),
                     };
@@ -570,6 +607,26 @@ fn main() -> ExitCode {
             })
         }
         Command::Verify { run_dir, keep } => ddpm::reproduce::verify(&run_dir, keep),
+        Command::Bench { models, sets, device, steps, eval_batch, eval_calls, compare, profile, out, python } => {
+            ddpm::device::parse(&device).and_then(|device| {
+                let opts = ddpm::bench::BenchOptions {
+                    models,
+                    sets,
+                    device,
+                    steps,
+                    eval_batch,
+                    eval_calls: eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
+                    compare,
+                    profile,
+                    data_dir: ddpm::data::data_dir(),
+                    out_dir: out.clone(),
+                    python,
+                };
+                print!("{}", ddpm::bench::run(&opts)?);
+                println!("written to {}", out.display());
+                Ok(true)
+            })
+        }
         Command::Device => {
             println!("device: {}", ddpm::device::describe(tch::Device::cuda_if_available()));
             println!("cuda available: {}, devices: {}", tch::Cuda::is_available(), tch::Cuda::device_count());

@@ -444,3 +444,38 @@ model = [
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("a multiple of 16 for model `simple_bn`"), "{}", text(&out.stderr));
 }
+
+/// `ddpm bench` on one model with one-step windows: the CSV has the recipe's row with positive speeds,
+/// the PyTorch reference ran the same network (equal parameter counts are checked by bench itself),
+/// and the profile's phases cover the training step. Speeds are not asserted (that is `just bench`).
+#[test]
+fn bench_writes_its_table_and_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .env("DDPM_DATA_DIR", Path::new(env!("CARGO_MANIFEST_DIR")).join("data"))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .args(["bench", "--models", "simple", "--steps", "1", "--eval-calls", "1", "--eval-batch", "8"])
+        .args(["--device", "cpu", "--compare", "--profile", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let csv = std::fs::read_to_string(tmp.path().join("cpu.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 2, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let row: Vec<&str> = lines[1].split(',').collect();
+    let col = |name: &str| row[header.iter().position(|h| *h == name).unwrap_or_else(|| panic!("{name}"))];
+    assert_eq!(col("model"), "simple");
+    assert_eq!(col("parameters"), "858753");
+    for speed in ["train_images_per_sec", "sample_evals_per_sec", "pytorch_train_images_per_sec", "train_ratio"] {
+        assert!(col(speed).parse::<f64>().unwrap() > 0.0, "{speed}: {csv}");
+    }
+    assert!(col("libtorch").starts_with("2.11.0"), "{csv}");
+    let profile = std::fs::read_to_string(tmp.path().join("profile-cpu.csv")).unwrap();
+    for phase in ["forward and loss", "backward", "adam", "ema"] {
+        assert!(profile.contains(&format!("simple,{phase},")), "{profile}");
+    }
+    let share: f64 = profile.lines().skip(1).map(|l| l.rsplit(',').next().unwrap().parse::<f64>().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-3, "shares add up to 1: {share}");
+}

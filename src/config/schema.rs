@@ -476,8 +476,24 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// On CUDA, libtorch's deterministic algorithms, deterministic cuDNN without autotuning, and
     /// cuBLAS's fixed workspace (`CUBLAS_WORKSPACE_CONFIG=:4096:8`), so that the same run on the same
-    /// GPU gives the same weights. CPU runs are deterministic either way. Execution only.
+    /// GPU gives the same weights. CPU runs are deterministic either way. Execution only. Off, cuDNN
+    /// benchmarks its convolution algorithms and keeps the fastest.
     pub deterministic: bool,
+    /// The forward pass and loss in `fp32`, or under `bf16` autocast (convolutions and matmuls in
+    /// bfloat16, reductions and the loss in float32); weights, Adam and EMA stay float32 either way.
+    pub precision: Precision,
+    /// Convolutions on channels-last (NHWC) weights and activations (cuDNN's tensor cores prefer it).
+    pub channels_last: bool,
+    /// TF32 for float32 matmuls on Ampere and newer GPUs (libtorch's default is off for matmuls and on
+    /// for cuDNN convolutions; this key changes the former).
+    pub tf32: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    Fp32,
+    Bf16,
 }
 
 impl Default for TrainConfig {
@@ -496,6 +512,9 @@ impl Default for TrainConfig {
             log_every: 50,
             checkpoint_every: 1000,
             deterministic: true,
+            precision: Precision::Fp32,
+            channels_last: false,
+            tf32: false,
         }
     }
 }

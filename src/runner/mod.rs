@@ -1,6 +1,6 @@
 //! Executes an experiment: every run once, skipping those already done and resuming partial ones.
 //! Each run executes in its own process (`ddpm run-one`, killed if the runner dies), one at a time per
-//! device: one worker on the CPU, one per CUDA device. A failed run is recorded and the others still
+//! device (or `runs_per_device` at a time): one worker on the CPU, one per CUDA device. A failed run is recorded and the others still
 //! run; a run another runner is executing is left to it.
 pub mod board;
 mod events;
@@ -26,8 +26,10 @@ use tch::Device;
 pub struct RunOptions {
     pub experiment: PathBuf,
     pub load: LoadOptions,
-    /// One worker per device.
+    /// One worker per device...
     pub devices: Vec<Device>,
+    /// ...times this: runs at once on each device (small models do not fill a large GPU).
+    pub runs_per_device: usize,
     pub results_root: PathBuf,
     pub data_dir: PathBuf,
 }
@@ -124,7 +126,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     let outcomes = Mutex::new(outcomes);
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
     std::thread::scope(|scope| {
-        for device in &opts.devices {
+        let workers = opts.devices.iter().flat_map(|d| std::iter::repeat_n(d, opts.runs_per_device.max(1)));
+        for device in workers {
             scope.spawn(|| loop {
                 let Some(i) = queue.lock().expect("queue").pop_front() else { break };
                 let spec = &experiment.runs[i];

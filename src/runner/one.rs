@@ -73,7 +73,7 @@ pub fn run_one(
         // Before the first cuBLAS call of this process (a run executes in a process of its own).
         std::env::set_var(crate::device::CUBLAS_WORKSPACE.0, crate::device::CUBLAS_WORKSPACE.1);
     }
-    crate::device::set_deterministic(deterministic);
+    crate::device::configure(&spec.config.train);
     let _lock = match lock::try_acquire(&dir.path)? {
         Acquired::Held(l) => l,
         Acquired::Busy(holder) => {

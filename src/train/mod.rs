@@ -6,10 +6,11 @@
 mod draws;
 pub mod ema;
 pub mod optim;
+pub mod phases;
 pub mod stop;
 mod window;
 
-use crate::config::{LossKind, RunSpec, TimestepSampling, Weighting};
+use crate::config::{LossKind, Precision, RunSpec, TimestepSampling, Weighting};
 use crate::data::Dataset;
 use crate::diffusion::loss::{min_snr_weights, per_sample_loss};
 use crate::diffusion::sampler::{self, SampleOptions};
@@ -23,6 +24,7 @@ use crate::track::run_dir::{RunDir, State, Status};
 use crate::track::{atomic_replace, atomic_write, checkpoint, metrics::MetricsWriter, sha256_hex, tensorboard};
 use anyhow::{bail, Context, Result};
 use draws::{Draws, StepDraws};
+use phases::Phases;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
@@ -39,6 +41,12 @@ pub trait Reporter {
     fn logged(&mut self, record: &LogRecord);
     /// A line of information about the run (e.g. the model's size).
     fn note(&mut self, text: &str);
+    /// Whether to time the phases of each training step (`ddpm bench --profile`).
+    fn wants_phases(&self) -> bool {
+        false
+    }
+    /// The phase times of the steps after the first logging window (the warm-up).
+    fn phases(&mut self, _phases: Phases) {}
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +100,11 @@ pub fn train_run(
     reseed(seed, "init", 0);
     let vs = nn::VarStore::new(device);
     let model = models::build(&cfg.model, channels, height, &vs.root());
+    if tc.channels_last {
+        for (_, mut v) in vs.variables() {
+            v.set_data(&crate::device::channels_last(&v));
+        }
+    }
     let parameters = models::parameter_count(&vs);
     reporter.note(&format!("model {}: {parameters} parameters", cfg.model.name()));
     let mut opt = optim::Adam::new(&vs, tc.lr);
@@ -145,12 +158,25 @@ pub fn train_run(
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
     let mut last: Option<LogRecord> = None;
+    let mut phases = reporter.wants_phases().then(|| Phases::new(device));
+    let mark = |phases: &mut Option<Phases>, phase: &'static str| {
+        if let Some(p) = phases.as_mut() {
+            p.mark(phase)
+        }
+    };
     for step in start + 1..=steps {
         let StepDraws { indices, t, importance, noise } = draws.step(step, &image_shape, &timestep_sampler);
+        mark(&mut phases, "draws (indices, t, noise)");
         let x0 = data.images.index_select(0, &indices);
         let x_t = q_sample(&schedule, &x0, &t, &noise);
         let target = training_target(dc.target, &schedule, &x0, &noise, &t);
-        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &model.forward_t(&x_t, &t, None, true), &target);
+        mark(&mut phases, "batch and q_sample");
+        let x_t = if tc.channels_last { crate::device::channels_last(&x_t) } else { x_t };
+        // Under bf16 autocast the network runs in bfloat16; its output and the loss are float32.
+        let bf16 = tc.precision == Precision::Bf16;
+        let prediction =
+            crate::device::autocast_bf16(bf16, device, || model.forward_t(&x_t, &t, None, true)).to_kind(Kind::Float);
+        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &prediction, &target);
         let weights = match tc.weighting {
             Weighting::Uniform => importance,
             Weighting::MinSnr => {
@@ -163,13 +189,18 @@ pub fn train_run(
             None => per_sample.mean(Kind::Float),
         };
         let logging = step % tc.log_every == 0 || step == steps;
+        mark(&mut phases, "forward and loss");
         opt.zero_grad();
         loss.backward();
+        mark(&mut phases, "backward");
         let grad_norm = logging.then(|| opt.grad_norm());
         opt.step();
+        mark(&mut phases, "adam");
         ema.update(&vs, step as i64 - 1);
+        mark(&mut phases, "ema");
         timestep_sampler.update(&t, &per_sample.detach());
         window.add(&loss, &per_sample, &t);
+        mark(&mut phases, "loss window");
 
         if logging {
             let w = window.take();
@@ -192,6 +223,13 @@ pub fn train_run(
             };
             log(&mut metrics, &mut events, &record, tc.loss)?;
             reporter.logged(&record);
+            mark(&mut phases, "logging");
+            if last.is_none() {
+                // The first window is the warm-up: profile the steps after it.
+                if let Some(p) = phases.as_mut() {
+                    p.reset();
+                }
+            }
             last = Some(record);
         }
         if let Some(d) = during.as_mut().filter(|_| step % ev.every == 0 && step < steps) {
@@ -213,12 +251,16 @@ pub fn train_run(
             status.last_loss = last.as_ref().map(|r| r.loss);
             dir.write_status(&status)?;
         }
+        mark(&mut phases, "checkpoint");
         reporter.advance(step as u64);
         if let Some(signal) = stop {
             events.flush()?;
             reporter.note(&format!("{signal}: checkpoint written at step {step}; stopping"));
             return Err(stop::Stopped { step, signal }.into());
         }
+    }
+    if let Some(p) = phases {
+        reporter.phases(p);
     }
     let trained = steps - start;
     let images_per_sec = (trained as i64 * batch) as f64 / train_started.elapsed().as_secs_f64().max(1e-9);
@@ -331,6 +373,8 @@ fn save_checkpoint(
         vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
     tensors.extend(opt.state());
     tensors.extend(ema.state());
+    // safetensors stores row-major bytes: channels-last tensors are written as contiguous copies.
+    let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
     let state = serde_json::json!({ "adam_step": opt.step, "timestep_sampler": ts.state() });
     checkpoint::save(dir, step, &tensors, state)
 }
@@ -355,7 +399,8 @@ fn restore(
 }
 
 fn save_weights(vs: &nn::VarStore, path: &Path) -> Result<String> {
-    atomic_replace(path, |tmp| Ok(vs.save(tmp)?))?;
+    let tensors: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(k, t)| (k, t.contiguous())).collect();
+    atomic_replace(path, |tmp| Ok(Tensor::write_safetensors(&tensors, tmp)?))?;
     Ok(sha256_hex(&std::fs::read(path)?))
 }
 

@@ -1,0 +1,449 @@
+//! `ddpm bench`: how fast the harness trains and evaluates each recipe's model on this device.
+//!
+//! For each model at its recipe's size and batch: steady-state training images/s, measured by the real
+//! training loop (`train::train_run` on a scratch run directory: the first logging window of `steps`
+//! steps is the warm-up, the second is measured, and reading its loss back synchronises the device);
+//! sampling model evaluations/s at the evaluation batch size; Inception feature extraction images/s (the
+//! FID network); and the process's peak resident memory while training (VmHWM, reset per model).
+//! `--compare` runs `bench/pytorch_reference.py` (the same networks and training step in PyTorch eager,
+//! with `.venv`'s torch) on the same device with the same counts, and prints ddpm / PyTorch.
+//! `--profile` times the phases of each training step (the loop's own marks) after the warm-up.
+//! Results go to `analysis/bench/<device>.csv` (and `profile-<device>.csv`).
+use crate::config::{load_experiment, LoadOptions};
+use crate::eval::inception::{self, Inception};
+use crate::track::run_dir::RunDir;
+use crate::train::{phases::Phases, train_run, LogRecord, Reporter};
+use anyhow::{bail, Context, Result};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// A recipe's model, the images it trains on, and how many steps make a window on a CPU / a GPU.
+pub struct Recipe {
+    pub model: &'static str,
+    pub source: &'static str,
+    pub dataset: &'static str,
+    pub image_size: i64,
+    pub batch: i64,
+    pub cpu_steps: usize,
+    pub gpu_steps: usize,
+}
+
+pub const RECIPES: [Recipe; 4] = [
+    Recipe {
+        model: "simple",
+        source: "blog SimpleUNet",
+        dataset: "mnist",
+        image_size: 32,
+        batch: 128,
+        cpu_steps: 10,
+        gpu_steps: 50,
+    },
+    Recipe {
+        model: "simple_bn",
+        source: "notebook BatchNorm U-Net",
+        dataset: "mnist",
+        image_size: 32,
+        batch: 128,
+        cpu_steps: 2,
+        gpu_steps: 30,
+    },
+    Recipe {
+        model: "unet",
+        source: "practical-work U-Net",
+        dataset: "fashion_mnist",
+        image_size: 28,
+        batch: 128,
+        cpu_steps: 2,
+        gpu_steps: 30,
+    },
+    Recipe {
+        model: "ddpm_cifar",
+        source: "DDPM CIFAR-10 model (1 channel here)",
+        dataset: "mnist",
+        image_size: 32,
+        batch: 128,
+        cpu_steps: 1,
+        gpu_steps: 20,
+    },
+];
+
+pub struct BenchOptions {
+    pub models: Vec<String>,
+    /// Run keys for every model, e.g. `train.precision=bf16` (to measure an option).
+    pub sets: Vec<String>,
+    pub device: Device,
+    /// Steps per window (warm-up and measured) [default: the recipe's for the device].
+    pub steps: Option<usize>,
+    pub eval_batch: i64,
+    /// Model calls (sampling) and Inception batches timed.
+    pub eval_calls: usize,
+    pub compare: bool,
+    pub profile: bool,
+    pub data_dir: PathBuf,
+    pub out_dir: PathBuf,
+    /// The Python with torch for `--compare`.
+    pub python: PathBuf,
+}
+
+/// One model's numbers.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    pub parameters: i64,
+    pub steps: usize,
+    pub train_images_per_sec: f64,
+    pub sample_evals_per_sec: f64,
+    pub fid_images_per_sec: Option<f64>,
+    pub peak_host_bytes: u64,
+    pub pytorch: Option<serde_json::Value>,
+    pub phases: Vec<(&'static str, f64)>,
+}
+
+/// Collects what the training loop reports.
+struct Collect {
+    records: Vec<LogRecord>,
+    profile: bool,
+    phases: Option<Phases>,
+}
+
+impl Reporter for Collect {
+    fn phase(&mut self, _: &str, _: u64) {}
+    fn advance(&mut self, _: u64) {}
+    fn logged(&mut self, record: &LogRecord) {
+        self.records.push(record.clone());
+    }
+    fn note(&mut self, _: &str) {}
+    fn wants_phases(&self) -> bool {
+        self.profile
+    }
+    fn phases(&mut self, phases: Phases) {
+        self.phases = Some(phases);
+    }
+}
+
+/// Peak resident memory of this process since the last reset (VmHWM), in bytes.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Resets VmHWM to the current resident size (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// The experiment file of one benchmark run: the recipe's model, size and batch; two logging windows.
+fn experiment(r: &Recipe, steps: usize) -> String {
+    format!(
+        r#"seed = 0
+[experiment]
+name = "bench_{model}"
+[data]
+name = "{dataset}"
+image_size = {size}
+limit = 1024
+[model]
+name = "{model}"
+[diffusion]
+timesteps = 1000
+[train]
+steps = {total}
+batch_size = {batch}
+lr = 2e-4
+log_every = {steps}
+checkpoint_every = {total}
+[sample]
+num_samples = 1
+trajectory = []
+sampler = {{ name = "ddim", steps = 1 }}
+[eval]
+fid = false
+bpd = false
+"#,
+        model = r.model,
+        dataset = r.dataset,
+        size = r.image_size,
+        batch = r.batch,
+        total = 2 * steps,
+    )
+}
+
+fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
+    let steps = o.steps.unwrap_or(if o.device.is_cuda() { r.gpu_steps } else { r.cpu_steps }).max(1);
+    let file = scratch.join(format!("{}.toml", r.model));
+    crate::track::atomic_write(&file, experiment(r, steps).as_bytes())?;
+    let exp = load_experiment(&file, &LoadOptions { profile: None, sets: o.sets.clone(), use_env: false })?;
+    let spec = &exp.runs[0];
+    let dir = RunDir::new(&scratch.join("results"), &spec.hash);
+    dir.prepare(spec)?;
+    crate::device::configure(&spec.config.train);
+    reset_peak_rss();
+    let mut collect = Collect { records: Vec::new(), profile: o.profile, phases: None };
+    let outcome = train_run(spec, &dir, o.device, &o.data_dir, &mut collect)?;
+    let peak_host_bytes = peak_rss();
+    let measured = collect.records.get(1).context("the training loop logged no second window")?;
+    if measured.step != 2 * steps {
+        bail!("the measured window ends at step {}, not {}", measured.step, 2 * steps);
+    }
+    let _ = std::fs::remove_dir_all(&dir.path);
+
+    // Sampling: the model's forward pass without gradients at the evaluation batch size.
+    let channels = spec.config.data.name.channels();
+    let vs = tch::nn::VarStore::new(o.device);
+    let model = crate::models::build(&spec.config.model, channels, r.image_size, &vs.root());
+    let sample_evals_per_sec = tch::no_grad(|| {
+        let shape = [o.eval_batch, channels, r.image_size, r.image_size];
+        let mut x = Tensor::randn(shape, (Kind::Float, o.device));
+        let t = Tensor::full([o.eval_batch], 500, (Kind::Int64, o.device));
+        x = model.forward_t(&x, &t, None, false);
+        sync(o.device);
+        let started = Instant::now();
+        for _ in 0..o.eval_calls {
+            x = model.forward_t(&x, &t, None, false);
+        }
+        sync(o.device);
+        (o.eval_calls as i64 * o.eval_batch) as f64 / started.elapsed().as_secs_f64()
+    });
+
+    // FID's feature extraction, when the network's weights are here.
+    let fid_images_per_sec = if inception::weights_path(&o.data_dir).is_file() {
+        let mut net = Inception::load(&o.data_dir, o.device)?;
+        net.batch = o.eval_batch;
+        let shape = [o.eval_batch, channels, r.image_size, r.image_size];
+        let pixels = Tensor::randint(256, shape, (Kind::Float, o.device));
+        let _ = net.features_of_pixels(&pixels)?;
+        let started = Instant::now();
+        for _ in 0..o.eval_calls {
+            let _ = net.features_of_pixels(&pixels)?;
+        }
+        Some((o.eval_calls as i64 * o.eval_batch) as f64 / started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
+
+    let pytorch = if o.compare { Some(pytorch_reference(r, o, steps, channels)?) } else { None };
+    if let Some(p) = &pytorch {
+        // The same network on both sides, or the ratio means nothing.
+        if p["parameters"].as_i64() != Some(outcome.parameters) {
+            bail!(
+                "the PyTorch reference's {} has {} parameters, ddpm's {}",
+                r.model,
+                p["parameters"],
+                outcome.parameters
+            );
+        }
+    }
+    let per_step = |total: f64| total / steps as f64;
+    Ok(Measured {
+        parameters: outcome.parameters,
+        steps,
+        train_images_per_sec: measured.images_per_sec,
+        sample_evals_per_sec,
+        fid_images_per_sec,
+        peak_host_bytes,
+        pytorch,
+        phases: collect
+            .phases
+            .map(|p| p.totals.into_iter().map(|(n, s)| (n, per_step(s))).collect())
+            .unwrap_or_default(),
+    })
+}
+
+fn pytorch_reference(r: &Recipe, o: &BenchOptions, steps: usize, channels: i64) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_reference.py");
+    let device = match o.device {
+        Device::Cuda(n) => format!("cuda:{n}"),
+        _ => "cpu".into(),
+    };
+    let out = std::process::Command::new(&o.python)
+        .arg(&script)
+        .args(["--model", r.model, "--device", &device])
+        .args(["--channels", &channels.to_string(), "--size", &r.image_size.to_string()])
+        .args(["--batch", &r.batch.to_string(), "--warmup", &steps.to_string(), "--steps", &steps.to_string()])
+        .args(["--eval-batch", &o.eval_batch.to_string()])
+        .args(["--sample-calls", &o.eval_calls.to_string(), "--fid-batches", &o.eval_calls.to_string()])
+        .arg("--inception")
+        .arg(inception::weights_path(&o.data_dir))
+        .output()
+        .with_context(|| format!("cannot run {} {}", o.python.display(), script.display()))?;
+    if !out.status.success() {
+        bail!("{} failed: {}", script.display(), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("{} printed no JSON: {text}", script.display()))
+}
+
+fn device_slug(device: Device) -> &'static str {
+    if device.is_cuda() {
+        "cuda"
+    } else {
+        "cpu"
+    }
+}
+
+fn git_commit() -> String {
+    let state = crate::track::run_dir::git_state();
+    match (state.get("commit").and_then(|c| c.as_str()), state.get("dirty").and_then(|d| d.as_bool())) {
+        (Some(c), Some(true)) => format!("{}-dirty", &c[..12.min(c.len())]),
+        (Some(c), _) => c[..12.min(c.len())].to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+/// Runs the benchmark and writes its tables; returns the printed table.
+pub fn run(o: &BenchOptions) -> Result<String> {
+    let recipes: Vec<&Recipe> = if o.models.is_empty() {
+        RECIPES.iter().collect()
+    } else {
+        o.models
+            .iter()
+            .map(|m| {
+                RECIPES.iter().find(|r| r.model == m).with_context(|| {
+                    let names: Vec<&str> = RECIPES.iter().map(|r| r.model).collect();
+                    format!("--models: unknown model {m:?}; allowed are {}", names.join(", "))
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let scratch = std::env::temp_dir().join(format!("ddpm-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let device_name = crate::device::describe(o.device);
+    let (commit, libtorch, threads) = (git_commit(), env!("DDPM_LIBTORCH_VERSION"), tch::get_num_threads());
+    let mut rows = Vec::new();
+    let mut table = format!(
+        "ddpm bench on {device_name}, libtorch {libtorch}, commit {commit}\n{:11} {:>5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>8}\n",
+        "model", "side", "batch", "parameters", "train img/s", "sample ev/s", "FID img/s", "peak MB", "torch img/s", "ddpm/torch"
+    );
+    for r in recipes {
+        eprintln!("bench {} ({}) at {}x{}, batch {}", r.model, r.source, r.image_size, r.image_size, r.batch);
+        let m = measure(r, o, &scratch);
+        let m = match m {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(e.context(format!("bench {}", r.model)));
+            }
+        };
+        let torch = m.pytorch.as_ref().and_then(|p| p["train_images_per_sec"].as_f64());
+        let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+        let line = format!(
+            "{:11} {:>5} {:>6} {:>11} {:>10.1} {:>12.1} {:>9} {:>9.0} {:>10} {:>8}\n",
+            r.model,
+            r.image_size,
+            r.batch,
+            m.parameters,
+            m.train_images_per_sec,
+            m.sample_evals_per_sec,
+            opt(m.fid_images_per_sec, 1),
+            m.peak_host_bytes as f64 / 1e6,
+            opt(torch, 1),
+            opt(torch.map(|t| m.train_images_per_sec / t), 3),
+        );
+        eprint!("{line}");
+        table.push_str(&line);
+        rows.push((r, m));
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    write_tables(o, &rows, &device_name, &commit, libtorch, threads)?;
+    Ok(table)
+}
+
+fn write_tables(
+    o: &BenchOptions,
+    rows: &[(&Recipe, Measured)],
+    device_name: &str,
+    commit: &str,
+    libtorch: &str,
+    threads: i32,
+) -> Result<()> {
+    let num = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    let mut csv = String::from(
+        "model,source,dataset,image_size,batch,parameters,steps_measured,train_images_per_sec,sample_evals_per_sec,\
+         fid_images_per_sec,peak_host_mb,pytorch_train_images_per_sec,pytorch_sample_evals_per_sec,\
+         pytorch_fid_images_per_sec,pytorch_peak_host_mb,train_ratio,device,ddpm_commit,libtorch,threads\n",
+    );
+    for (r, m) in rows {
+        let p = |k: &str| m.pytorch.as_ref().and_then(|p| p[k].as_f64());
+        writeln!(
+            csv,
+            "{},\"{}\",{},{},{},{},{},{:.3},{:.3},{},{:.1},{},{},{},{},{},\"{device_name}\",{commit},{libtorch},{threads}",
+            r.model,
+            r.source,
+            r.dataset,
+            r.image_size,
+            r.batch,
+            m.parameters,
+            m.steps,
+            m.train_images_per_sec,
+            m.sample_evals_per_sec,
+            num(m.fid_images_per_sec),
+            m.peak_host_bytes as f64 / 1e6,
+            num(p("train_images_per_sec")),
+            num(p("sample_evals_per_sec")),
+            num(p("fid_images_per_sec")),
+            num(p("peak_host_bytes").map(|b| b / 1e6)),
+            num(p("train_images_per_sec").map(|t| m.train_images_per_sec / t)),
+        )
+        .expect("String");
+    }
+    let slug = device_slug(o.device);
+    std::fs::create_dir_all(&o.out_dir).with_context(|| format!("cannot create {}", o.out_dir.display()))?;
+    crate::track::atomic_write(&o.out_dir.join(format!("{slug}.csv")), csv.as_bytes())?;
+    if o.profile {
+        let mut prof = String::from("model,phase,ms_per_step,share\n");
+        for (r, m) in rows {
+            let total: f64 = m.phases.iter().map(|(_, s)| s).sum();
+            for (phase, s) in &m.phases {
+                writeln!(prof, "{},{phase},{:.3},{:.4}", r.model, s * 1e3, s / total.max(1e-12)).expect("String");
+            }
+        }
+        crate::track::atomic_write(&o.out_dir.join(format!("profile-{slug}.csv")), prof.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peak_resident_size_is_read_and_reset() {
+        reset_peak_rss();
+        let before = peak_rss();
+        assert!(before > 0);
+        let mut big = vec![0u8; 64 << 20];
+        for page in big.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        std::hint::black_box(&big);
+        assert!(peak_rss() >= before + (60 << 20), "64 MB touched shows in VmHWM");
+        drop(big);
+        reset_peak_rss();
+        assert!(peak_rss() < before + (60 << 20), "reset to the current size");
+    }
+
+    #[test]
+    fn every_recipe_is_a_valid_two_window_experiment() {
+        let dir = tempfile::tempdir().unwrap();
+        for r in &RECIPES {
+            let file = dir.path().join(format!("{}.toml", r.model));
+            std::fs::write(&file, experiment(r, 3)).unwrap();
+            let exp = load_experiment(&file, &LoadOptions { profile: None, sets: Vec::new(), use_env: false }).unwrap();
+            let t = &exp.runs[0].config.train;
+            assert_eq!((t.steps, t.log_every, t.batch_size), (6, 3, 128), "{}", r.model);
+            assert_eq!(exp.runs[0].config.data.image_size, r.image_size);
+        }
+    }
+}

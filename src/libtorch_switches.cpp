@@ -1,0 +1,63 @@
+// libtorch's switches that tch does not expose: reproducibility (`device::set_deterministic`), cuDNN
+// autotuning and TF32, bf16 autocast, and channels-last tensors (src/device.rs wraps each).
+#include <ATen/Context.h>
+#include <ATen/autocast_mode.h>
+#include <ATen/core/Tensor.h>
+
+// On: deterministic algorithms wherever libtorch has them (warn_only = true: an operation without a
+// deterministic implementation warns instead of failing the run), deterministic cuDNN convolutions
+// and no cuDNN autotuning (benchmark mode may pick different algorithms on different runs).
+extern "C" void ddpm_set_deterministic(int on) {
+  auto& ctx = at::globalContext();
+  ctx.setDeterministicAlgorithms(on != 0, /*warn_only=*/true);
+  ctx.setDeterministicCuDNN(on != 0);
+  if (on != 0) {
+    ctx.setBenchmarkCuDNN(false);
+  }
+}
+
+extern "C" int ddpm_deterministic_algorithms() {
+  return at::globalContext().deterministicAlgorithms() ? 1 : 0;
+}
+
+extern "C" int ddpm_benchmark_cudnn() {
+  return at::globalContext().benchmarkCuDNN() ? 1 : 0;
+}
+
+extern "C" void ddpm_set_cudnn_benchmark(int on) { at::globalContext().setBenchmarkCuDNN(on != 0); }
+
+extern "C" void ddpm_set_tf32_matmul(int on) { at::globalContext().setAllowTF32CuBLAS(on != 0); }
+
+extern "C" int ddpm_tf32_matmul() { return at::globalContext().allowTF32CuBLAS() ? 1 : 0; }
+
+static c10::DeviceType device_type(int cuda) { return cuda != 0 ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+
+// Enters (on != 0) or leaves bf16 autocast on the CPU or CUDA, as torch.autocast(dtype=torch.bfloat16)
+// does: the per-device switch and dtype, and the nesting count whose end clears autocast's weight cache.
+extern "C" void ddpm_autocast_bf16(int cuda, int on) {
+  auto type = device_type(cuda);
+  if (on != 0) {
+    at::autocast::set_autocast_dtype(type, at::kBFloat16);
+    at::autocast::set_autocast_enabled(type, true);
+    at::autocast::increment_nesting();
+  } else {
+    at::autocast::set_autocast_enabled(type, false);
+    if (at::autocast::decrement_nesting() == 0) {
+      at::autocast::clear_cache();
+    }
+  }
+}
+
+extern "C" int ddpm_autocast_enabled(int cuda) { return at::autocast::is_autocast_enabled(device_type(cuda)) ? 1 : 0; }
+
+// tch's tensor handle is an at::Tensor*. A new handle to the tensor's channels-last copy (the same
+// tensor when it is one already); the caller owns it.
+extern "C" void* ddpm_channels_last(void* tensor) {
+  auto* t = static_cast<at::Tensor*>(tensor);
+  return new at::Tensor(t->contiguous(at::MemoryFormat::ChannelsLast));
+}
+
+extern "C" int ddpm_is_channels_last(void* tensor) {
+  auto* t = static_cast<at::Tensor*>(tensor);
+  return t->is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
+}
