@@ -224,6 +224,12 @@ pub fn train_run(
             log(&mut metrics, &mut events, &record, tc.loss)?;
             reporter.logged(&record);
             mark(&mut phases, "logging");
+            if step == steps {
+                // The profile covers the training steps; the last checkpoint, written once, is not one.
+                if let Some(p) = phases.take() {
+                    reporter.phases(p);
+                }
+            }
             if last.is_none() {
                 // The first window is the warm-up: profile the steps after it.
                 if let Some(p) = phases.as_mut() {
@@ -258,9 +264,6 @@ pub fn train_run(
             reporter.note(&format!("{signal}: checkpoint written at step {step}; stopping"));
             return Err(stop::Stopped { step, signal }.into());
         }
-    }
-    if let Some(p) = phases {
-        reporter.phases(p);
     }
     let trained = steps - start;
     let images_per_sec = (trained as i64 * batch) as f64 / train_started.elapsed().as_secs_f64().max(1e-9);
