@@ -58,11 +58,14 @@ pub struct DataConfig {
     /// Use only the first `limit` training images (for quick tests); all when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<usize>,
+    /// Flip each training image left-right with probability 1/2 (Ho et al. on CIFAR-10), drawn per
+    /// step for the whole batch at once.
+    pub random_flip: bool,
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { name: DatasetName::Mnist, image_size: 32, limit: None }
+        Self { name: DatasetName::Mnist, image_size: 32, limit: None, random_flip: false }
     }
 }
 

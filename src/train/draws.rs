@@ -16,6 +16,7 @@ pub struct Draws {
     device: Device,
     /// The current epoch and its permutation of the dataset.
     epoch_order: Option<(usize, Tensor)>,
+    random_flip: bool,
 }
 
 /// One step's draws.
@@ -28,11 +29,19 @@ pub struct StepDraws {
     pub importance: Option<Tensor>,
     /// ε, shaped like the batch.
     pub noise: Tensor,
+    /// Which images to flip left-right (`[B]` booleans), when flips are on.
+    pub flip: Option<Tensor>,
 }
 
 impl Draws {
     pub fn new(seed: u64, n: i64, batch: i64, device: Device) -> Self {
-        Draws { seed, n, batch, device, epoch_order: None }
+        Draws { seed, n, batch, device, epoch_order: None, random_flip: false }
+    }
+
+    /// Also draw a left-right flip per image (after the noise: runs without flips draw what they drew).
+    pub fn with_random_flip(mut self, on: bool) -> Self {
+        self.random_flip = on;
+        self
     }
 
     pub fn steps_per_epoch(&self) -> usize {
@@ -53,7 +62,8 @@ impl Draws {
         let (t, importance) = timesteps.sample(self.batch, self.device);
         let shape: Vec<i64> = std::iter::once(self.batch).chain(image_shape.iter().copied()).collect();
         let noise = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
-        StepDraws { indices, t, importance, noise }
+        let flip = self.random_flip.then(|| Tensor::rand([self.batch], (Kind::Float, self.device)).lt(0.5));
+        StepDraws { indices, t, importance, noise, flip }
     }
 }
 
@@ -98,5 +108,24 @@ mod tests {
         assert_eq!(unique.len(), 8, "{first_epoch:?}");
         let seed6 = run(6, 1, |_| {});
         assert!(plain.iter().zip(&seed6).all(|(a, b)| a != b));
+    }
+
+    /// Flips: about half the images of a batch, the same ones for the same (seed, step), and turning
+    /// them on leaves the indices, timesteps and noise as they were.
+    #[test]
+    fn flips_are_drawn_after_everything_else() {
+        let sampler = TimestepSampler::uniform(50);
+        let plain = Draws::new(3, 1000, 400, Device::Cpu).step(2, &[1, 2, 2], &sampler);
+        let flipped = Draws::new(3, 1000, 400, Device::Cpu).with_random_flip(true).step(2, &[1, 2, 2], &sampler);
+        assert!(plain.flip.is_none());
+        assert!(
+            plain.noise.equal(&flipped.noise) && plain.t.equal(&flipped.t) && plain.indices.equal(&flipped.indices)
+        );
+        let mask = flipped.flip.unwrap();
+        let count = mask.to_kind(Kind::Int64).sum(Kind::Int64).int64_value(&[]);
+        // Binomial(400, 1/2): mean 200, sd 10; 5 sd either side.
+        assert!((150..=250).contains(&count), "{count}");
+        let again = Draws::new(3, 1000, 400, Device::Cpu).with_random_flip(true).step(2, &[1, 2, 2], &sampler);
+        assert!(mask.equal(&again.flip.unwrap()));
     }
 }

@@ -153,7 +153,7 @@ pub fn train_run(
     };
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
-    let mut draws = Draws::new(seed, n, batch, device);
+    let mut draws = Draws::new(seed, n, batch, device).with_random_flip(cfg.data.random_flip);
     let image_shape = data.images.size()[1..].to_vec();
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
@@ -165,9 +165,14 @@ pub fn train_run(
         }
     };
     for step in start + 1..=steps {
-        let StepDraws { indices, t, importance, noise } = draws.step(step, &image_shape, &timestep_sampler);
+        let StepDraws { indices, t, importance, noise, flip } = draws.step(step, &image_shape, &timestep_sampler);
         mark(&mut phases, "draws (indices, t, noise)");
         let x0 = data.images.index_select(0, &indices);
+        // One batched select between the images and their mirror images, no per-image work.
+        let x0 = match &flip {
+            Some(f) => x0.flip([3]).where_self(&f.view([-1, 1, 1, 1]), &x0),
+            None => x0,
+        };
         let x_t = q_sample(&schedule, &x0, &t, &noise);
         let target = training_target(dc.target, &schedule, &x0, &noise, &t);
         mark(&mut phases, "batch and q_sample");
