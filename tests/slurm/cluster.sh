@@ -49,10 +49,10 @@ stop_pid_file() {
 }
 
 start() {
+    mkdir -p "$dir"/{state,spool,log,dev}
     install
     local host conf node
     host=$(hostname -s)
-    mkdir -p "$dir"/{state,spool,log,dev}
     chmod 0700 "$dir"
     # munge: a key and a socket of our own; root runs it (--force accepts that).
     [ -s "$dir/munge.key" ] || { dd if=/dev/urandom of="$dir/munge.key" bs=1024 count=1 2>/dev/null; chmod 0400 "$dir/munge.key"; }
