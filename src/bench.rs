@@ -138,9 +138,7 @@ fn reset_peak_rss() {
 }
 
 fn sync(device: Device) {
-    if let Device::Cuda(n) = device {
-        tch::Cuda::synchronize(n as i64);
-    }
+    crate::device::synchronize(device)
 }
 
 /// The experiment file of one benchmark run: the recipe's model, size and batch; two logging windows.

@@ -135,6 +135,14 @@ pub fn determinism() -> serde_json::Value {
     })
 }
 
+/// Waits until the device has finished its queued work (CUDA kernels run asynchronously), so that a
+/// wall-clock time covers them; nothing to wait for on the CPU.
+pub fn synchronize(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

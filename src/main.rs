@@ -137,7 +137,8 @@ enum Command {
         /// Report progress as JSON lines on standard output (for the runner).
         #[arg(long)]
         events: bool,
-        /// The evaluation spec as JSON (the experiment's `[eval]`) [default: the run's own].
+        /// The evaluation spec as JSON (the experiment's `[eval]`), or a JSON list of specs evaluated
+        /// in turn after one training [default: the run's own].
         #[arg(long)]
         eval: Option<String>,
     },
@@ -545,8 +546,8 @@ fn main() -> ExitCode {
             // SIGUSR1/SIGTERM: checkpoint and exit (the Slurm script requeues; `run` resumes later).
             ddpm::train::stop::install();
             let outcome = ddpm::device::parse(&device).and_then(|d| {
-                let eval = eval.map(|e| serde_json::from_str(&e)).transpose()?;
-                ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events, eval)
+                let evals = eval.map(|e| ddpm::runner::one::parse_evals(&e)).transpose()?.unwrap_or_default();
+                ddpm::runner::one::run_one(&run_dir, d, &ddpm::data::data_dir(), events, evals)
             });
             return match outcome {
                 Ok(ended) => ExitCode::from(ended.exit_code() as u8),

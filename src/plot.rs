@@ -44,6 +44,8 @@ pub struct Axes {
     pub y_label: String,
     /// Logarithmic y axis; ignored (linear) when a value is not positive.
     pub log_y: bool,
+    /// Logarithmic x axis (points with x <= 0 are left out).
+    pub log_x: bool,
     pub size: (u32, u32),
     /// Where the legend goes: a corner the lines leave free.
     pub legend_upper_left: bool,
@@ -56,6 +58,7 @@ impl Axes {
             x_label: x_label.into(),
             y_label: y_label.into(),
             log_y: false,
+            log_x: false,
             size: (900, 540),
             legend_upper_left: false,
         }
@@ -130,6 +133,22 @@ pub fn tick(v: f64, span: f64) -> String {
 
 /// Lines (with their bands) on linear x and linear or logarithmic y axes spanning the data.
 pub fn line_chart(axes: &Axes, series: &[Series]) -> Result<Figure> {
+    // A logarithmic x axis is drawn as a linear axis over log10(x), labelled with x itself.
+    let logged: Vec<Series>;
+    let series = if axes.log_x {
+        let log = |x: f64| (x > 0.0).then(|| x.log10());
+        logged = series
+            .iter()
+            .map(|s| Series {
+                name: s.name.clone(),
+                points: s.points.iter().filter_map(|&(x, y)| Some((log(x)?, y))).collect(),
+                band: s.band.iter().filter_map(|&(x, lo, hi)| Some((log(x)?, lo, hi))).collect(),
+            })
+            .collect();
+        &logged[..]
+    } else {
+        series
+    };
     render(axes.size, |root| draw_lines(&root, axes, series), |root| draw_lines(&root, axes, series))
 }
 
@@ -176,7 +195,7 @@ where
         .configure_mesh()
         .x_desc(axes.x_label.as_str())
         .y_desc(axes.y_label.as_str())
-        .x_label_formatter(&|v| tick(*v, x_span))
+        .x_label_formatter(&|v| if axes.log_x { tick(10f64.powf(*v), 0.0) } else { tick(*v, x_span) })
         .y_label_formatter(&|v| tick(*v, y_span))
         .label_style(("sans-serif", 14))
         .axis_desc_style(("sans-serif", 16))

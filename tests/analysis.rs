@@ -75,6 +75,8 @@ fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f
                 estimated: false,
                 per_t,
             }),
+            sample_seconds: Some(2.0),
+            model_evaluations: Some(50),
             seconds: 1.0,
         };
         let eval_dir = dir.join("eval").join(spec_hash(&eval));

@@ -102,7 +102,7 @@ fn errors_name_file_line_and_key() {
     // in a grid value (line 3) and in a profile (line 5)
     check("[grid]\n\"train.steps\" = [10]\n\"train.lr\" = [1e-3, -1.0]\n", &["e.toml:3", "key `train.lr` = -1"]);
     check("[train]\nsteps = 3\n[grid]\nx = [1, 2]\n", &["e.toml:4", "grid key `x` is not a run key"]);
-    check("[grid]\n\"eval.num_samples\" = [10, 20]\n", &["e.toml:2", "`eval.num_samples` cannot vary", "--spec"]);
+    check("[grid]\n\"eval.num_samples\" = [10, 10]\n", &["resolve to the same configuration"]);
     check("[eval]\nnum_samplez = 3\n", &["e.toml:2", "key `eval.num_samplez`", "unknown field"]);
     check("[eval]\nkid_subsets = 0\n", &["e.toml:2", "key `eval.kid_subsets` = 0"]);
     let out = {
@@ -429,4 +429,79 @@ fn channels_last_and_bf16_runs_train_and_stay_near_float32() {
         assert!((a - b).abs() <= 1e-2 * a.abs(), "step {s}: channels-last {b} vs {a}");
         assert!((a - c).abs() <= 0.1 * a.abs() && a != c, "step {s}: bf16 {c} vs {a}");
     }
+}
+
+/// Runs that differ only in `[eval]` (here the sampler) share one training: `plan` says so, `run`
+/// trains once and adds one evaluation per sampler, a second `run` does nothing, and a new sampler later
+/// only adds its evaluation. The analysis plots FID against the sampler's steps and time.
+#[test]
+fn evaluation_only_variations_share_one_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = tmp.path().join("r");
+    let samplers = [
+        r#"{ name = "ddpm", steps = 6 }"#,
+        r#"{ name = "ddim", steps = 3, eta = 0.0 }"#,
+        r#"{ name = "ddim", steps = 3, eta = 1.0 }"#,
+    ];
+    let body = |n: usize| {
+        RESUMABLE.replace("steps = 60", "steps = 10")
+            + "[eval]\nfid = true\nbpd = false\nnum_samples = 4\nbatch_size = 4\nreference_images = 4\nkid_subset_size = 2\n"
+            + &format!("[grid]\n\"eval.sampler\" = [{}]\n", samplers[..n].join(", "))
+    };
+    let exp = write(tmp.path(), "samplers.toml", &body(2));
+    let run = |exp: &Path| {
+        let out = bin()
+            .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+            .arg(&results)
+            .env("DDPM_EVAL__FID", "true")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+        text(&out.stdout)
+    };
+    let out = ddpm(&["plan", exp.to_str().unwrap()], &results);
+    let plan = text(&out.stdout);
+    assert!(plan.contains("2 run(s), 1 training"), "{plan}");
+
+    let first = run(&exp);
+    assert_eq!(first.lines().filter(|l| l.starts_with("run ")).count(), 1, "{first}");
+    assert!(first.contains("(+1 evaluation)"), "{first}");
+    assert!(first.lines().any(|l| l.contains("sampler=ddim") && l.contains("evaluated")), "{first}");
+    let dirs: Vec<_> = std::fs::read_dir(results.join("runs")).unwrap().collect();
+    assert_eq!(dirs.len(), 1, "one run directory for both runs");
+    let dir = run_dir(&results);
+    let evaluations = |dir: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_dir(dir.join("eval"))
+            .unwrap()
+            .map(|e| {
+                serde_json::from_str(&std::fs::read_to_string(e.unwrap().path().join("metrics.json")).unwrap()).unwrap()
+            })
+            .collect()
+    };
+    let mut nfes: Vec<u64> = evaluations(&dir).iter().map(|r| r["model_evaluations"].as_u64().unwrap()).collect();
+    nfes.sort();
+    assert_eq!(nfes, vec![3, 6]);
+    assert!(evaluations(&dir)
+        .iter()
+        .all(|r| r["fid"].as_f64().unwrap().is_finite() && r["sample_seconds"].as_f64().unwrap() > 0.0));
+
+    let again = run(&exp);
+    assert!(!again.lines().any(|l| l.starts_with("run ") || l.starts_with("eval ")), "{again}");
+
+    // A third sampler later: its evaluation only, no training.
+    let exp3 = write(tmp.path(), "samplers.toml", &body(3));
+    let third = run(&exp3);
+    assert!(third.lines().any(|l| l.starts_with("eval ")), "{third}");
+    assert_eq!(evaluations(&dir).len(), 3);
+    let attempts = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap();
+    assert_eq!(attempts.lines().count(), 1, "trained once: {attempts}");
+    // The analysis of a results folder other than `results/` goes to `<results>/analysis`.
+    let analysis = results.join("analysis/samplers");
+    let analyzed = ddpm(&["analyze", exp3.to_str().unwrap()], &results);
+    assert!(analyzed.status.success(), "{}", text(&analyzed.stderr));
+    for f in ["fid_vs_steps.png", "fid_vs_time.svg", "runs.csv"] {
+        assert!(analysis.join(f).exists(), "{f}: {:?}", std::fs::read_dir(&analysis).map(|d| d.count()));
+    }
+    let runs = std::fs::read_to_string(analysis.join("runs.csv")).unwrap();
+    assert_eq!(runs.lines().count(), 4, "{runs}");
 }

@@ -11,8 +11,18 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The metrics a run can have, in table order; lower is better for every one of them but images/s.
-pub const METRICS: [&str; 9] =
-    ["final_loss", "fid", "kid", "bpd", "bpd_prior", "bpd_diffusion", "bpd_decoder", "images_per_sec", "wall_seconds"];
+pub const METRICS: [&str; 10] = [
+    "final_loss",
+    "fid",
+    "kid",
+    "bpd",
+    "bpd_prior",
+    "bpd_diffusion",
+    "bpd_decoder",
+    "sample_seconds",
+    "images_per_sec",
+    "wall_seconds",
+];
 
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -40,6 +50,11 @@ pub struct RunRecord {
     /// The bound's terms and the training loss per timestep, from the run's evaluation (empty when the
     /// bound was not evaluated).
     pub per_t: Vec<PerT>,
+    /// Network evaluations per image of the evaluation's sampler (when FID was computed).
+    pub model_evaluations: Option<usize>,
+    /// The sample grid of this run: its evaluation's when the experiment varies `[eval]` (runs that
+    /// share a training differ only there), else the one drawn at the end of training.
+    pub samples: std::path::PathBuf,
 }
 
 fn read_json(path: &Path) -> Option<serde_json::Value> {
@@ -76,13 +91,14 @@ pub fn varied_keys(exp: &Experiment) -> Vec<String> {
     let mut keys: Vec<String> = flats.iter().flat_map(|f| f.keys().cloned()).collect();
     keys.sort();
     keys.dedup();
-    keys.retain(|k| flats.iter().any(|f| f.get(k) != flats[0].get(k)) && !k.starts_with("eval."));
+    keys.retain(|k| flats.iter().any(|f| f.get(k) != flats[0].get(k)));
     keys
 }
 
 /// Reads every run of the experiment from `results_root`.
 pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
     let keys: Vec<String> = varied_keys(exp).into_iter().filter(|k| k != "seed").collect();
+    let eval_varies = keys.iter().any(|k| k.starts_with("eval."));
     exp.runs
         .iter()
         .map(|spec| {
@@ -102,18 +118,31 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             let mut metrics = BTreeMap::new();
             let mut per_t = Vec::new();
             let provenance = read_json(&dir.path.join("provenance.json"));
+            let mut put = |k: &str, v: Option<f64>| {
+                if let Some(v) = v {
+                    metrics.insert(k.to_string(), v);
+                }
+            };
             if let Some(s) = &status {
-                let pairs = [
-                    ("final_loss", s.final_loss),
-                    ("fid", s.fid),
-                    ("kid", s.kid),
-                    ("bpd", s.bpd),
-                    ("images_per_sec", s.images_per_sec),
-                    ("wall_seconds", s.wall_seconds),
-                ];
-                metrics.extend(pairs.into_iter().filter_map(|(k, v)| v.map(|v| (k.to_string(), v))));
+                put("final_loss", s.final_loss);
+                put("images_per_sec", s.images_per_sec);
+                put("wall_seconds", s.wall_seconds);
             }
-            if let Some(r) = crate::eval::run_eval::stored(&dir.path, &spec.config.eval) {
+            // The numbers of this run's own `[eval]`, not the latest evaluation of its directory (runs
+            // that share a training are evaluated under several specs).
+            let evaluation = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
+            let mut model_evaluations = None;
+            let mut samples = dir.path.join("samples.png");
+            if let Some(r) = evaluation {
+                put("fid", r.fid);
+                put("kid", r.kid);
+                put("bpd", r.bpd.as_ref().map(|b| b.total));
+                put("sample_seconds", r.sample_seconds);
+                model_evaluations = r.model_evaluations;
+                let own = dir.path.join("eval").join(&r.spec_hash).join("samples.png");
+                if eval_varies && own.exists() {
+                    samples = own;
+                }
                 if let Some(b) = r.bpd {
                     metrics.insert("bpd_prior".into(), b.prior);
                     metrics.insert("bpd_diffusion".into(), b.diffusion);
@@ -135,6 +164,8 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),
                 curves: read_curves(&dir.path),
                 per_t,
+                model_evaluations,
+                samples,
             }
         })
         .collect()
@@ -215,6 +246,8 @@ mod tests {
             git_dirty: None,
             curves: vec![],
             per_t: vec![],
+            model_evaluations: None,
+            samples: Default::default(),
         }
     }
 

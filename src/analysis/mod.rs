@@ -56,7 +56,13 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
     }
     plots::schedules(exp)?.save(&dir, "schedules")?;
     figures.push(("Noise schedules", "schedules"));
-    let samples = plots::sample_grids(&records, &order, results_root)?;
+    if let Some((steps, time)) = plots::sampler_charts(exp, &records)? {
+        steps.save(&dir, "fid_vs_steps")?;
+        time.save(&dir, "fid_vs_time")?;
+        figures.push(("FID against sampling steps", "fid_vs_steps"));
+        figures.push(("FID against sampling time", "fid_vs_time"));
+    }
+    let samples = plots::sample_grids(&records, &order)?;
     if let Some(png) = &samples {
         crate::track::atomic_write(&dir.join("samples.png"), png)?;
     }
@@ -123,6 +129,11 @@ fn verdicts(
             order.iter().filter_map(|v| find(summary, v, metric).map(|s| (v, s.mean))).collect();
         ranked.sort_by(|a, b| if lower_is_better(metric) { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) });
         let Some(&(best, mean)) = ranked.first() else { continue };
+        if ranked.len() > 1 && ranked.iter().all(|r| r.1 == mean) {
+            // The same in every variant: variants that share their training (they differ only in
+            // `[eval]`) have nothing to compare in its metrics.
+            continue;
+        }
         let mut sentence = format!("`{metric}`: best `{best}` (mean {mean:.5})");
         if best != baseline {
             let _ = write!(sentence, "; {}", difference_in_words(pairs, best, metric, baseline));

@@ -6,7 +6,6 @@ use crate::config::{Experiment, ScheduleConfig};
 use crate::plot::{interval_chart, labelled_row, line_chart, Axes, Figure, Interval, Panel, Series};
 use anyhow::Result;
 use std::collections::BTreeMap;
-use std::path::Path;
 
 /// The finished runs of a variant.
 fn done<'a>(records: &'a [RunRecord], variant: &'a str) -> impl Iterator<Item = &'a RunRecord> + 'a {
@@ -132,7 +131,7 @@ pub fn schedules(exp: &Experiment) -> Result<Figure> {
 
 /// Each variant's `samples.png` at one seed side by side: the smallest seed every variant has a
 /// finished run for (their samples then start from the same noise), else each variant's first.
-pub fn sample_grids(records: &[RunRecord], order: &[String], results_root: &Path) -> Result<Option<Vec<u8>>> {
+pub fn sample_grids(records: &[RunRecord], order: &[String]) -> Result<Option<Vec<u8>>> {
     let seeds: Vec<u64> = {
         let mut s: Vec<u64> = records.iter().filter(|r| r.state == "done").map(|r| r.seed).collect();
         s.sort();
@@ -147,13 +146,74 @@ pub fn sample_grids(records: &[RunRecord], order: &[String], results_root: &Path
             None => done(records, v).next(),
         };
         let Some(run) = run else { continue };
-        let path = results_root.join("runs").join(&run.hash).join("samples.png");
+        let path = &run.samples;
         if path.exists() {
-            images.push((format!("{v} (seed {})", run.seed), crate::eval::images::read_png(&path)?));
+            images.push((format!("{v} (seed {})", run.seed), crate::eval::images::read_png(path)?));
         }
     }
     if images.is_empty() {
         return Ok(None);
     }
     labelled_row(&images).map(Some)
+}
+
+/// When the experiment varies the evaluation's sampler: FID against the sampler's network evaluations
+/// per image, and against its wall seconds per image, one line per sampler (DDPM, DDIM at each η, and
+/// any other varied key), each point the mean over seeds (band: lowest to highest seed).
+pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<(Figure, Figure)>> {
+    use crate::config::SamplerConfig;
+    if !exp.runs.iter().any(|r| r.config.eval.sampler != exp.runs[0].config.eval.sampler) {
+        return Ok(None);
+    }
+    // (line, NFE) -> (FID, seconds per image) of each finished run.
+    let mut at: BTreeMap<(String, usize), Vec<(f64, f64)>> = BTreeMap::new();
+    let mut lines: Vec<String> = Vec::new();
+    for (spec, r) in exp.runs.iter().zip(records) {
+        let (Some(nfe), Some(fid), "done") = (r.model_evaluations, r.metrics.get("fid"), r.state.as_str()) else {
+            continue;
+        };
+        let sampler = match spec.config.eval.sampler {
+            SamplerConfig::Ddpm { .. } => "DDPM".to_string(),
+            SamplerConfig::Ddim { eta, .. } => format!("DDIM eta={eta}"),
+        };
+        let others: Vec<String> = r
+            .varied
+            .iter()
+            .filter(|(k, _)| !k.starts_with("eval.sampler"))
+            .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), v.text()))
+            .collect();
+        let line = std::iter::once(sampler).chain(others).collect::<Vec<_>>().join(", ");
+        if !lines.contains(&line) {
+            lines.push(line.clone());
+        }
+        let per_image = r.metrics.get("sample_seconds").map_or(f64::NAN, |s| s / spec.config.eval.num_samples as f64);
+        at.entry((line, nfe)).or_default().push((*fid, per_image));
+    }
+    if at.is_empty() {
+        return Ok(None);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let mut by_steps = Vec::new();
+    let mut by_time = Vec::new();
+    for line in &lines {
+        let (mut steps, mut time) = (Series::line(line.as_str(), vec![]), Series::line(line.as_str(), vec![]));
+        for ((_, nfe), runs) in at.range((line.clone(), 0)..=(line.clone(), usize::MAX)) {
+            let fids: Vec<f64> = runs.iter().map(|r| r.0).collect();
+            let secs: Vec<f64> = runs.iter().map(|r| r.1).collect();
+            let (fid, sec) = (mean(&fids), mean(&secs));
+            steps.points.push((*nfe as f64, fid));
+            time.points.push((sec, fid));
+            if runs.len() > 1 {
+                let (lo, hi) = fids.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &y| (l.min(y), h.max(y)));
+                steps.band.push((*nfe as f64, lo, hi));
+            }
+        }
+        time.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        by_steps.push(steps);
+        by_time.push(time);
+    }
+    let steps = Axes { log_x: true, ..Axes::new("FID against sampling steps", "network evaluations per image", "FID") };
+    let time =
+        Axes { log_x: true, ..Axes::new("FID against sampling time", "sampler seconds per image (wall clock)", "FID") };
+    Ok(Some((line_chart(&steps, &by_steps)?, line_chart(&time, &by_time)?)))
 }

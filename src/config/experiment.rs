@@ -465,7 +465,9 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
             problems.push(format!("{at}: run `{label}`: {invalid}"));
         }
         let spec = RunSpec::new(&name, label, config);
-        if let Some(same) = runs.iter().find(|r| r.hash == spec.hash) {
+        // Runs that differ only in `[eval]` share one training (the same hash) and add evaluations;
+        // runs that are the same in everything are a mistake.
+        if let Some(same) = runs.iter().find(|r| r.hash == spec.hash && r.config.eval == spec.config.eval) {
             problems.push(format!(
                 "runs `{}` and `{}` resolve to the same configuration (hash {}): an override hides a varied key",
                 same.label, spec.label, spec.hash
@@ -648,14 +650,6 @@ fn check_run_key(key: &str, origin: &Origin, section: &str) -> Result<()> {
     if !RUN_SECTIONS.contains(&top) {
         let at = origin.describe(&[key.to_string()]);
         bail!("{at}: {section} key `{key}` is not a run key (run keys start with one of: {})", RUN_SECTIONS.join(", "));
-    }
-    if top == "eval" {
-        let at = origin.describe(&[key.to_string()]);
-        bail!(
-            "{at}: {section} key `{key}` cannot vary: evaluation keys are not part of a run's identity, so the \
-             runs would be one; evaluate under several specs with `ddpm eval <experiment> --spec {}=...`",
-            key.trim_start_matches("eval.")
-        );
     }
     Ok(())
 }
@@ -864,7 +858,13 @@ fn label_of(axes: &[Axis], point: &[usize]) -> Option<String> {
             let p = &axis.points[i];
             match (&p.label, &axis.label_key) {
                 (Some(l), _) => l.clone(),
-                (None, Some(k)) => format!("{k}={}", short_value(&p.values[0].1)),
+                (None, Some(k)) => {
+                    // Named tables of the same name (two DDIM samplers) are told apart by their keys.
+                    let name = short_value(&p.values[0].1);
+                    let same_name = axis.points.iter().filter(|q| short_value(&q.values[0].1) == name).count();
+                    let value = if same_name > 1 { long_value(&p.values[0].1) } else { name };
+                    format!("{k}={value}")
+                }
                 (None, None) => format!("point={i}"),
             }
         })
@@ -880,6 +880,18 @@ fn short_value(v: &Value) -> String {
             _ => serde_json::to_string(v).unwrap_or_default(),
         },
         other => serde_json::to_string(other).unwrap_or_default(),
+    }
+}
+
+/// A named table with its other keys: `ddim(steps=50,eta=1)`.
+fn long_value(v: &Value) -> String {
+    match v {
+        Value::Dict(_, d) if d.contains_key("name") => {
+            let keys: Vec<String> =
+                d.iter().filter(|(k, _)| *k != "name").map(|(k, v)| format!("{k}={}", short_value(v))).collect();
+            format!("{}({})", short_value(v), keys.join(","))
+        }
+        other => short_value(other),
     }
 }
 

@@ -122,6 +122,12 @@ pub struct EvalResult {
     pub kid_std: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpd: Option<BpdSummary>,
+    /// Wall seconds the sampler took for the FID images (without the Inception network), and the
+    /// network evaluations per image it made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_evaluations: Option<usize>,
     pub seconds: f64,
 }
 
@@ -187,7 +193,7 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
 /// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
 /// Noise comes from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran
 /// before.
-/// The first batch (up to 64 images) is returned for a grid.
+/// The first batch (up to 64 images) is returned for a grid, and the seconds spent in the sampler.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_fid(
     model: &dyn Denoiser,
@@ -198,7 +204,7 @@ pub fn sample_fid(
     reference: &SetStats,
     device: Device,
     progress: &mut dyn Reporter,
-) -> Result<(Frechet, Kid, Tensor)> {
+) -> Result<(Frechet, Kid, Tensor, f64)> {
     let (e, d) = (&config.eval, &config.diffusion);
     let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, device);
     let opts =
@@ -206,6 +212,7 @@ pub fn sample_fid(
     let shape = |b: i64| [b, config.data.name.channels(), config.data.image_size, config.data.image_size];
     let mut collector = Collector::default();
     let mut first = None;
+    let mut sample_seconds = 0.0;
     let batches = (n + e.batch_size - 1) / e.batch_size;
     progress.phase("fid", n as u64);
     let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
@@ -213,7 +220,11 @@ pub fn sample_fid(
         let len = e.batch_size.min(n - b * e.batch_size);
         reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
+        crate::device::synchronize(device);
+        let started = Instant::now();
         let out = sampler::sample(&e.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |_| {});
+        crate::device::synchronize(device);
+        sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);
         if first.is_none() {
             first = Some(out.x0.narrow(0, 0, len.min(64)).to_device(Device::Cpu));
@@ -224,7 +235,7 @@ pub fn sample_fid(
     let fid = frechet_distance(&generated.gaussian, &reference.gaussian);
     reseed(config.seed, "eval-kid", stream);
     let kid = kid(&generated.features, &reference.features, e.kid_subsets, e.kid_subset_size);
-    Ok((fid, kid, first.expect("n >= 1")))
+    Ok((fid, kid, first.expect("n >= 1"), sample_seconds))
 }
 
 /// The reference statistics of a run's spec, with a line saying whether they came from the cache.
@@ -286,6 +297,8 @@ pub fn evaluate_run(
         kid: None,
         kid_std: None,
         bpd: None,
+        sample_seconds: None,
+        model_evaluations: None,
         seconds: 0.0,
     });
     let mut events = EventWriter::create(run_dir)?;
@@ -301,8 +314,10 @@ pub fn evaluate_run(
     if eval.fid && result.fid.is_none() {
         let net = Inception::load(data_dir, device)?;
         let reference = reference_stats(config, &net, data_dir, progress)?;
-        let (fid, kid, first) =
+        let (fid, kid, first, seconds) =
             sample_fid(loaded.model.as_ref(), config, eval.num_samples, 0, &net, &reference, device, progress)?;
+        result.sample_seconds = Some(seconds);
+        result.model_evaluations = Some(sampler::num_steps(&eval.sampler, config.diffusion.timesteps));
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
         atomic_write(&out_dir.join("samples.png"), &png)?;
@@ -391,7 +406,7 @@ impl DuringTraining {
     ) -> Result<()> {
         let device = self.vs.device();
         let n = config.eval.every_num_samples;
-        let (fid, kid, first) =
+        let (fid, kid, first, _) =
             sample_fid(self.model.as_ref(), config, n, 1, &self.net, &self.reference, device, progress)?;
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;

@@ -103,8 +103,12 @@ pub fn write_hparams(exp: &Experiment, results_root: &Path) -> Result<()> {
         &dir,
         &[(hparams::EXPERIMENT_TAG, hparams::experiment(&exp.name, &description, &infos, &METRICS))],
     )?;
-    for (spec, f) in exp.runs.iter().zip(&flats) {
-        write_session(&RunDir::new(results_root, &spec.hash), &spec.label, &keys, f)?;
+    for (i, (spec, f)) in exp.runs.iter().zip(&flats).enumerate() {
+        // One row per run directory: runs that share a training (they differ in `[eval]`) show as the
+        // first of them; their evaluations are the `eval@<spec-hash>/` tags of that directory.
+        if !exp.runs[..i].iter().any(|r| r.hash == spec.hash) {
+            write_session(&RunDir::new(results_root, &spec.hash), &spec.label, &keys, f)?;
+        }
     }
     Ok(())
 }

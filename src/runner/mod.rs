@@ -35,7 +35,7 @@ pub struct RunOptions {
 }
 
 /// How a run of the experiment ended in this invocation.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     Trained(Status),
     /// Done before; evaluated now under the experiment's spec.
@@ -86,10 +86,13 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
 /// experiment asks for and the run has no stored result of.
 pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Option<Status>>> {
     let mut states = Vec::new();
-    for spec in &experiment.runs {
+    for (i, spec) in experiment.runs.iter().enumerate() {
         let dir = RunDir::new(results_root, &spec.hash);
         link_label(results_root, spec)?;
-        dir.prepare(spec)?;
+        // Runs that differ only in `[eval]` share the directory; the first one's configuration is its.
+        if !experiment.runs[..i].iter().any(|r| r.hash == spec.hash) {
+            dir.prepare(spec)?;
+        }
         let done = dir.status()?.filter(|s| s.state == State::Done);
         let done = done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval));
         if done.is_some() {
@@ -112,13 +115,19 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         devices.join(", ")
     );
     let mut outcomes: Vec<Option<Outcome>> = Vec::new();
-    let mut queue = VecDeque::new();
+    // One work item per training: the runs with work left that share a hash (they differ only in
+    // `[eval]`) train once and evaluate each of their specs.
+    let mut queue: VecDeque<Vec<usize>> = VecDeque::new();
     for (i, done) in prepare(&experiment, &opts.results_root)?.into_iter().enumerate() {
         match done {
             Some(status) => outcomes.push(Some(Outcome::Skipped(status))),
             None => {
                 outcomes.push(None);
-                queue.push_back(i);
+                let hash = &experiment.runs[i].hash;
+                match queue.iter_mut().find(|g| experiment.runs[g[0]].hash == *hash) {
+                    Some(group) => group.push(i),
+                    None => queue.push_back(vec![i]),
+                }
             }
         }
     }
@@ -129,11 +138,19 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         let workers = opts.devices.iter().flat_map(|d| std::iter::repeat_n(d, opts.runs_per_device.max(1)));
         for device in workers {
             scope.spawn(|| loop {
-                let Some(i) = queue.lock().expect("queue").pop_front() else { break };
-                let spec = &experiment.runs[i];
-                let dir = RunDir::new(&opts.results_root, &spec.hash);
-                let outcome = execute(spec, &dir, *device, opts, multi.as_ref());
-                outcomes.lock().expect("outcomes")[i] = Some(outcome);
+                let Some(group) = queue.lock().expect("queue").pop_front() else { break };
+                let specs: Vec<&RunSpec> = group.iter().map(|&i| &experiment.runs[i]).collect();
+                let dir = RunDir::new(&opts.results_root, &specs[0].hash);
+                let outcome = execute(&specs, &dir, *device, opts, multi.as_ref());
+                let mut outcomes = outcomes.lock().expect("outcomes");
+                for (k, &i) in group.iter().enumerate() {
+                    // The runs after the first share its training: for them it was an evaluation.
+                    outcomes[i] = Some(match outcome.clone() {
+                        Outcome::Trained(s) if k > 0 => Outcome::Evaluated(s),
+                        o => o,
+                    });
+                }
+                drop(outcomes);
                 // The HParams row of the finished run shows its end.
                 if let Err(e) = board::write_hparams(&experiment, &opts.results_root) {
                     eprintln!("warning: cannot update the HParams data: {e:#}");
@@ -162,8 +179,21 @@ fn device_arg(device: Device) -> String {
     }
 }
 
-/// Runs one run in a child process and reads its events until it exits.
-fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, multi: Option<&MultiProgress>) -> Outcome {
+/// Runs one training (the runs `specs`, which share it and differ in `[eval]`) in a child process
+/// and reads its events until it exits.
+fn execute(
+    specs: &[&RunSpec],
+    dir: &RunDir,
+    device: Device,
+    opts: &RunOptions,
+    multi: Option<&MultiProgress>,
+) -> Outcome {
+    let spec = specs[0];
+    let evals: Vec<&crate::config::EvalConfig> = specs.iter().map(|s| &s.config.eval).collect();
+    let label = match specs.len() {
+        1 => spec.label.clone(),
+        n => format!("{} (+{} evaluation{})", spec.label, n - 1, if n == 2 { "" } else { "s" }),
+    };
     let say = |line: String| match multi {
         Some(m) => {
             let _ = m.println(line);
@@ -172,7 +202,7 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
     };
     let evaluate_only = dir.status().ok().flatten().is_some_and(|s| s.state == State::Done);
     let verb = if evaluate_only { "eval" } else { "run " };
-    say(format!("{verb} {} ({}) on {} -> {}", spec.label, spec.hash, device_arg(device), dir.path.display()));
+    say(format!("{verb} {label} ({}) on {} -> {}", spec.hash, device_arg(device), dir.path.display()));
     let log = dir.path.join("log.txt");
     let result = (|| -> Result<i32> {
         let log_file = std::fs::OpenOptions::new()
@@ -185,7 +215,7 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
             .arg(&dir.path)
             .args(["--device", &device_arg(device), "--events"])
             .arg("--eval")
-            .arg(serde_json::to_string(&spec.config.eval)?)
+            .arg(serde_json::to_string(&evals)?)
             .env("DDPM_DATA_DIR", &opts.data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -200,8 +230,8 @@ fn execute(spec: &RunSpec, dir: &RunDir, device: Device, opts: &RunOptions, mult
         }
         let mut child = cmd.spawn().context("cannot start `ddpm run-one`")?;
         let mut progress = match multi {
-            Some(m) => Progress::in_multi(&spec.label, m),
-            None => Progress::new(&spec.label),
+            Some(m) => Progress::in_multi(&label, m),
+            None => Progress::new(&label),
         };
         let stdout = child.stdout.take().expect("piped stdout");
         for line in BufReader::new(stdout).lines() {
@@ -281,15 +311,21 @@ fn print_summary(report: &Report) {
             Outcome::Stopped(_) => ("stopped", None),
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+        // The numbers of this run's own `[eval]` (runs sharing a training differ there).
+        let own = crate::eval::run_eval::stored(path, &spec.config.eval);
+        let metric = |pick: fn(&crate::eval::run_eval::EvalResult) -> Option<f64>, latest: Option<f64>| match &own {
+            Some(r) => pick(r),
+            None => latest,
+        };
         println!(
             "  {:width$}  {state:9}  {:>10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
             spec.label,
             num(status.and_then(|s| s.final_loss), &|v| format!("{v:.5}")),
             num(status.and_then(|s| s.wall_seconds), &|v| format!("{v:.1}s")),
             num(status.and_then(|s| s.images_per_sec), &|v| format!("{v:.1}")),
-            num(status.and_then(|s| s.fid), &|v| format!("{v:.2}")),
-            num(status.and_then(|s| s.kid), &|v| format!("{v:.4}")),
-            num(status.and_then(|s| s.bpd), &|v| format!("{v:.4}")),
+            num(metric(|r| r.fid, status.and_then(|s| s.fid)), &|v| format!("{v:.2}")),
+            num(metric(|r| r.kid, status.and_then(|s| s.kid)), &|v| format!("{v:.4}")),
+            num(metric(|r| r.bpd.as_ref().map(|b| b.total), status.and_then(|s| s.bpd)), &|v| format!("{v:.4}")),
             path.display()
         );
         match outcome {
@@ -302,17 +338,14 @@ fn print_summary(report: &Report) {
         }
     }
     // What the numbers mean: FIDs of different specs are not comparable.
-    let mut specs: Vec<&str> = report
-        .outcomes
-        .iter()
-        .filter_map(|(_, _, o)| match o {
-            Outcome::Trained(s) | Outcome::Evaluated(s) | Outcome::Skipped(s) if s.fid.is_some() => {
-                s.eval_spec.as_deref()
+    let mut specs: Vec<String> = Vec::new();
+    for (spec, path, _) in &report.outcomes {
+        if let Some(r) = crate::eval::run_eval::stored(path, &spec.config.eval).filter(|r| r.fid.is_some()) {
+            if !specs.contains(&r.spec) {
+                specs.push(r.spec);
             }
-            _ => None,
-        })
-        .collect();
-    specs.dedup();
+        }
+    }
     for spec in specs {
         println!("  FID/KID of {spec}");
     }

@@ -56,18 +56,30 @@ pub fn needs_evaluation(run_dir: &Path, eval: &EvalConfig) -> bool {
     (eval.fid || eval.bpd) && run_eval::stored(run_dir, eval).is_none()
 }
 
-/// Trains the run unless done, then evaluates it under `eval` (the run's own `[eval]` when None)
-/// unless that spec's result is stored.
-pub fn run_one(
-    run_dir: &Path,
-    device: Device,
-    data_dir: &Path,
-    events: bool,
-    eval: Option<EvalConfig>,
-) -> Result<Ended> {
+/// Whether any of `evals` asks for something that this run has no stored result for.
+fn needs_any(run_dir: &Path, evals: &[EvalConfig]) -> bool {
+    evals.iter().any(|e| needs_evaluation(run_dir, e))
+}
+
+/// The `--eval` argument: one spec as a JSON object, or several as an array (runs of an experiment
+/// that differ only in `[eval]` share the training and pass all their specs).
+pub fn parse_evals(json: &str) -> Result<Vec<EvalConfig>> {
+    let value: serde_json::Value = serde_json::from_str(json).context("--eval: not JSON")?;
+    let evals = match value {
+        serde_json::Value::Array(items) => {
+            items.into_iter().map(serde_json::from_value).collect::<Result<Vec<EvalConfig>, _>>()
+        }
+        other => serde_json::from_value(other).map(|e| vec![e]),
+    };
+    evals.context("--eval: not an evaluation spec (the `[eval]` table as JSON) or a list of them")
+}
+
+/// Trains the run unless done, then evaluates it under each of `evals` (the run's own `[eval]` when
+/// empty) whose result is not stored, in order.
+pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool, evals: Vec<EvalConfig>) -> Result<Ended> {
     let dir = RunDir { path: run_dir.to_path_buf() };
     let spec = dir.load_spec()?;
-    let eval = eval.unwrap_or_else(|| spec.config.eval.clone());
+    let evals = if evals.is_empty() { vec![spec.config.eval.clone()] } else { evals };
     let deterministic = spec.config.train.deterministic;
     if deterministic && device.is_cuda() && std::env::var_os(crate::device::CUBLAS_WORKSPACE.0).is_none() {
         // Before the first cuBLAS call of this process (a run executes in a process of its own).
@@ -88,7 +100,7 @@ pub fn run_one(
         if events { Box::new(EventReporter::new()) } else { Box::new(Progress::new(&spec.label)) };
     let done = dir.status()?.filter(|s| s.state == State::Done);
     let status = match done {
-        Some(_) if !needs_evaluation(&dir.path, &eval) => return Ok(Ended::AlreadyDone),
+        Some(_) if !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
         Some(status) => status,
         None => match train(&spec, &dir, device, data_dir, reporter.as_mut())? {
             Trained::Done(status) => *status,
@@ -96,29 +108,30 @@ pub fn run_one(
             Trained::Stopped => return Ok(Ended::Stopped),
         },
     };
-    if !needs_evaluation(&dir.path, &eval) {
+    let mut failures = Vec::new();
+    for eval in evals.iter().filter(|e| needs_evaluation(&dir.path, e)) {
+        if let Some(signal) = stop::requested() {
+            // Trained and saved; the evaluations left run in the next attempt.
+            reporter.note(&format!("{signal}: stopping before the evaluation"));
+            return Ok(Ended::Stopped);
+        }
+        match run_eval::evaluate_run(&dir.path, eval, device, data_dir, reporter.as_mut()) {
+            Ok((result, _)) => record_evaluation(&dir, &result)?,
+            Err(e) => {
+                let message = format!("evaluation failed: {e:#}");
+                reporter.note(&message);
+                failures.push(message);
+            }
+        }
+    }
+    if failures.is_empty() {
         return Ok(Ended::Done);
     }
-    if let Some(signal) = stop::requested() {
-        // Trained and saved; the evaluation runs in the next attempt.
-        reporter.note(&format!("{signal}: stopping before the evaluation"));
-        return Ok(Ended::Stopped);
-    }
-    match run_eval::evaluate_run(&dir.path, &eval, device, data_dir, reporter.as_mut()) {
-        Ok((result, _)) => {
-            record_evaluation(&dir, &result)?;
-            Ok(Ended::Done)
-        }
-        Err(e) => {
-            // The training stands; the run stays done, with the evaluation's error on record.
-            let message = format!("evaluation failed: {e:#}");
-            reporter.note(&message);
-            let mut status = status;
-            status.error = Some(message);
-            dir.write_status(&status)?;
-            Ok(Ended::Failed)
-        }
-    }
+    // The training stands; the run stays done, with the evaluation's error on record.
+    let mut status = dir.status()?.unwrap_or(status);
+    status.error = Some(failures.join("; "));
+    dir.write_status(&status)?;
+    Ok(Ended::Failed)
 }
 
 enum Trained {

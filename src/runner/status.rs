@@ -43,12 +43,36 @@ pub fn state_of(dir: &RunDir) -> RunState {
     }
 }
 
-/// `ddpm plan`: label, hash and state of every run.
+/// The state of a run as the experiment sees it: a done training whose `[eval]` has no stored result
+/// yet has an evaluation pending.
+fn shown_state(exp: &Experiment, i: usize, results_root: &Path) -> String {
+    let spec = &exp.runs[i];
+    let dir = RunDir::new(results_root, &spec.hash);
+    let state = state_of(&dir);
+    let mut text = state.to_string();
+    if state == RunState::Done && super::one::needs_evaluation(&dir.path, &spec.config.eval) {
+        text.push_str(", eval pending");
+    }
+    if let Some(first) = exp.runs[..i].iter().find(|r| r.hash == spec.hash) {
+        text = format!("{text} (training of {})", first.label);
+    }
+    text
+}
+
+/// `ddpm plan`: label, hash and state of every run; runs that differ only in `[eval]` share a
+/// training and say whose.
 pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
-    let mut out = format!("experiment `{}`: {} run(s)\n", exp.name, exp.runs.len());
-    for spec in &exp.runs {
-        let state = state_of(&RunDir::new(results_root, &spec.hash));
-        writeln!(out, "  {:16}  {:32}  {}", spec.hash, state.to_string(), spec.label).expect("String");
+    let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
+    hashes.sort();
+    hashes.dedup();
+    let trainings = match hashes.len() {
+        n if n == exp.runs.len() => String::new(),
+        1 => ", 1 training (the runs differ only in [eval])".to_string(),
+        n => format!(", {n} trainings (runs that differ only in [eval] share one)"),
+    };
+    let mut out = format!("experiment `{}`: {} run(s){trainings}\n", exp.name, exp.runs.len());
+    for (i, spec) in exp.runs.iter().enumerate() {
+        writeln!(out, "  {:16}  {:32}  {}", spec.hash, shown_state(exp, i, results_root), spec.label).expect("String");
     }
     out
 }
@@ -71,10 +95,11 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super:
         "bits/dim",
         if slurm.is_some() { "  slurm" } else { "" }
     );
-    for spec in &exp.runs {
+    for (i, spec) in exp.runs.iter().enumerate() {
         let dir = RunDir::new(results_root, &spec.hash);
         let state = state_of(&dir);
         let status = dir.status().ok().flatten();
+        let own = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
         let total = spec.config.train.steps;
         let step = match (&state, &status) {
             (RunState::Done, _) => total,
@@ -100,13 +125,13 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super:
             "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{task}",
             spec.label,
             spec.hash,
-            state.to_string(),
+            shown_state(exp, i, results_root),
             format!("{step}/{total}"),
             loss,
             device,
             elapsed,
-            status.as_ref().and_then(|s| s.fid).map_or("-".into(), |v| format!("{v:.2}")),
-            status.as_ref().and_then(|s| s.bpd).map_or("-".into(), |v| format!("{v:.4}")),
+            own.as_ref().and_then(|r| r.fid).map_or("-".into(), |v| format!("{v:.2}")),
+            own.as_ref().and_then(|r| r.bpd.as_ref()).map_or("-".into(), |b| format!("{:.4}", b.total)),
         )
         .expect("String");
     }

@@ -19,6 +19,17 @@ pub enum HValue {
     Bool(bool),
 }
 
+impl HValue {
+    /// The value as a label shows it: `0.5`, `cosine`, `true`.
+    pub fn text(&self) -> String {
+        match self {
+            HValue::Number(x) => x.to_string(),
+            HValue::Str(s) => s.clone(),
+            HValue::Bool(b) => b.to_string(),
+        }
+    }
+}
+
 /// google.protobuf.Value { double number_value = 2; string string_value = 3; bool bool_value = 4; }
 fn value(pb: &mut Pb, field: u64, v: &HValue) {
     pb.msg(field, |m| match v {

@@ -18,9 +18,7 @@ impl Phases {
 
     /// The time since the previous mark belongs to `phase`.
     pub fn mark(&mut self, phase: &'static str) {
-        if let Device::Cuda(n) = self.device {
-            tch::Cuda::synchronize(n as i64);
-        }
+        crate::device::synchronize(self.device);
         let now = Instant::now();
         let seconds = (now - self.last).as_secs_f64();
         self.last = now;

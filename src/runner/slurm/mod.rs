@@ -115,7 +115,8 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
     let done = crate::runner::prepare(&exp, root)?;
     let mut previous = submissions(root, &exp.name)?;
     let in_queue = if previous.is_empty() { BTreeMap::new() } else { queued(&previous, &queue::jobs()?) };
-    let mut tasks = Vec::new();
+    let mut tasks: Vec<Task> = Vec::new();
+    let mut evals: BTreeMap<String, Vec<&crate::config::EvalConfig>> = BTreeMap::new();
     for (spec, done) in exp.runs.iter().zip(done) {
         if done.is_some() {
             continue;
@@ -128,7 +129,15 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
             println!("skip {} ({}): being executed by {holder}", spec.label, spec.hash);
             continue;
         }
-        tasks.push(Task { hash: spec.hash.clone(), label: spec.label.clone() });
+        evals.entry(spec.hash.clone()).or_default().push(&spec.config.eval);
+        // Runs that differ only in `[eval]` are one task: one training, each run's evaluation.
+        match tasks.iter_mut().find(|t| t.hash == spec.hash) {
+            Some(t) => t.label = format!("{} + {}", t.label, spec.label),
+            None => tasks.push(Task { hash: spec.hash.clone(), label: spec.label.clone(), evals: String::new() }),
+        }
+    }
+    for t in &mut tasks {
+        t.evals = serde_json::to_string(&evals[&t.hash])?;
     }
     if tasks.is_empty() {
         println!("nothing to submit: every run is done, queued or running");

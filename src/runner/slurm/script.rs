@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 pub struct Task {
     pub hash: String,
     pub label: String,
+    /// The evaluation specs of the runs that share this training, as a JSON list (`run-one --eval`).
+    pub evals: String,
 }
 
 /// Where things are, as the compute nodes see them (absolute paths on the shared filesystem).
@@ -90,6 +92,12 @@ pub fn array_script(experiment: &str, tasks: &[Task], device: &str, p: &Paths, c
         writeln!(w, "    {}  # {i}: {}", t.hash, t.label.replace('\n', " ")).expect("String");
     }
     writeln!(w, ")").expect("String");
+    writeln!(w, "# Array index -> the evaluation specs of the runs that share that training").expect("String");
+    writeln!(w, "evals=(").expect("String");
+    for t in tasks {
+        writeln!(w, "    {}", quote(&t.evals)).expect("String");
+    }
+    writeln!(w, ")").expect("String");
     writeln!(w, "run_dir={}/${{runs[$SLURM_ARRAY_TASK_ID]}}", path(&p.runs)).expect("String");
     writeln!(w, "export DDPM_DATA_DIR={}", path(&p.data)).expect("String");
     writeln!(
@@ -113,7 +121,7 @@ child=
 requeue=0
 trap 'requeue=1; [ -n "$child" ] && kill -USR1 "$child" 2>/dev/null' USR1
 trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM
-{binary} run-one "$run_dir" --device {device} &
+{binary} run-one "$run_dir" --device {device} --eval "${{evals[$SLURM_ARRAY_TASK_ID]}}" &
 child=$!
 [ "$requeue" = 1 ] && kill -USR1 "$child" 2>/dev/null
 # `wait` returns early when a trapped signal arrives: wait until the run itself has exited.
@@ -195,7 +203,8 @@ mod tests {
             extra_args: vec!["--constraint=a100".into()],
             ..Default::default()
         };
-        let tasks: Vec<Task> = (0..3).map(|i| Task { hash: format!("h{i}"), label: format!("seed={i}") }).collect();
+        let tasks: Vec<Task> =
+            (0..3).map(|i| Task { hash: format!("h{i}"), label: format!("seed={i}"), evals: "[]".into() }).collect();
         let s = array_script("x", &tasks, "auto", &paths(), &c);
         for line in [
             "#SBATCH --array=0-2%2",
@@ -209,7 +218,7 @@ mod tests {
             "    h0  # 0: seed=0",
             "    h2  # 2: seed=2",
             "run_dir=/shared/ddpm/results/runs/${runs[$SLURM_ARRAY_TASK_ID]}",
-            "/shared/ddpm/target/release/ddpm run-one \"$run_dir\" --device auto &",
+            "/shared/ddpm/target/release/ddpm run-one \"$run_dir\" --device auto --eval \"${evals[$SLURM_ARRAY_TASK_ID]}\" &",
             "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
         ] {
             assert!(s.lines().any(|l| l == line), "missing line {line:?} in\n{s}");
