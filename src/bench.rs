@@ -197,9 +197,9 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     let _ = std::fs::remove_dir_all(&dir.path);
 
     // Sampling: the model's forward pass without gradients at the evaluation batch size.
-    let channels = spec.config.data.name.channels();
+    let channels = spec.config.data.channels();
     let vs = tch::nn::VarStore::new(o.device);
-    let model = crate::models::build(&spec.config.model, channels, r.image_size, &vs.root());
+    let model = crate::models::build(&spec.config.model, channels, r.image_size, None, &vs.root());
     let sample_evals_per_sec = tch::no_grad(|| {
         let shape = [o.eval_batch, channels, r.image_size, r.image_size];
         let mut x = Tensor::randn(shape, (Kind::Float, o.device));

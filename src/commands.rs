@@ -90,6 +90,8 @@ pub struct SampleArgs {
     pub raw: bool,
     pub seed: u64,
     pub batch: i64,
+    pub class: Option<i64>,
+    pub guidance: f64,
 }
 
 /// `ddpm sample`: images from a run's weights, as a grid and/or single files.
@@ -120,14 +122,28 @@ pub fn sample(run_dir: &Path, a: &SampleArgs, device: &str) -> Result<()> {
         clip_x0: c.sample.clip_x0,
         trajectory: &[],
     };
-    let mut model = |x: &Tensor, t: &Tensor| loaded.model.forward_t(x, t, None, false);
+    let classes = ddpm::models::num_classes(c)?;
+    match (classes, a.class) {
+        (None, Some(_)) => bail!("--class: the run is not class-conditional (conditioning.classes = false)"),
+        (None, None) if a.guidance != 0.0 => bail!("--guidance: the run is not class-conditional"),
+        (Some(k), Some(class)) if !(0..k).contains(&class) => bail!("--class {class}: allowed are 0 to {}", k - 1),
+        _ => {}
+    }
+    if !(a.guidance >= 0.0 && a.guidance.is_finite()) {
+        bail!("--guidance {}: allowed are finite numbers >= 0", a.guidance);
+    }
     let mut grid_images = Vec::new();
     let mut done = 0i64;
     while done < a.num {
         let len = a.batch.min(a.num - done);
         ddpm::rng::reseed(a.seed, "cli-sample", (done / a.batch) as u64);
-        let shape = [len, c.data.name.channels(), c.data.image_size, c.data.image_size];
+        let shape = [len, c.data.channels(), c.data.image_size, c.data.image_size];
         let x_t = Tensor::randn(shape, (Kind::Float, device));
+        let labels = classes.map(|k| match a.class {
+            Some(class) => Tensor::full([len], class, (Kind::Int64, device)),
+            None => ddpm::models::balanced_labels(done, len, k, device),
+        });
+        let mut model = ddpm::models::sampling_fn(loaded.model.as_ref(), labels, a.guidance);
         let out = sampler::sample(&cfg, &schedule, x_t, &opts, &mut model, &mut |_| {});
         let x0 = out.x0.to_device(tch::Device::Cpu);
         if let Some(dir) = &a.out_dir {

@@ -247,6 +247,13 @@ enum Command {
         /// Images per batch.
         #[arg(long, default_value_t = 64)]
         batch: i64,
+        /// A class-conditional run: draw only this class (default: classes in turn, image i of class
+        /// i mod K).
+        #[arg(long)]
+        class: Option<i64>,
+        /// A class-conditional run: classifier-free guidance scale w (0: none).
+        #[arg(long, default_value_t = 0.0)]
+        guidance: f64,
         #[arg(long, default_value = "auto")]
         device: String,
     },
@@ -577,9 +584,24 @@ fn main() -> ExitCode {
             raw,
             seed,
             batch,
+            class,
+            guidance,
             device,
         } => {
-            let opts = commands::SampleArgs { num, sampler, steps, eta, output, out_dir, checkpoint, raw, seed, batch };
+            let opts = commands::SampleArgs {
+                num,
+                sampler,
+                steps,
+                eta,
+                output,
+                out_dir,
+                checkpoint,
+                raw,
+                seed,
+                batch,
+                class,
+                guidance,
+            };
             commands::sample(&run_dir, &opts, &device).map(|_| true)
         }
         Command::Fid { a, b, kid_subsets, kid_subset_size, batch, device } => {

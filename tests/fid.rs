@@ -54,7 +54,9 @@ fn inception_features_match_pytorch_on_the_same_module() {
     // A synthetic grey 28×28 pattern and the first MNIST test image: every pixel value path.
     let pattern =
         Tensor::from_slice(&(0..28 * 28).map(|k| ((k / 28 * 7 + k % 28 * 13) % 256) as u8).collect::<Vec<_>>());
-    let mnist = ddpm::data::load_images_u8(DatasetName::Mnist, Split::Test, &data()).unwrap().narrow(0, 0, 1);
+    let mnist = ddpm::data::load_images_u8(&ddpm::config::DataConfig::named(DatasetName::Mnist), Split::Test, &data())
+        .unwrap()
+        .narrow(0, 0, 1);
     let images = Tensor::cat(&[pattern.reshape([1, 1, 28, 28]), mnist], 0);
     let ours = net.features_of_pixels(&images).unwrap();
     assert_eq!(ours.size(), vec![2, 2048]);

@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Top-level run keys; environment variables `DDPM_<KEY>__...` are read only for these.
-const RUN_SECTIONS: [&str; 7] = ["seed", "data", "model", "diffusion", "train", "sample", "eval"];
+const RUN_SECTIONS: [&str; 8] = ["seed", "data", "model", "diffusion", "train", "conditioning", "sample", "eval"];
 
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {
@@ -447,7 +447,7 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         let origins: BTreeMap<String, Origin> =
             layers.iter().map(|l| (l.origin.name.clone(), l.origin.clone())).collect();
         let figment = layers.into_iter().fold(Figment::new(), |f, l| f.merge(l));
-        let config: RunConfig = match figment.extract() {
+        let mut config: RunConfig = match figment.extract() {
             Ok(c) => c,
             Err(e) => {
                 for err in e {
@@ -464,7 +464,17 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                 .map_or_else(|| "defaults".to_string(), |o| o.describe(&key));
             problems.push(format!("{at}: run `{label}`: {invalid}"));
         }
-        let spec = RunSpec::new(&name, label, config);
+        if let Err(e) = crate::data::resolve_path(&mut config.data) {
+            problems.push(format!("run `{label}`: {e:#}"));
+            continue;
+        }
+        let spec = match RunSpec::new(&name, label.clone(), config) {
+            Ok(s) => s,
+            Err(e) => {
+                problems.push(format!("run `{label}`: {e:#}"));
+                continue;
+            }
+        };
         // Runs that differ only in `[eval]` share one training (the same hash) and add evaluations;
         // runs that are the same in everything are a mistake.
         if let Some(same) = runs.iter().find(|r| r.hash == spec.hash && r.config.eval == spec.config.eval) {

@@ -14,6 +14,8 @@ pub struct RunConfig {
     pub model: ModelConfig,
     pub diffusion: DiffusionConfig,
     pub train: TrainConfig,
+    /// Class-conditional training for classifier-free guidance (off: an unconditional model).
+    pub conditioning: ConditioningConfig,
     pub sample: SampleConfig,
     /// How the run is evaluated (FID, KID, bits/dim); not part of the run's identity: an evaluation
     /// has its own (see `eval::spec`), so changing it re-evaluates without retraining.
@@ -25,27 +27,32 @@ pub struct RunConfig {
 pub enum DatasetName {
     Mnist,
     FashionMnist,
+    /// The binary version of CIFAR-10, from `data.path` or `DDPM_CIFAR10` (no registry ships it).
+    Cifar10,
+    /// Any folder of images at `data.path`; sub-folders are classes.
+    ImageFolder,
 }
 
 impl DatasetName {
-    pub const ALL: [DatasetName; 2] = [DatasetName::Mnist, DatasetName::FashionMnist];
+    pub const ALL: [DatasetName; 4] =
+        [DatasetName::Mnist, DatasetName::FashionMnist, DatasetName::Cifar10, DatasetName::ImageFolder];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DatasetName::Mnist => "mnist",
             DatasetName::FashionMnist => "fashion_mnist",
-        }
-    }
-
-    /// Colour channels of the images.
-    pub fn channels(self) -> i64 {
-        match self {
-            DatasetName::Mnist | DatasetName::FashionMnist => 1,
+            DatasetName::Cifar10 => "cifar10",
+            DatasetName::ImageFolder => "image_folder",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// Fetched from a package registry (MNIST, Fashion-MNIST), rather than given by the user.
+    pub fn is_fetched(self) -> bool {
+        matches!(self, DatasetName::Mnist | DatasetName::FashionMnist)
     }
 }
 
@@ -53,7 +60,8 @@ impl DatasetName {
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
     pub name: DatasetName,
-    /// Images are resized (bilinear, once at load time) to this side length.
+    /// Images are resized (bilinear, once at load time) to this side length; an image folder's images
+    /// are resized on their shorter side and center-cropped.
     pub image_size: i64,
     /// Use only the first `limit` training images (for quick tests); all when absent.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -61,11 +69,56 @@ pub struct DataConfig {
     /// Flip each training image left-right with probability 1/2 (Ho et al. on CIFAR-10), drawn per
     /// step for the whole batch at once.
     pub random_flip: bool,
+    /// `cifar10`: the `cifar-10-batches-bin` folder or the official `cifar-10-binary.tar.gz` (default:
+    /// the `DDPM_CIFAR10` environment variable); `image_folder`: the folder. Made absolute when the
+    /// experiment is loaded. Not part of the run's identity: the sha256 of the content is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// `image_folder`: 1 (grey, ITU-R 601 luma) or 3 (RGB) channels; default 3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channels: Option<i64>,
+    /// `image_folder`: images held out as the test split (for bits/dim and test references), chosen
+    /// by the hash of their path; 0 leaves the folder without a test split.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub test_images: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for DataConfig {
     fn default() -> Self {
-        Self { name: DatasetName::Mnist, image_size: 32, limit: None, random_flip: false }
+        Self {
+            name: DatasetName::Mnist,
+            image_size: 32,
+            limit: None,
+            random_flip: false,
+            path: None,
+            channels: None,
+            test_images: 0,
+        }
+    }
+}
+
+impl DataConfig {
+    /// The dataset of that name with the other keys at their defaults.
+    pub fn named(name: DatasetName) -> Self {
+        Self { name, ..Self::default() }
+    }
+
+    /// Colour channels of the images.
+    pub fn channels(&self) -> i64 {
+        match self.name {
+            DatasetName::Mnist | DatasetName::FashionMnist => 1,
+            DatasetName::Cifar10 => 3,
+            DatasetName::ImageFolder => self.channels.unwrap_or(3),
+        }
+    }
+
+    /// Whether the dataset has a test split (an image folder only with `test_images`).
+    pub fn has_test_split(&self) -> bool {
+        self.name != DatasetName::ImageFolder || self.test_images > 0
     }
 }
 
@@ -544,6 +597,27 @@ pub enum TimestepSampling {
     LossSecondMoment,
 }
 
+/// Classifier-free guidance (Ho & Salimans 2022): the network sees each image's class, replaced by
+/// "no class" with probability `label_dropout`, so that one network is both the conditional model
+/// ε(x_t, c) and the unconditional one ε(x_t, ∅); sampling then follows
+/// ε̃ = (1 + w) ε(x_t, c) − w ε(x_t, ∅) with the guidance scale w (`sample.guidance_scale`,
+/// `eval.guidance_scale`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConditioningConfig {
+    /// Condition the network on the dataset's class labels.
+    pub classes: bool,
+    /// p_uncond: the probability of dropping a training image's label to "no class" (0.1 or 0.2 in
+    /// the paper).
+    pub label_dropout: f64,
+}
+
+impl Default for ConditioningConfig {
+    fn default() -> Self {
+        Self { classes: false, label_dropout: 0.1 }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SampleConfig {
@@ -558,6 +632,9 @@ pub struct SampleConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trajectory: Option<Vec<usize>>,
     pub sampler: SamplerConfig,
+    /// Guidance scale w of a class-conditional run's samples; `samples.png` then has one column per
+    /// class (column j: class j).
+    pub guidance_scale: f64,
 }
 
 impl SampleConfig {
@@ -573,7 +650,14 @@ impl SampleConfig {
 
 impl Default for SampleConfig {
     fn default() -> Self {
-        Self { num_samples: 64, clip_x0: true, use_ema: true, trajectory: None, sampler: SamplerConfig::default() }
+        Self {
+            num_samples: 64,
+            clip_x0: true,
+            use_ema: true,
+            trajectory: None,
+            sampler: SamplerConfig::default(),
+            guidance_scale: 0.0,
+        }
     }
 }
 
@@ -638,6 +722,11 @@ pub struct EvalConfig {
     pub num_samples: i64,
     /// The sampler of the evaluation's images.
     pub sampler: SamplerConfig,
+    /// A class-conditional run's FID images: class-balanced (image i of class i mod K, with guidance
+    /// `guidance_scale`) or unconditional ("no class", no guidance).
+    pub classes: EvalClasses,
+    /// Guidance scale w of class-balanced FID images.
+    pub guidance_scale: f64,
     /// Sample with the EMA weights (true) or the last trained weights.
     pub use_ema: bool,
     /// Which weights: the final ones (absent), or the checkpoint of this training step.
@@ -668,6 +757,8 @@ impl Default for EvalConfig {
             bpd: true,
             num_samples: 256,
             sampler: SamplerConfig::Ddim { steps: 50, eta: 0.0, spacing: Spacing::Linspace },
+            classes: EvalClasses::Balanced,
+            guidance_scale: 0.0,
             use_ema: true,
             checkpoint: None,
             reference_split: SplitName::Train,
@@ -681,6 +772,14 @@ impl Default for EvalConfig {
             every_num_samples: 64,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EvalClasses {
+    #[default]
+    Balanced,
+    Unconditional,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -701,8 +800,10 @@ impl SplitName {
 }
 
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
-/// the run's identity (its hash).
-pub const EXECUTION_ONLY_KEYS: &[&str] = &["train.log_every", "train.checkpoint_every", "train.deterministic", "eval"];
+/// the run's identity (its hash). `data.path` says where the data is; its content's sha256 is in the
+/// identity instead.
+pub const EXECUTION_ONLY_KEYS: &[&str] =
+    &["train.log_every", "train.checkpoint_every", "train.deterministic", "eval", "data.path"];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -759,6 +860,47 @@ impl RunConfig {
             }
         }
         self.model.check(self.data.image_size, &mut check);
+        let data = &self.data;
+        let name = data.name.as_str();
+        let folder_only = "only for data.name = \"image_folder\"";
+        if let Some(c) = data.channels {
+            check(data.name == DatasetName::ImageFolder, "data.channels", c.to_string(), folder_only);
+            check(c == 1 || c == 3, "data.channels", c.to_string(), "1 (grey) or 3 (RGB)");
+        }
+        if data.test_images > 0 {
+            check(data.name == DatasetName::ImageFolder, "data.test_images", data.test_images.to_string(), folder_only);
+        }
+        if let Some(p) = &data.path {
+            check(
+                !data.name.is_fetched(),
+                "data.path",
+                format!("{p:?}"),
+                &format!("only for cifar10 and image_folder (`{name}` is fetched from a package registry)"),
+            );
+        }
+        if data.name == DatasetName::ImageFolder {
+            check(
+                data.path.is_some(),
+                "data.path",
+                "absent".into(),
+                "the folder of images (data.name = \"image_folder\")",
+            );
+            let needs_test = if self.eval.bpd {
+                Some("eval.bpd")
+            } else if self.eval.reference_split == SplitName::Test {
+                Some("eval.reference_split = \"test\"")
+            } else {
+                None
+            };
+            if let Some(what) = needs_test {
+                check(
+                    data.has_test_split(),
+                    "data.test_images",
+                    "0".into(),
+                    &format!("at least 1: {what} needs a test split (or turn it off)"),
+                );
+            }
+        }
         let t = &self.train;
         if let Some(limit) = self.data.limit {
             check(
@@ -778,6 +920,27 @@ impl RunConfig {
         check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");
         let gamma = t.min_snr_gamma;
         check(gamma > 0.0 && gamma.is_finite(), "train.min_snr_gamma", gamma.to_string(), "a finite number > 0");
+        let cond = &self.conditioning;
+        check(
+            (0.0..1.0).contains(&cond.label_dropout),
+            "conditioning.label_dropout",
+            cond.label_dropout.to_string(),
+            "0 <= label_dropout < 1",
+        );
+        for (key, w) in
+            [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)]
+        {
+            check(w >= 0.0 && w.is_finite(), key, w.to_string(), "a finite number >= 0 (0: no guidance)");
+            if w > 0.0 {
+                check(
+                    cond.classes && cond.label_dropout > 0.0,
+                    key,
+                    w.to_string(),
+                    "0 unless conditioning.classes = true with conditioning.label_dropout > 0 (guidance needs the \
+                     unconditional model that label dropout trains)",
+                );
+            }
+        }
         let sample = &self.sample;
         check(sample.num_samples >= 1, "sample.num_samples", sample.num_samples.to_string(), "an integer >= 1");
         for &step in sample.trajectory.iter().flatten() {

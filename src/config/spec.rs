@@ -20,9 +20,11 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    pub fn new(experiment: &str, label: String, config: RunConfig) -> Self {
-        let hash = hash_identity(&identity(&config));
-        Self { experiment: experiment.to_string(), label, config, hash }
+    /// The run of `config`; reads the training images' fingerprint (CIFAR-10 and image folders are
+    /// hashed from the user's files, which must be there).
+    pub fn new(experiment: &str, label: String, config: RunConfig) -> anyhow::Result<Self> {
+        let hash = hash_identity(&identity(&config)?);
+        Ok(Self { experiment: experiment.to_string(), label, config, hash })
     }
 
     /// The variant this run belongs to: its label without the seed part (`schedule=cosine`), or
@@ -48,7 +50,7 @@ impl RunSpec {
     /// What the hash is computed from; written to the run directory so a user can see why two runs
     /// differ.
     pub fn identity(&self) -> Value {
-        identity(&self.config)
+        identity(&self.config).expect("the fingerprint was computed when the spec was made")
     }
 }
 
@@ -56,19 +58,19 @@ impl RunSpec {
 /// keys, numbers in their shortest round-trip form, as serde_json writes them), the realised β array,
 /// the content fingerprint of the training data and the code fingerprint (sha256 of `src/` and
 /// `Cargo.lock`, computed at build time), so a change of code is a different run.
-fn identity(config: &RunConfig) -> Value {
+fn identity(config: &RunConfig) -> anyhow::Result<Value> {
     let mut canonical = serde_json::to_value(config).expect("RunConfig serializes to JSON");
     for key in EXECUTION_ONLY_KEYS {
         remove_path(&mut canonical, key);
     }
     let betas = schedule::betas(&config.diffusion.schedule, config.diffusion.timesteps);
-    json!({
+    Ok(json!({
         "identity_format": 2,
         "code_sha256": env!("DDPM_CODE_SHA256"),
         "config": canonical,
         "betas_sha256": schedule::betas_fingerprint(&betas),
-        "train_images_sha256": data::train_images_fingerprint(config.data.name),
-    })
+        "train_images_sha256": data::train_images_fingerprint(&config.data)?,
+    }))
 }
 
 fn hash_identity(identity: &Value) -> String {
@@ -103,10 +105,13 @@ mod tests {
         let a = RunConfig::default();
         let mut b = a.clone();
         b.train.log_every = 7;
-        assert_eq!(RunSpec::new("e", "x".into(), a.clone()).hash, RunSpec::new("e", "y".into(), b).hash);
+        assert_eq!(
+            RunSpec::new("e", "x".into(), a.clone()).unwrap().hash,
+            RunSpec::new("e", "y".into(), b).unwrap().hash
+        );
         let mut c = a.clone();
         c.train.lr = 1e-3;
-        assert_ne!(RunSpec::new("e", "x".into(), a).hash, RunSpec::new("e", "x".into(), c).hash);
+        assert_ne!(RunSpec::new("e", "x".into(), a).unwrap().hash, RunSpec::new("e", "x".into(), c).unwrap().hash);
     }
 
     #[test]
@@ -115,7 +120,7 @@ mod tests {
         a.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.999, min_beta: None };
         let mut b = a.clone();
         b.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.5, min_beta: None };
-        let (ha, hb) = (RunSpec::new("e", "l".into(), a).hash, RunSpec::new("e", "l".into(), b).hash);
+        let (ha, hb) = (RunSpec::new("e", "l".into(), a).unwrap().hash, RunSpec::new("e", "l".into(), b).unwrap().hash);
         assert_ne!(ha, hb);
         assert_eq!(ha.len(), HASH_LEN);
     }

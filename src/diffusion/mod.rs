@@ -3,6 +3,7 @@
 //! Index convention: the paper counts t = 1..T; arrays here are indexed 0..T-1, so index `i` holds
 //! the paper's t = i + 1. Timestep tensors fed to models hold these indices.
 pub mod forward;
+pub mod guidance;
 pub mod likelihood;
 pub mod loss;
 pub mod posterior;

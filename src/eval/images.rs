@@ -1,7 +1,7 @@
 //! Sets of images to compare: a dataset split (optionally a range of it, optionally resized) or a
 //! folder of PNG files, read in batches so a large folder is never in memory at once.
 use super::grid::Image;
-use crate::config::DatasetName;
+use crate::config::{DataConfig, DatasetName};
 use crate::data::{self, Split};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -9,14 +9,16 @@ use tch::{Device, Kind, Tensor};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImageSet {
-    /// `mnist:test`, `fashion_mnist:train[0:5000]`: images `start..end` of a split.
-    Dataset { name: DatasetName, split: Split, start: usize, end: Option<usize>, size: Option<i64> },
+    /// `mnist:test`, `fashion_mnist:train[0:5000]`: images `start..end` of a split of the dataset
+    /// `data` (its name, and where user-supplied data is).
+    Dataset { data: DataConfig, split: Split, start: usize, end: Option<usize>, size: Option<i64> },
     /// Every `.png` in a folder (sorted by name), converted to RGB as pytorch-fid does.
     Folder(PathBuf),
 }
 
 impl ImageSet {
-    /// `NAME:SPLIT`, `NAME:SPLIT[START:END]` (either end may be left out) or a folder path.
+    /// `NAME:SPLIT`, `NAME:SPLIT[START:END]` (either end may be left out) or a folder path. CIFAR-10
+    /// is read from `DDPM_CIFAR10`; an image folder as a dataset is named by the path alone.
     pub fn parse(text: &str) -> Result<Self> {
         let Some((name, rest)) = text.split_once(':') else {
             let path = PathBuf::from(text);
@@ -29,12 +31,12 @@ impl ImageSet {
             }
             return Ok(ImageSet::Folder(path));
         };
-        let dataset = DatasetName::parse(name).with_context(|| {
-            format!(
-                "{text:?}: unknown dataset {name:?}; allowed are {}",
-                DatasetName::ALL.map(|d| d.as_str()).join(", ")
-            )
+        let allowed = [DatasetName::Mnist, DatasetName::FashionMnist, DatasetName::Cifar10];
+        let dataset = DatasetName::parse(name).filter(|d| allowed.contains(d)).with_context(|| {
+            format!("{text:?}: unknown dataset {name:?}; allowed are {}", allowed.map(|d| d.as_str()).join(", "))
         })?;
+        let mut data = DataConfig::named(dataset);
+        crate::data::resolve_path(&mut data)?;
         let (split, range) = match rest.split_once('[') {
             Some((s, r)) => (s, Some(r.strip_suffix(']').with_context(|| format!("{text:?}: missing `]`"))?)),
             None => (rest, None),
@@ -58,12 +60,12 @@ impl ImageSet {
                 bail!("{text:?}: the range is empty");
             }
         }
-        Ok(ImageSet::Dataset { name: dataset, split, start, end, size: None })
+        Ok(ImageSet::Dataset { data, split, start, end, size: None })
     }
 
     pub fn describe(&self) -> String {
         match self {
-            ImageSet::Dataset { name, split, start, end, size } => {
+            ImageSet::Dataset { data, split, start, end, size } => {
                 let split = if *split == Split::Train { "train" } else { "test" };
                 let range = match (start, end) {
                     (0, None) => String::new(),
@@ -71,7 +73,7 @@ impl ImageSet {
                     (s, Some(e)) => format!("[{s}:{e}]"),
                 };
                 let size = size.map(|s| format!(" at {s}x{s}")).unwrap_or_default();
-                format!("{}:{split}{range}{size}", name.as_str())
+                format!("{}:{split}{range}{size}", data.name.as_str())
             }
             ImageSet::Folder(p) => p.display().to_string(),
         }
@@ -86,8 +88,8 @@ impl ImageSet {
         each: &mut dyn FnMut(&Tensor) -> Result<()>,
     ) -> Result<i64> {
         match self {
-            ImageSet::Dataset { name, split, start, end, size } => {
-                let all = data::load_images_u8(*name, *split, data_dir)?;
+            ImageSet::Dataset { data: cfg, split, start, end, size } => {
+                let all = data::load_images_u8(cfg, *split, data_dir)?;
                 let n = all.size()[0] as usize;
                 let end = end.unwrap_or(n);
                 if end > n || *start >= end {
@@ -176,12 +178,18 @@ mod tests {
     fn parses_datasets_ranges_and_rejects_bad_names() {
         assert_eq!(
             ImageSet::parse("mnist:test[0:5000]").unwrap(),
-            ImageSet::Dataset { name: DatasetName::Mnist, split: Split::Test, start: 0, end: Some(5000), size: None }
+            ImageSet::Dataset {
+                data: DataConfig::named(DatasetName::Mnist),
+                split: Split::Test,
+                start: 0,
+                end: Some(5000),
+                size: None
+            }
         );
         assert_eq!(
             ImageSet::parse("fashion_mnist:train[100:]").unwrap(),
             ImageSet::Dataset {
-                name: DatasetName::FashionMnist,
+                data: DataConfig::named(DatasetName::FashionMnist),
                 split: Split::Train,
                 start: 100,
                 end: None,
@@ -189,7 +197,7 @@ mod tests {
             }
         );
         let err = ImageSet::parse("cifar:test").unwrap_err().to_string();
-        assert!(err.contains("unknown dataset") && err.contains("fashion_mnist"), "{err}");
+        assert!(err.contains("unknown dataset") && err.contains("fashion_mnist, cifar10"), "{err}");
         let err = ImageSet::parse("mnist:val").unwrap_err().to_string();
         assert!(err.contains("allowed are train, test"), "{err}");
         assert!(ImageSet::parse("mnist:test[5:5]").is_err());

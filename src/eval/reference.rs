@@ -71,13 +71,13 @@ pub fn dataset_stats(
     data_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<(SetStats, bool)> {
-    let ImageSet::Dataset { name, split, start, end, size } = set else {
+    let ImageSet::Dataset { data: cfg, split, start, end, size } = set else {
         bail!("only dataset splits are cached");
     };
-    let images_sha256 = data::images_fingerprint(*name, *split);
+    let images_sha256 = data::images_fingerprint(cfg, *split)?;
     let key = json!({
         "format": 1,
-        "dataset": name.as_str(),
+        "dataset": cfg.name.as_str(),
         "split": if *split == Split::Train { "train" } else { "test" },
         "images_sha256": images_sha256,
         "start": start,

@@ -8,7 +8,7 @@ use super::grid::make_grid;
 use super::images::ImageSet;
 use super::inception::{self, Inception};
 use super::reference::{dataset_stats, Collector, SetStats};
-use crate::config::{EvalConfig, RunConfig, SamplerConfig, SplitName};
+use crate::config::{EvalClasses, EvalConfig, RunConfig, SamplerConfig, SplitName};
 use crate::data::Split;
 use crate::diffusion::sampler::{self, SampleOptions};
 use crate::diffusion::NoiseSchedule;
@@ -50,7 +50,7 @@ pub fn sampler_name(s: &SamplerConfig, timesteps: usize) -> String {
 pub fn reference_set(config: &RunConfig) -> ImageSet {
     let e = &config.eval;
     ImageSet::Dataset {
-        name: config.data.name,
+        data: config.data.clone(),
         split: match e.reference_split {
             SplitName::Train => Split::Train,
             SplitName::Test => Split::Test,
@@ -66,8 +66,13 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     let e = &config.eval;
     let weights = if e.use_ema { "EMA" } else { "raw" };
     let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
+    let classes = match (config.conditioning.classes, e.classes) {
+        (false, _) => String::new(),
+        (true, EvalClasses::Balanced) => format!(", class-balanced, guidance w={}", e.guidance_scale),
+        (true, EvalClasses::Unconditional) => ", unconditional (no class)".to_string(),
+    };
     format!(
-        "{num_samples} samples ({}, {weights} weights, {at}) vs {}",
+        "{num_samples} samples ({}, {weights} weights, {at}{classes}) vs {}",
         sampler_name(&e.sampler, config.diffusion.timesteps),
         reference_set(config).describe()
     )
@@ -148,7 +153,7 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
         dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
     let config = dir.load_config()?;
     let mut vs = nn::VarStore::new(device);
-    let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
+    let model = models::build_for(&config, &vs.root())?;
     let (step, sha256) = match checkpoint {
         None => {
             if status.state != State::Done {
@@ -209,15 +214,21 @@ pub fn sample_fid(
     let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, device);
     let opts =
         SampleOptions { target: d.target, variance: d.variance, clip_x0: config.sample.clip_x0, trajectory: &[] };
-    let shape = |b: i64| [b, config.data.name.channels(), config.data.image_size, config.data.image_size];
+    let shape = |b: i64| [b, config.data.channels(), config.data.image_size, config.data.image_size];
     let mut collector = Collector::default();
     let mut first = None;
     let mut sample_seconds = 0.0;
     let batches = (n + e.batch_size - 1) / e.batch_size;
     progress.phase("fid", n as u64);
-    let mut eps_model = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
+    // A class-conditional model's images: class-balanced with guidance, or unconditional.
+    let balanced = match (models::num_classes(config)?, e.classes) {
+        (Some(k), EvalClasses::Balanced) => Some(k),
+        _ => None,
+    };
     for b in 0..batches {
         let len = e.batch_size.min(n - b * e.batch_size);
+        let labels = balanced.map(|k| models::balanced_labels(b * e.batch_size, len, k, device));
+        let mut eps_model = models::sampling_fn(model, labels, e.guidance_scale);
         reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
         crate::device::synchronize(device);
@@ -384,7 +395,7 @@ impl DuringTraining {
         let net = Inception::load(data_dir, device)?;
         let reference = reference_stats(config, &net, data_dir, progress)?;
         let vs = nn::VarStore::new(device);
-        let model = models::build(&config.model, config.data.name.channels(), config.data.image_size, &vs.root());
+        let model = models::build_for(config, &vs.root())?;
         let path = run_dir.join("eval_history.jsonl");
         let history = if start > 0 { MetricsWriter::resume(&path, start)? } else { MetricsWriter::create(&path)? };
         let best = std::fs::read_to_string(&path)

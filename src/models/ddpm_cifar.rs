@@ -8,7 +8,7 @@
 //! With ch 128, ch_mult (1, 2, 2, 2), two blocks, attention at 16×16 and three channels: 35,746,307
 //! parameters (the paper's 35.7M). Initialisation follows the TensorFlow code (see `layers`),
 //! including the layers it starts at zero.
-use super::embedding::sinusoidal;
+use super::embedding::{condition, sinusoidal, ClassEmbedding};
 use super::{layers, Denoiser};
 use tch::{nn, nn::Module, Tensor};
 
@@ -118,6 +118,7 @@ pub struct DdpmCifarOptions {
 #[derive(Debug)]
 pub struct DdpmCifar {
     ch: i64,
+    classes: Option<ClassEmbedding>,
     dense0: nn::Linear,
     dense1: nn::Linear,
     conv_in: nn::Conv2D,
@@ -131,7 +132,7 @@ pub struct DdpmCifar {
 }
 
 impl DdpmCifar {
-    pub fn new(p: &nn::Path, channels: i64, o: &DdpmCifarOptions) -> Self {
+    pub fn new(p: &nn::Path, channels: i64, o: &DdpmCifarOptions, classes: Option<i64>) -> Self {
         let (ch, n) = (o.ch, o.ch_mult.len());
         let temb = 4 * ch;
         let attn_at = |level: usize| o.attn_resolutions.contains(&(o.image_size >> level));
@@ -173,6 +174,7 @@ impl DdpmCifar {
             up.push(Level { blocks, attns, resample });
         }
         Self {
+            classes: classes.map(|k| ClassEmbedding::new(p, k, temb)),
             ch,
             dense0: layers::tf_linear(p / "temb" / "dense0", ch, temb),
             dense1: layers::tf_linear(p / "temb" / "dense1", temb, temb),
@@ -189,8 +191,9 @@ impl DdpmCifar {
 }
 
 impl Denoiser for DdpmCifar {
-    fn forward_t(&self, x: &Tensor, t: &Tensor, _class_labels: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>, train: bool) -> Tensor {
         let temb = self.dense1.forward(&self.dense0.forward(&sinusoidal(t, self.ch)).silu());
+        let temb = condition(&self.classes, temb, class_labels);
         let mut hs = vec![x.apply(&self.conv_in)];
         for level in &self.down {
             for i in 0..level.blocks.len() {

@@ -1,4 +1,5 @@
-//! Timestep embeddings.
+//! Timestep embeddings, and the class embedding of class-conditional models.
+use tch::nn::Module;
 use tch::{Kind, Tensor};
 
 /// The transformer's sinusoidal position embedding applied to timesteps, as in the DDPM code and
@@ -31,9 +32,57 @@ impl LearnedSinusoidal {
     }
 }
 
+/// A learned vector per class, plus one for "no class" (the last row), added to the timestep
+/// embedding: the conditioning of classifier-free guidance (Ho & Salimans 2022), where dropping labels
+/// to "no class" in training makes the same network the unconditional model too.
+#[derive(Debug)]
+pub struct ClassEmbedding {
+    table: tch::nn::Embedding,
+    /// The index of "no class".
+    pub null: i64,
+}
+
+impl ClassEmbedding {
+    pub fn new(p: &tch::nn::Path, classes: i64, dim: i64) -> Self {
+        Self { table: tch::nn::embedding(p / "class_emb", classes + 1, dim, Default::default()), null: classes }
+    }
+
+    /// `temb` plus each sample's class vector: `labels` `[B]` in 0..classes, with −1 (or `null`) for
+    /// "no class"; None is "no class" for the whole batch (the unconditional model).
+    pub fn add_to(&self, temb: Tensor, labels: Option<&Tensor>) -> Tensor {
+        let labels = match labels {
+            Some(l) => l.where_scalarother(&l.ge(0), self.null),
+            None => Tensor::full([temb.size()[0]], self.null, (Kind::Int64, temb.device())),
+        };
+        temb + self.table.forward(&labels)
+    }
+}
+
+/// The timestep embedding of a model, conditioned on the labels when the model has classes.
+pub fn condition(classes: &Option<ClassEmbedding>, temb: Tensor, labels: Option<&Tensor>) -> Tensor {
+    match classes {
+        Some(c) => c.add_to(temb, labels),
+        None => temb,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Label −1 and None both pick the "no class" row; a class picks its own row.
+    #[test]
+    fn unlabelled_samples_get_the_null_class() {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let c = ClassEmbedding::new(&vs.root(), 3, 4);
+        let temb = Tensor::zeros([3, 4], (Kind::Float, tch::Device::Cpu));
+        let with = c.add_to(temb.shallow_clone(), Some(&Tensor::from_slice(&[2i64, -1, 3])));
+        let without = c.add_to(temb, None);
+        let rows = (vs.root() / "class_emb").get("weight").unwrap();
+        assert!(with.get(0).equal(&rows.get(2)));
+        assert!(with.get(1).equal(&rows.get(3)) && with.get(2).equal(&rows.get(3)));
+        assert!(without.get(0).equal(&rows.get(3)));
+    }
 
     /// dim 4 → h = 2, frequencies exp(0) = 1 and exp(−ln 10000) = 1e-4. For t = 2:
     /// [sin 2, sin 2e-4, cos 2, cos 2e-4] = [0.909297, 0.0002, −0.416147, 1.0].

@@ -14,24 +14,57 @@ pub mod simple_bn;
 pub mod simple_unet;
 pub mod unet;
 
-use crate::config::ModelConfig;
+use crate::config::{ModelConfig, RunConfig};
 use tch::{nn, Tensor};
 
 /// A network that maps a noisy batch x_t and its timestep indices t to a tensor of x_t's shape.
 pub trait Denoiser {
-    /// `class_labels` is reserved for class-conditional models (no model here uses it yet);
+    /// `class_labels` (`[B]`, −1 for "no class") condition a class-conditional model; None is "no
+    /// class" for the whole batch (its unconditional model); models without classes ignore them.
     /// `train` switches layers that behave differently in training (dropout, batch norm).
     fn forward_t(&self, x_t: &Tensor, t: &Tensor, class_labels: Option<&Tensor>, train: bool) -> Tensor;
 }
 
+/// The run's model: its architecture for the dataset's channels and image size, class-conditional
+/// (with the dataset's classes) when `conditioning.classes` is on.
+pub fn build_for(config: &RunConfig, path: &nn::Path) -> anyhow::Result<Box<dyn Denoiser>> {
+    let classes = num_classes(config)?;
+    Ok(build(&config.model, config.data.channels(), config.data.image_size, classes, path))
+}
+
+/// The number of classes a run's model is conditioned on (None: unconditional).
+pub fn num_classes(config: &RunConfig) -> anyhow::Result<Option<i64>> {
+    if !config.conditioning.classes {
+        return Ok(None);
+    }
+    let names = crate::data::class_names(&config.data)?;
+    if names.is_empty() {
+        anyhow::bail!(
+            "conditioning.classes = true: dataset `{}` has no classes (an image folder has them when its images lie \
+             in sub-folders)",
+            config.data.name.as_str()
+        );
+    }
+    Ok(Some(names.len() as i64))
+}
+
 /// Builds the configured model for images of `channels` × `image_size`², with its parameters under
-/// `path` (checkpoint keys read like the architecture: `down.0.block1.conv1.weight`). Initialisation
-/// draws from libtorch's generator, so it is fixed by the run's seed.
-pub fn build(cfg: &ModelConfig, channels: i64, image_size: i64, path: &nn::Path) -> Box<dyn Denoiser> {
+/// `path` (checkpoint keys read like the architecture: `down.0.block1.conv1.weight`), conditioned on
+/// `classes` classes when given. Initialisation draws from libtorch's generator, so it is fixed by the
+/// run's seed.
+pub fn build(
+    cfg: &ModelConfig,
+    channels: i64,
+    image_size: i64,
+    classes: Option<i64>,
+    path: &nn::Path,
+) -> Box<dyn Denoiser> {
     match cfg {
-        ModelConfig::Simple { time_emb_dim } => Box::new(simple_unet::SimpleUNet::new(path, channels, *time_emb_dim)),
+        ModelConfig::Simple { time_emb_dim } => {
+            Box::new(simple_unet::SimpleUNet::new(path, channels, *time_emb_dim, classes))
+        }
         ModelConfig::SimpleBn { time_emb_dim, channels: widths } => {
-            Box::new(simple_bn::SimpleBnUnet::new(path, channels, *time_emb_dim, widths))
+            Box::new(simple_bn::SimpleBnUnet::new(path, channels, *time_emb_dim, widths, classes))
         }
         ModelConfig::Unet {
             dim,
@@ -59,7 +92,7 @@ pub fn build(cfg: &ModelConfig, channels: i64, image_size: i64, path: &nn::Path)
                 attn_heads: *attn_heads,
                 attn_dim_head: *attn_dim_head,
             };
-            Box::new(unet::Unet::new(path, channels, &o))
+            Box::new(unet::Unet::new(path, channels, &o, classes))
         }
         ModelConfig::DdpmCifar { ch, ch_mult, num_res_blocks, attn_resolutions, dropout } => {
             let o = ddpm_cifar::DdpmCifarOptions {
@@ -70,9 +103,33 @@ pub fn build(cfg: &ModelConfig, channels: i64, image_size: i64, path: &nn::Path)
                 dropout: *dropout,
                 image_size,
             };
-            Box::new(ddpm_cifar::DdpmCifar::new(path, channels, &o))
+            Box::new(ddpm_cifar::DdpmCifar::new(path, channels, &o, classes))
         }
     }
+}
+
+/// The network as the samplers see it ((x_t, t) → prediction) for a batch with class `labels` (−1:
+/// no class; None: no class for any) and guidance scale `w`: with w > 0 one call on the doubled batch
+/// [x_t with the labels; x_t without] combined by classifier-free guidance.
+pub fn sampling_fn<'a>(
+    model: &'a dyn Denoiser,
+    labels: Option<Tensor>,
+    w: f64,
+) -> impl FnMut(&Tensor, &Tensor) -> Tensor + 'a {
+    move |x, t| match &labels {
+        Some(l) if w > 0.0 => {
+            let b = x.size()[0];
+            let both = Tensor::cat(&[l, &l.full_like(-1)], 0);
+            let out = model.forward_t(&Tensor::cat(&[x, x], 0), &Tensor::cat(&[t, t], 0), Some(&both), false);
+            crate::diffusion::guidance::guide(&out.narrow(0, 0, b), &out.narrow(0, b, b), w)
+        }
+        l => model.forward_t(x, t, l.as_ref(), false),
+    }
+}
+
+/// Class labels start, start + 1, … modulo `classes`, `[len]`: class-balanced samples.
+pub fn balanced_labels(start: i64, len: i64, classes: i64, device: tch::Device) -> Tensor {
+    Tensor::arange_start(start, start + len, (tch::Kind::Int64, device)).remainder(classes)
 }
 
 /// Trainable parameters (BatchNorm's running statistics are not counted, as in PyTorch).
@@ -99,7 +156,7 @@ pub fn catalogue(channels: i64, image_size: i64) -> Vec<CatalogueEntry> {
             let sizes = format!("multiples of {factor}");
             let parameters = if image_size >= factor && image_size % factor == 0 {
                 let vs = nn::VarStore::new(tch::Device::Cpu);
-                let _model = build(&cfg, channels, image_size, &vs.root());
+                let _model = build(&cfg, channels, image_size, None, &vs.root());
                 Ok(parameter_count(&vs))
             } else {
                 Err(format!("cannot take {image_size}x{image_size}"))
@@ -120,7 +177,7 @@ mod tests {
 
     fn built(cfg: &ModelConfig, channels: i64, size: i64) -> (nn::VarStore, Box<dyn Denoiser>) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = build(cfg, channels, size, &vs.root());
+        let m = build(cfg, channels, size, None, &vs.root());
         (vs, m)
     }
 

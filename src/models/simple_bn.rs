@@ -6,7 +6,8 @@
 //! Linear → ReLU. Four halvings of the side: sizes must be multiples of 16.
 //!
 //! Parameter count with one channel: 62,437,601 (the notebook prints 62,438,883 for three).
-use super::{embedding::sinusoidal, layers, Denoiser};
+use super::embedding::{condition, sinusoidal, ClassEmbedding};
+use super::{layers, Denoiser};
 use tch::{nn, nn::Module, nn::ModuleT, Tensor};
 
 #[derive(Debug)]
@@ -64,6 +65,7 @@ impl Block {
 #[derive(Debug)]
 pub struct SimpleBnUnet {
     time_dim: i64,
+    classes: Option<ClassEmbedding>,
     time_mlp: nn::Linear,
     conv0: nn::Conv2D,
     downs: Vec<Block>,
@@ -72,11 +74,12 @@ pub struct SimpleBnUnet {
 }
 
 impl SimpleBnUnet {
-    pub fn new(p: &nn::Path, channels: i64, time_dim: i64, widths: &[i64]) -> Self {
+    pub fn new(p: &nn::Path, channels: i64, time_dim: i64, widths: &[i64], classes: Option<i64>) -> Self {
         let n = widths.len();
         let up_widths: Vec<i64> = widths.iter().rev().copied().collect();
         Self {
             time_dim,
+            classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
             time_mlp: layers::linear(p / "time_mlp", time_dim, time_dim),
             conv0: layers::conv2d(p / "conv0", channels, widths[0], 3, 1),
             downs: (0..n - 1).map(|i| Block::new(p / "downs" / i, widths[i], widths[i + 1], time_dim, false)).collect(),
@@ -89,8 +92,9 @@ impl SimpleBnUnet {
 }
 
 impl Denoiser for SimpleBnUnet {
-    fn forward_t(&self, x: &Tensor, t: &Tensor, _class_labels: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>, train: bool) -> Tensor {
         let temb = self.time_mlp.forward(&sinusoidal(t, self.time_dim)).relu();
+        let temb = condition(&self.classes, temb, class_labels);
         let mut h = x.apply(&self.conv0);
         let mut skips = Vec::with_capacity(self.downs.len());
         for down in &self.downs {

@@ -4,7 +4,8 @@
 //! concatenation up, and a 1×1 output convolution. Three poolings need sides divisible by 8.
 //!
 //! Parameter count with one channel and a 32-dim time embedding: 858,753 (tested).
-use super::{embedding::sinusoidal, layers, Denoiser};
+use super::embedding::{condition, sinusoidal, ClassEmbedding};
+use super::{layers, Denoiser};
 use tch::{nn, nn::Module, Tensor};
 
 const GROUPS: i64 = 8;
@@ -40,6 +41,7 @@ impl Block {
 #[derive(Debug)]
 pub struct SimpleUNet {
     time_dim: i64,
+    classes: Option<ClassEmbedding>,
     time_mlp: nn::Linear,
     down: Vec<Block>,
     mid: Block,
@@ -48,11 +50,12 @@ pub struct SimpleUNet {
 }
 
 impl SimpleUNet {
-    pub fn new(p: &nn::Path, channels: i64, time_dim: i64) -> Self {
+    pub fn new(p: &nn::Path, channels: i64, time_dim: i64, classes: Option<i64>) -> Self {
         let down_p = p / "down";
         let up_p = p / "up";
         Self {
             time_dim,
+            classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
             time_mlp: layers::linear(p / "time_mlp", time_dim, time_dim),
             down: vec![
                 Block::new(&down_p / 0, channels, 32, time_dim),
@@ -81,8 +84,9 @@ fn upsample(x: &Tensor) -> Tensor {
 }
 
 impl Denoiser for SimpleUNet {
-    fn forward_t(&self, x: &Tensor, t: &Tensor, _class_labels: Option<&Tensor>, _train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>, _train: bool) -> Tensor {
         let temb = self.time_mlp.forward(&sinusoidal(t, self.time_dim)).relu();
+        let temb = condition(&self.classes, temb, class_labels);
         let mut skips = Vec::with_capacity(3);
         let mut h = x.shallow_clone();
         for (i, block) in self.down.iter().enumerate() {
@@ -112,7 +116,7 @@ mod tests {
     #[test]
     fn parameter_count_is_the_blogs() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _m = SimpleUNet::new(&vs.root(), 1, 32);
+        let _m = SimpleUNet::new(&vs.root(), 1, 32, None);
         let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert_eq!(n, 858_753);
     }
@@ -120,7 +124,7 @@ mod tests {
     #[test]
     fn output_shape_equals_input_shape() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = SimpleUNet::new(&vs.root(), 3, 32);
+        let m = SimpleUNet::new(&vs.root(), 3, 32, None);
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0i64, 999]);
         assert_eq!(m.forward_t(&x, &t, None, true).size(), vec![2, 3, 32, 32]);

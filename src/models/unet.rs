@@ -10,7 +10,7 @@
 //! GroupNorm(1) → conv3×3, plus the residual projection. Downsampling: pixel unshuffle + conv1×1;
 //! upsampling: nearest ×2 + conv3×3. Sides must be multiples of 2^(levels − 1).
 use super::attention::{Attention, LinearAttention};
-use super::embedding::{sinusoidal, LearnedSinusoidal};
+use super::embedding::{condition, sinusoidal, ClassEmbedding, LearnedSinusoidal};
 use super::{layers, Denoiser};
 use crate::config::{TimeEmbedding, UnetBlock};
 use tch::{nn, nn::Module, Tensor};
@@ -164,6 +164,7 @@ enum TimeFeatures {
 
 #[derive(Debug)]
 pub struct Unet {
+    classes: Option<ClassEmbedding>,
     time_features: TimeFeatures,
     time_mlp1: nn::Linear,
     time_mlp2: nn::Linear,
@@ -178,7 +179,7 @@ pub struct Unet {
 }
 
 impl Unet {
-    pub fn new(p: &nn::Path, channels: i64, o: &UnetOptions) -> Self {
+    pub fn new(p: &nn::Path, channels: i64, o: &UnetOptions, classes: Option<i64>) -> Self {
         let time_dim = 4 * o.dim;
         let (time_features, fourier_dim) = match o.time_embedding {
             TimeEmbedding::Sinusoidal => (TimeFeatures::Sinusoidal(o.dim), o.dim),
@@ -232,6 +233,7 @@ impl Unet {
             .collect();
         let mid_attn_p = p / "mid_attn";
         Self {
+            classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
             time_features,
             time_mlp1: layers::linear(p / "time_mlp" / "linear1", fourier_dim, time_dim),
             time_mlp2: layers::linear(p / "time_mlp" / "linear2", time_dim, time_dim),
@@ -252,12 +254,13 @@ impl Unet {
 }
 
 impl Denoiser for Unet {
-    fn forward_t(&self, x: &Tensor, t: &Tensor, _class_labels: Option<&Tensor>, train: bool) -> Tensor {
+    fn forward_t(&self, x: &Tensor, t: &Tensor, class_labels: Option<&Tensor>, train: bool) -> Tensor {
         let features = match &self.time_features {
             TimeFeatures::Sinusoidal(dim) => sinusoidal(t, *dim),
             TimeFeatures::Learned(l) => l.forward(t),
         };
         let temb = self.time_mlp2.forward(&self.time_mlp1.forward(&features).gelu("none"));
+        let temb = condition(&self.classes, temb, class_labels);
         let mut h = x.apply(&self.init_conv);
         let r = h.shallow_clone();
         let mut skips = Vec::with_capacity(2 * self.down.len());

@@ -148,7 +148,7 @@ mod tests {
             description: None,
             path: "e.toml".into(),
             profile: None,
-            runs: vec![RunSpec::new("e", "a".into(), a), RunSpec::new("e", "b".into(), b)],
+            runs: vec![RunSpec::new("e", "a".into(), a).unwrap(), RunSpec::new("e", "b".into(), b).unwrap()],
             sources: vec![],
             baseline: None,
             loss_log_scale: true,

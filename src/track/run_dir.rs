@@ -228,7 +228,8 @@ impl RunDir {
             serde_json::from_str(&std::fs::read_to_string(&prov_path).unwrap_or_else(|_| "{}".into()))
                 .with_context(|| format!("{}: invalid JSON", prov_path.display()))?;
         let text_of = |k: &str| prov[k].as_str().unwrap_or("unknown").to_string();
-        let spec = RunSpec::new(&text_of("experiment"), text_of("label"), config);
+        let spec = RunSpec::new(&text_of("experiment"), text_of("label"), config)
+            .with_context(|| format!("{}: cannot identify the run's training data", self.path.display()))?;
         let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
         let name = real.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if spec.hash != name {
@@ -280,7 +281,7 @@ mod tests {
     #[test]
     fn status_round_trips_and_config_is_written() {
         let root = tempfile::tempdir().unwrap();
-        let spec = RunSpec::new("exp", "schedule=cosine".into(), RunConfig::default());
+        let spec = RunSpec::new("exp", "schedule=cosine".into(), RunConfig::default()).unwrap();
         let dir = RunDir::new(root.path(), &spec.hash);
         assert!(dir.status().unwrap().is_none());
         dir.prepare(&spec).unwrap();

@@ -17,6 +17,7 @@ pub struct Draws {
     /// The current epoch and its permutation of the dataset.
     epoch_order: Option<(usize, Tensor)>,
     random_flip: bool,
+    label_dropout: Option<f64>,
 }
 
 /// One step's draws.
@@ -31,16 +32,24 @@ pub struct StepDraws {
     pub noise: Tensor,
     /// Which images to flip left-right (`[B]` booleans), when flips are on.
     pub flip: Option<Tensor>,
+    /// Which images' class labels to drop to "no class" (`[B]` booleans), for classifier-free guidance.
+    pub drop_label: Option<Tensor>,
 }
 
 impl Draws {
     pub fn new(seed: u64, n: i64, batch: i64, device: Device) -> Self {
-        Draws { seed, n, batch, device, epoch_order: None, random_flip: false }
+        Draws { seed, n, batch, device, epoch_order: None, random_flip: false, label_dropout: None }
     }
 
     /// Also draw a left-right flip per image (after the noise: runs without flips draw what they drew).
     pub fn with_random_flip(mut self, on: bool) -> Self {
         self.random_flip = on;
+        self
+    }
+
+    /// Also draw, with probability `p`, whether to drop each image's class label (after the flips).
+    pub fn with_label_dropout(mut self, p: Option<f64>) -> Self {
+        self.label_dropout = p;
         self
     }
 
@@ -63,7 +72,8 @@ impl Draws {
         let shape: Vec<i64> = std::iter::once(self.batch).chain(image_shape.iter().copied()).collect();
         let noise = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
         let flip = self.random_flip.then(|| Tensor::rand([self.batch], (Kind::Float, self.device)).lt(0.5));
-        StepDraws { indices, t, importance, noise, flip }
+        let drop_label = self.label_dropout.map(|p| Tensor::rand([self.batch], (Kind::Float, self.device)).lt(p));
+        StepDraws { indices, t, importance, noise, flip, drop_label }
     }
 }
 

@@ -99,7 +99,8 @@ pub fn train_run(
     let [channels, height, width] = data.image_shape();
     reseed(seed, "init", 0);
     let vs = nn::VarStore::new(device);
-    let model = models::build(&cfg.model, channels, height, &vs.root());
+    let model = models::build_for(cfg, &vs.root())?;
+    let classes = models::num_classes(cfg)?;
     if tc.channels_last {
         for (_, mut v) in vs.variables() {
             v.set_data(&crate::device::channels_last(&v));
@@ -153,7 +154,9 @@ pub fn train_run(
     };
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
-    let mut draws = Draws::new(seed, n, batch, device).with_random_flip(cfg.data.random_flip);
+    let mut draws = Draws::new(seed, n, batch, device)
+        .with_random_flip(cfg.data.random_flip)
+        .with_label_dropout(classes.map(|_| cfg.conditioning.label_dropout));
     let image_shape = data.images.size()[1..].to_vec();
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
@@ -165,7 +168,8 @@ pub fn train_run(
         }
     };
     for step in start + 1..=steps {
-        let StepDraws { indices, t, importance, noise, flip } = draws.step(step, &image_shape, &timestep_sampler);
+        let StepDraws { indices, t, importance, noise, flip, drop_label } =
+            draws.step(step, &image_shape, &timestep_sampler);
         mark(&mut phases, "draws (indices, t, noise)");
         let x0 = data.images.index_select(0, &indices);
         // One batched select between the images and their mirror images, no per-image work.
@@ -173,6 +177,14 @@ pub fn train_run(
             Some(f) => x0.flip([3]).where_self(&f.view([-1, 1, 1, 1]), &x0),
             None => x0,
         };
+        // The batch's classes, some dropped to "no class" (−1) so the network also learns ε(x_t, ∅).
+        let labels = classes.map(|_| {
+            let l = data.labels.index_select(0, &indices);
+            match &drop_label {
+                Some(d) => l.where_scalarother(&d.logical_not(), -1),
+                None => l,
+            }
+        });
         let x_t = q_sample(&schedule, &x0, &t, &noise);
         let target = training_target(dc.target, &schedule, &x0, &noise, &t);
         mark(&mut phases, "batch and q_sample");
@@ -180,7 +192,8 @@ pub fn train_run(
         // Under bf16 autocast the network runs in bfloat16; its output and the loss are float32.
         let bf16 = tc.precision == Precision::Bf16;
         let prediction =
-            crate::device::autocast_bf16(bf16, device, || model.forward_t(&x_t, &t, None, true)).to_kind(Kind::Float);
+            crate::device::autocast_bf16(bf16, device, || model.forward_t(&x_t, &t, labels.as_ref(), true))
+                .to_kind(Kind::Float);
         let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &prediction, &target);
         let weights = match tc.weighting {
             Weighting::Uniform => importance,
@@ -275,7 +288,7 @@ pub fn train_run(
 
     // The final weights and their average; sampling uses the one configured.
     let ema_vs = nn::VarStore::new(device);
-    let ema_model = models::build(&cfg.model, channels, height, &ema_vs.root());
+    let ema_model = models::build_for(cfg, &ema_vs.root())?;
     ema.copy_to(&ema_vs);
     let weights_sha256 = save_weights(&vs, &dir.path.join("model.safetensors"))?;
     let ema_sha256 = save_weights(&ema_vs, &dir.path.join("ema.safetensors"))?;
@@ -291,12 +304,17 @@ pub fn train_run(
     };
     reseed(seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];
-    let mut eps_model = |x: &Tensor, t: &Tensor| sampling_model.forward_t(x, t, None, false);
+    // A class-conditional run's samples: image i of class i mod K, so column j of the grid is class j.
+    let labels = classes.map(|k| models::balanced_labels(0, cfg.sample.num_samples, k, device));
+    let mut eps_model = models::sampling_fn(sampling_model.as_ref(), labels, cfg.sample.guidance_scale);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
     let out = sampler::sample(&cfg.sample.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |k| {
         reporter.advance(k as u64)
     });
-    let ncol = (cfg.sample.num_samples as f64).sqrt().ceil() as usize;
+    let ncol = match classes {
+        Some(k) => k as usize,
+        None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,
+    };
     save_image(&dir.path.join("samples.png"), &make_grid(&out.x0, ncol, 2)?, "samples", steps, &mut events)?;
     if !out.trajectory.is_empty() {
         let grid = trajectory_grid(&out.trajectory, 8)?;
