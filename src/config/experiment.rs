@@ -150,14 +150,21 @@ fn resolve_baseline(baseline: &Baseline, runs: &[RunSpec], shown: &str) -> Resul
             all.push(v);
         }
     }
+    let baseline = match baseline {
+        Baseline::Label(l) => format!("{l:?}"),
+        Baseline::Keys(keys) => {
+            let pairs: Vec<String> = keys.iter().map(|(k, v)| format!("{k:?} = {v}")).collect();
+            format!("{{ {} }}", pairs.join(", "))
+        }
+    };
     match matched.len() {
         1 => Ok(matched.remove(0)),
         0 => bail!(
-            "{shown}: key `experiment.baseline` = {baseline:?} matches no run; the variants are: {}",
+            "{shown}: key `experiment.baseline` = {baseline} matches no run; the variants are: {}",
             all.join("; ")
         ),
         _ => bail!(
-            "{shown}: key `experiment.baseline` = {baseline:?} matches several variants ({}); name one of: {}",
+            "{shown}: key `experiment.baseline` = {baseline} matches several variants ({}); name one of: {}",
             matched.join("; "),
             all.join("; ")
         ),

@@ -63,6 +63,8 @@ fn identity(config: &RunConfig) -> anyhow::Result<Value> {
     for key in EXECUTION_ONLY_KEYS {
         remove_path(&mut canonical, key);
     }
+    // The trajectory's steps as resolved: left out (T, 3T/4, …) and written out are the same run.
+    canonical["sample"]["trajectory"] = json!(config.sample.trajectory_steps(config.diffusion.timesteps));
     let betas = schedule::betas(&config.diffusion.schedule, config.diffusion.timesteps);
     Ok(json!({
         "identity_format": 2,
@@ -112,6 +114,17 @@ mod tests {
         let mut c = a.clone();
         c.train.lr = 1e-3;
         assert_ne!(RunSpec::new("e", "x".into(), a).unwrap().hash, RunSpec::new("e", "x".into(), c).unwrap().hash);
+    }
+
+    #[test]
+    fn a_default_trajectory_written_out_is_the_same_run() {
+        let a = RunConfig::default();
+        let mut b = a.clone();
+        b.sample.trajectory = Some(vec![1000, 750, 500, 250, 100, 0]);
+        let hash = |c: RunConfig| RunSpec::new("e", "x".into(), c).unwrap().hash;
+        assert_eq!(hash(a.clone()), hash(b.clone()));
+        b.sample.trajectory = Some(vec![1000, 0]);
+        assert_ne!(hash(a), hash(b));
     }
 
     #[test]
