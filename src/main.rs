@@ -96,6 +96,8 @@ enum Command {
         slurm: SlurmArgs,
     },
     /// List the runs of an experiment: label, hash, and whether each is new, partial or done.
+    /// An experiment file: each run's hash, state and label. A folder (`ddpm plan experiments`): one
+    /// line per experiment file in it, with its runs, trainings, what is done and its description.
     Plan {
         #[command(flatten)]
         args: ExperimentArgs,
@@ -429,6 +431,15 @@ fn analyze_and_print(exp: &ddpm::config::Experiment, layers: &Layers) -> Result<
 }
 
 fn plan(args: &ExperimentArgs) -> Result<()> {
+    if args.experiment.is_dir() {
+        let (table, failed) =
+            ddpm::runner::status::plan_folder(&args.experiment, &args.load_options(), &args.results_root())?;
+        print!("{table}");
+        if failed > 0 {
+            anyhow::bail!("{failed} experiment file(s) in {} do not load", args.experiment.display());
+        }
+        return Ok(());
+    }
     let exp = load_experiment(&args.experiment, &args.load_options())?;
     print!("{}", ddpm::runner::status::plan_table(&exp, &args.results_root()));
     Ok(())

@@ -377,7 +377,7 @@ fn commands_work_on_every_experiment_file() {
         .collect();
     files.sort();
     assert!(!files.is_empty());
-    for f in files {
+    for f in &files {
         for cmd in ["plan", "show", "status"] {
             let out = ddpm(&[cmd, f.to_str().unwrap()], &tmp.path().join("r"));
             assert!(out.status.success(), "{cmd} {}: {}", f.display(), text(&out.stderr));
@@ -385,6 +385,15 @@ fn commands_work_on_every_experiment_file() {
         let out = ddpm(&["status", f.to_str().unwrap()], &tmp.path().join("r"));
         assert!(text(&out.stdout).contains("new"), "{}", text(&out.stdout));
     }
+    // `ddpm plan <folder>`: one line per file, none failing.
+    let out = ddpm(&["plan", dir.to_str().unwrap()], &tmp.path().join("r"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(table.lines().any(|l| l.trim_start().starts_with(name) && !l.contains("error")), "{name}: {table}");
+    }
+    assert!(table.lines().any(|l| l.contains("samplers.toml") && l.split_whitespace().nth(1) == Some("11")), "{table}");
 }
 
 /// A loss that stops being finite fails the run with the step and the last finite loss; the summary

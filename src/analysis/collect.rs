@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The metrics a run can have, in table order; lower is better for every one of them but images/s.
+/// The metrics of the wall clock, not of the model: neither ranked in the verdicts nor compared by
+/// `reproduce`.
+pub const TIMINGS: [&str; 3] = ["images_per_sec", "wall_seconds", "sample_seconds"];
+
 pub const METRICS: [&str; 10] = [
     "final_loss",
     "fid",

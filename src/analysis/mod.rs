@@ -8,7 +8,7 @@ pub mod tables;
 use crate::config::Experiment;
 use crate::runner::board::flat;
 use anyhow::{Context, Result};
-use collect::{collect, paired, summaries, variants, RunRecord, METRICS};
+use collect::{collect, paired, summaries, variants, RunRecord, METRICS, TIMINGS};
 use stats::Summary;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -124,7 +124,7 @@ fn verdicts(
     baseline: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for metric in METRICS.iter().filter(|m| !["images_per_sec", "wall_seconds"].contains(m)) {
+    for metric in METRICS.iter().filter(|m| !TIMINGS.contains(m)) {
         let mut ranked: Vec<(&String, f64)> =
             order.iter().filter_map(|v| find(summary, v, metric).map(|s| (v, s.mean))).collect();
         ranked.sort_by(|a, b| if lower_is_better(metric) { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) });

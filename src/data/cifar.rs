@@ -25,7 +25,7 @@ pub const TEST_FILE: &str = "test_batch.bin";
 pub const CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
-fn where_to_get() -> String {
+pub fn where_to_get() -> String {
     format!(
         "CIFAR-10 ships in no registry here: download the binary version from {URL} ({ARCHIVE_BYTES} bytes, sha256 \
          {ARCHIVE_SHA256}) and give the archive, or the `{FOLDER}` folder unpacked from it, as `data.path` or in \

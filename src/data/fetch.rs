@@ -117,8 +117,9 @@ pub fn source(name: DatasetName) -> Option<&'static Source> {
 }
 
 fn fetched(name: DatasetName) -> Result<&'static Source> {
-    source(name).with_context(|| {
-        format!("dataset `{}` is not fetched from a registry: give its files with data.path", name.as_str())
+    source(name).with_context(|| match name {
+        DatasetName::Cifar10 => super::cifar::where_to_get(),
+        _ => format!("dataset `{}` is not fetched from a registry: give its folder as data.path", name.as_str()),
     })
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 /// The metrics that must agree: everything measured on the model, not the wall clock.
 pub fn compared_metrics() -> Vec<&'static str> {
-    METRICS.iter().copied().filter(|m| !["images_per_sec", "wall_seconds"].contains(m)).collect()
+    METRICS.iter().copied().filter(|m| !crate::analysis::collect::TIMINGS.contains(m)).collect()
 }
 
 /// One comparison: a run's hash or state, or one of its metrics.

@@ -77,6 +77,57 @@ pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
     out
 }
 
+/// `ddpm plan <folder>`: every experiment file of the folder (sorted): its name, runs, trainings, how
+/// many runs are done and its description; a file that does not load shows its error. Returns the
+/// table and the number of files that failed.
+pub fn plan_folder(
+    folder: &Path,
+    load: &crate::config::LoadOptions,
+    results_root: &Path,
+) -> anyhow::Result<(String, usize)> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
+        .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", folder.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    let mut out = format!(
+        "{} experiment file(s) in {}{}\n",
+        files.len(),
+        folder.display(),
+        load.profile.as_ref().map(|p| format!(" (profile {p})")).unwrap_or_default()
+    );
+    writeln!(out, "  {:32}  {:>5}  {:>9}  {:>5}  description", "file", "runs", "trainings", "done").expect("String");
+    let mut failed = 0;
+    for f in &files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        match crate::config::load_experiment(f, load) {
+            Ok(exp) => {
+                let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
+                hashes.sort();
+                hashes.dedup();
+                let done =
+                    (0..exp.runs.len()).filter(|&i| shown_state(&exp, i, results_root).starts_with("done")).count();
+                writeln!(
+                    out,
+                    "  {name:32}  {:>5}  {:>9}  {:>5}  {}",
+                    exp.runs.len(),
+                    hashes.len(),
+                    done,
+                    exp.description.as_deref().unwrap_or("")
+                )
+                .expect("String");
+            }
+            Err(e) => {
+                failed += 1;
+                let first = format!("{e:#}");
+                writeln!(out, "  {name:32}  error: {}", first.lines().next().unwrap_or_default()).expect("String");
+            }
+        }
+    }
+    Ok((out, failed))
+}
+
 /// `ddpm status`: label, hash, state, step/total, last loss, device and elapsed time of every run, and
 /// the Slurm task of each run when the experiment was submitted there.
 pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super::slurm::View>) -> String {
