@@ -147,6 +147,16 @@ fn png(path: &Path, side: u32, rgb: [u8; 3]) {
     enc.write_header().unwrap().write_image_data(&data).unwrap();
 }
 
+/// A grey `w`×`h` PNG with the given value at each (x, y).
+fn png_with(path: &Path, w: u32, h: u32, value: impl Fn(u32, u32) -> u8) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w, h);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let data: Vec<u8> = (0..h).flat_map(|y| (0..w).map(move |x| (x, y))).map(|(x, y)| value(x, y)).collect();
+    enc.write_header().unwrap().write_image_data(&data).unwrap();
+}
+
 /// A folder of PNGs in two class sub-folders: a class-conditional run trains on it with label
 /// dropout, its samples grid has one column per class, the bound is evaluated on the held-out test
 /// images, and `ddpm sample` draws one class with guidance. The decoded folder is cached.
@@ -219,4 +229,81 @@ fn an_image_folder_trains_a_class_conditional_model_with_guidance() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// Over the PNGs of a folder (grey, square): the mean of (left half − right half) and of (top half −
+/// bottom half), in pixel values 0..255.
+fn half_differences(dir: &Path) -> (f64, f64) {
+    let (mut lr, mut tb, mut n) = (0.0, 0.0, 0.0);
+    for e in std::fs::read_dir(dir).unwrap() {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(e.unwrap().path()).unwrap()));
+        let mut reader = decoder.read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        let (w, h, c) = (info.width as usize, info.height as usize, info.color_type.samples());
+        let at = |x: usize, y: usize| buf[(y * w + x) * c] as f64;
+        let half = |pick: &dyn Fn(usize, usize) -> bool| {
+            let v: Vec<f64> = (0..h)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .filter(|&(x, y)| pick(x, y))
+                .map(|(x, y)| at(x, y))
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        lr += half(&|x, _| x < w / 2) - half(&|x, _| x >= w / 2);
+        tb += half(&|_, y| y < h / 2) - half(&|_, y| y >= h / 2);
+        n += 1.0;
+    }
+    (lr / n, tb / n)
+}
+
+/// The conditioning does what it says: on a folder of two classes, bright left halves and bright top
+/// halves, a briefly trained class-conditional model draws left-bright images for class 0 and top-bright
+/// ones for class 1 from the same noise, with and without guidance.
+#[test]
+fn class_conditional_samples_follow_their_class() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, data) = (tmp.path().join("r"), tmp.path().join("data"));
+    let images = tmp.path().join("images");
+    let halves: [(&str, fn(u32, u32) -> bool); 2] = [("a_left", |x, _| x < 10), ("b_top", |_, y| y < 8)];
+    for (class, bright) in halves {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        for i in 0..32u32 {
+            // 20x16, center-cropped to 16x16 at load; a little variation per image.
+            let v = 200 + (i % 5) as u8 * 10;
+            png_with(&images.join(class).join(format!("{i:02}.png")), 20, 16, |x, y| if bright(x, y) { v } else { 20 });
+        }
+    }
+    let body = format!(
+        "seed = 3\n[data]\nname = \"image_folder\"\npath = {:?}\nchannels = 1\nimage_size = 16\n\
+         [diffusion]\ntimesteps = 100\nschedule = {{ name = \"linear\", scale_to_T = true }}\n[model]\nname = \"simple\"\n\
+         [train]\nsteps = 300\nbatch_size = 32\nlr = 2e-3\nlog_every = 50\ncheckpoint_every = 300\nema_decay = 0.9\n\
+         [conditioning]\nclasses = true\nlabel_dropout = 0.2\n[sample]\nnum_samples = 4\n[eval]\nbpd = false\n",
+        images.display().to_string()
+    );
+    let exp = tmp.path().join("c.toml");
+    std::fs::write(&exp, body).unwrap();
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results, &data);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let run = std::fs::read_dir(results.join("runs")).unwrap().next().unwrap().unwrap().path();
+    let sample = |class: &str, w: &str| {
+        let dir = tmp.path().join(format!("class{class}_w{w}"));
+        let args = ["sample", run.to_str().unwrap(), "-n", "8", "--sampler", "ddim", "--steps", "20"];
+        let out = bin()
+            .args(args)
+            .args(["--class", class, "--guidance", w, "--device", "cpu", "--out-dir"])
+            .arg(&dir)
+            .env("DDPM_DATA_DIR", &data)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        half_differences(&dir)
+    };
+    for w in ["0", "2"] {
+        let ((lr0, tb0), (lr1, tb1)) = (sample("0", w), sample("1", w));
+        eprintln!("w = {w}: class 0 (left−right, top−bottom) = ({lr0:.1}, {tb0:.1}), class 1 = ({lr1:.1}, {tb1:.1})");
+        // Each class's own pattern (about 190 bright minus dark) and not the other's.
+        assert!(lr0 > 100.0 && tb0.abs() < 50.0, "w = {w}: class 0 left−right {lr0:.1}, top−bottom {tb0:.1}");
+        assert!(tb1 > 100.0 && lr1.abs() < 50.0, "w = {w}: class 1 left−right {lr1:.1}, top−bottom {tb1:.1}");
+    }
 }
