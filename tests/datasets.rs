@@ -265,7 +265,8 @@ fn class_conditional_samples_follow_their_class() {
     let tmp = tempfile::tempdir().unwrap();
     let (results, data) = (tmp.path().join("r"), tmp.path().join("data"));
     let images = tmp.path().join("images");
-    let halves: [(&str, fn(u32, u32) -> bool); 2] = [("a_left", |x, _| x < 10), ("b_top", |_, y| y < 8)];
+    type Bright = fn(u32, u32) -> bool;
+    let halves: [(&str, Bright); 2] = [("a_left", |x, _| x < 10), ("b_top", |_, y| y < 8)];
     for (class, bright) in halves {
         std::fs::create_dir_all(images.join(class)).unwrap();
         for i in 0..32u32 {
