@@ -79,18 +79,44 @@ pub fn eval(args: &EvalArgs) -> Result<bool> {
     Ok(ok)
 }
 
+/// The options of `ddpm sample` (besides the run directory and the device).
+#[derive(clap::Args)]
 pub struct SampleArgs {
+    #[arg(short = 'n', long, default_value_t = 64)]
     pub num: i64,
+    /// ddpm or ddim
+    #[arg(long, default_value = "ddim")]
     pub sampler: String,
+    /// Sampling steps [default: 50 for ddim, T for ddpm]
+    #[arg(long)]
     pub steps: Option<usize>,
+    /// DDIM's η (0: deterministic).
+    #[arg(long, default_value_t = 0.0)]
     pub eta: f64,
+    /// The grid's PNG file.
+    #[arg(short = 'o', long)]
     pub output: Option<PathBuf>,
+    /// Write each image as <DIR>/000000.png, ...
+    #[arg(long)]
     pub out_dir: Option<PathBuf>,
+    /// Use this checkpoint step instead of the final weights.
+    #[arg(long)]
     pub checkpoint: Option<usize>,
+    /// The last trained weights instead of their EMA.
+    #[arg(long)]
     pub raw: bool,
+    /// Seed of the sampling noise.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Images per batch.
+    #[arg(long, default_value_t = 64)]
     pub batch: i64,
+    /// A class-conditional run: draw only this class (default: classes in turn, image i of class
+    /// i mod K).
+    #[arg(long)]
     pub class: Option<i64>,
+    /// A class-conditional run: classifier-free guidance scale w (0: none).
+    #[arg(long, default_value_t = 0.0)]
     pub guidance: f64,
 }
 

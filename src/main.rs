@@ -220,42 +220,8 @@ enum Command {
     Sample {
         /// A run directory, results/runs/<hash>
         run_dir: PathBuf,
-        #[arg(short = 'n', long, default_value_t = 64)]
-        num: i64,
-        /// ddpm or ddim
-        #[arg(long, default_value = "ddim")]
-        sampler: String,
-        /// Sampling steps [default: 50 for ddim, T for ddpm]
-        #[arg(long)]
-        steps: Option<usize>,
-        /// DDIM's η (0: deterministic).
-        #[arg(long, default_value_t = 0.0)]
-        eta: f64,
-        /// The grid's PNG file.
-        #[arg(short = 'o', long)]
-        output: Option<PathBuf>,
-        /// Write each image as <DIR>/000000.png, ...
-        #[arg(long)]
-        out_dir: Option<PathBuf>,
-        /// Use this checkpoint step instead of the final weights.
-        #[arg(long)]
-        checkpoint: Option<usize>,
-        /// The last trained weights instead of their EMA.
-        #[arg(long)]
-        raw: bool,
-        /// Seed of the sampling noise.
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Images per batch.
-        #[arg(long, default_value_t = 64)]
-        batch: i64,
-        /// A class-conditional run: draw only this class (default: classes in turn, image i of class
-        /// i mod K).
-        #[arg(long)]
-        class: Option<i64>,
-        /// A class-conditional run: classifier-free guidance scale w (0: none).
-        #[arg(long, default_value_t = 0.0)]
-        guidance: f64,
+        #[command(flatten)]
+        opts: commands::SampleArgs,
         #[arg(long, default_value = "auto")]
         device: String,
     },
@@ -583,38 +549,7 @@ fn main() -> ExitCode {
             bpd_command(&run_dir, images, batch, t_stride, &device).map(|_| true)
         }
         Command::Eval { command: None, args } => commands::eval(&args),
-        Command::Sample {
-            run_dir,
-            num,
-            sampler,
-            steps,
-            eta,
-            output,
-            out_dir,
-            checkpoint,
-            raw,
-            seed,
-            batch,
-            class,
-            guidance,
-            device,
-        } => {
-            let opts = commands::SampleArgs {
-                num,
-                sampler,
-                steps,
-                eta,
-                output,
-                out_dir,
-                checkpoint,
-                raw,
-                seed,
-                batch,
-                class,
-                guidance,
-            };
-            commands::sample(&run_dir, &opts, &device).map(|_| true)
-        }
+        Command::Sample { run_dir, opts, device } => commands::sample(&run_dir, &opts, &device).map(|_| true),
         Command::Fid { a, b, kid_subsets, kid_subset_size, batch, device } => {
             commands::fid(&a, &b, kid_subsets, kid_subset_size, batch, &device).map(|_| true)
         }
