@@ -107,6 +107,14 @@ bench *args: build
     {{bin}} data fetch inception
     {{bin}} bench --compare --profile "$@"
 
+# Prepare the GPU check (bench/gpu_check.py): build, fetch the data, stage the binary and data under
+# .gpu-check/ within the device tool's 64 MiB carry, and print the device command to run. `--dry-run`
+# prints what would be carried and its size only.
+gpu-check *args: build
+    {{bin}} data fetch mnist
+    {{bin}} data fetch fashion_mnist
+    .venv/bin/python bench/gpu_check.py stage "$@"
+
 # Formatting and lints, as CI would want them
 lint: setup
     cargo fmt --check

@@ -7,6 +7,13 @@ sqrt(1 - abar_t) eps, L2 on eps, Adam, an EMA of the weights by lerp, the loss s
 read back only at the end of the window), and the same sampling and Inception measurements. It prints
 one JSON object per model on standard output.
 
+The execution options mirror ddpm's training keys, which `ddpm bench` passes on: `--bf16`
+(`train.precision = "bf16"`: the forward pass under bfloat16 autocast, its output and the loss in
+float32), `--tf32` (`train.tf32`: TF32 float32 matmuls), `--channels-last` (`train.channels_last`:
+weights and inputs in NHWC order) and `--deterministic` (`train.deterministic`: deterministic
+algorithms with warn_only, deterministic cuDNN, no autotuning, cuBLAS's fixed workspace); without it,
+cuDNN autotuning is on, as ddpm switches it on for non-deterministic runs.
+
     .venv/bin/python bench/pytorch_reference.py --model simple --batch 128 --size 32 --warmup 5 --steps 20
 """
 import argparse
@@ -366,6 +373,9 @@ def bench(args, device):
     sqrt_ab = abar.sqrt().float().to(device)
     sqrt_1m_ab = (1 - abar).sqrt().float().to(device)
     model = build(args.model, c, s).to(device)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        data = data.contiguous(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=2e-4)
@@ -383,7 +393,11 @@ def bench(args, device):
         t = torch.randint(0, T, (b,), device=device)
         noise = torch.randn_like(x0)
         x_t = sqrt_ab[t].view(-1, 1, 1, 1) * x0 + sqrt_1m_ab[t].view(-1, 1, 1, 1) * noise
-        loss = F.mse_loss(model(x_t, t), noise)
+        if args.channels_last:
+            x_t = x_t.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
+            out = model(x_t, t)
+        loss = F.mse_loss(out.float(), noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -442,6 +456,8 @@ def bench(args, device):
         "peak_host_bytes": peak_rss_bytes(),
         "peak_device_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         "torch": torch.__version__,
+        "options": {"bf16": args.bf16, "tf32": args.tf32, "channels_last": args.channels_last,
+                    "deterministic": args.deterministic},
         "threads": torch.get_num_threads(),
     }
 
@@ -460,8 +476,21 @@ def main():
     p.add_argument("--fid-batches", type=int, default=2)
     p.add_argument("--inception", default=None)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bf16", action="store_true", help="forward pass under bfloat16 autocast")
+    p.add_argument("--tf32", action="store_true", help="TF32 float32 matmuls")
+    p.add_argument("--channels-last", action="store_true", help="NHWC weights and inputs")
+    p.add_argument("--deterministic", action="store_true", help="deterministic algorithms, no autotuning")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.deterministic:
+        # Before the first cuBLAS call, as ddpm sets it.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    else:
+        torch.backends.cudnn.benchmark = True
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
     print(json.dumps(bench(args, device)))
     sys.stdout.flush()
 

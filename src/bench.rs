@@ -8,6 +8,12 @@
 //! `--compare` runs `bench/pytorch_reference.py` (the same networks and training step in PyTorch eager,
 //! with `.venv`'s torch) on the same device with the same counts, and prints ddpm / PyTorch.
 //! `--profile` times the phases of each training step (the loop's own marks) after the warm-up.
+//! On CUDA each model's peak device memory while training is read from libtorch's caching allocator
+//! (torch.cuda.max_memory_allocated), and the measured window's start and end are recorded as Unix
+//! times, so that a sampler of GPU utilisation running beside it (`bench/gpu_check.py`) can be read
+//! over exactly that window. The run's execution keys (`train.precision`, `train.tf32`,
+//! `train.channels_last`, `train.deterministic`) are given to the PyTorch reference as well, so both
+//! sides measure the same arithmetic.
 //! Results go to `analysis/bench/<device>.csv` (and `profile-<device>.csv`).
 use crate::config::{load_experiment, LoadOptions};
 use crate::eval::inception::{self, Inception};
@@ -76,6 +82,8 @@ pub struct BenchOptions {
     pub device: Device,
     /// Steps per window (warm-up and measured) [default: the recipe's for the device].
     pub steps: Option<usize>,
+    /// Training batch [default: the recipe's]; smaller batches make the test-suite run cheap.
+    pub batch: Option<i64>,
     pub eval_batch: i64,
     /// Model calls (sampling) and Inception batches timed.
     pub eval_calls: usize,
@@ -96,6 +104,13 @@ pub struct Measured {
     pub sample_evals_per_sec: f64,
     pub fid_images_per_sec: Option<f64>,
     pub peak_host_bytes: u64,
+    /// libtorch's CUDA allocator peak while training; `None` on the CPU.
+    pub peak_device_bytes: Option<u64>,
+    /// Unix times of the measured window's start (the warm-up window's record) and end.
+    pub window_unix: (f64, f64),
+    pub batch: i64,
+    /// The measured run's training keys (precision, TF32, channels-last, determinism).
+    pub train: crate::config::TrainConfig,
     pub pytorch: Option<serde_json::Value>,
     pub phases: Vec<(&'static str, f64)>,
 }
@@ -103,6 +118,8 @@ pub struct Measured {
 /// Collects what the training loop reports.
 struct Collect {
     records: Vec<LogRecord>,
+    /// The Unix time at which each record arrived.
+    times: Vec<f64>,
     profile: bool,
     phases: Option<Phases>,
 }
@@ -112,6 +129,7 @@ impl Reporter for Collect {
     fn advance(&mut self, _: u64) {}
     fn logged(&mut self, record: &LogRecord) {
         self.records.push(record.clone());
+        self.times.push(unix_now());
     }
     fn note(&mut self, _: &str) {}
     fn wants_phases(&self) -> bool {
@@ -137,12 +155,16 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
+fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+}
+
 fn sync(device: Device) {
     crate::device::synchronize(device)
 }
 
 /// The experiment file of one benchmark run: the recipe's model, size and batch; two logging windows.
-fn experiment(r: &Recipe, steps: usize) -> String {
+fn experiment(r: &Recipe, steps: usize, batch: i64) -> String {
     format!(
         r#"seed = 0
 [experiment]
@@ -172,24 +194,26 @@ bpd = false
         model = r.model,
         dataset = r.dataset,
         size = r.image_size,
-        batch = r.batch,
         total = 2 * steps,
     )
 }
 
 fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     let steps = o.steps.unwrap_or(if o.device.is_cuda() { r.gpu_steps } else { r.cpu_steps }).max(1);
+    let batch = o.batch.unwrap_or(r.batch);
     let file = scratch.join(format!("{}.toml", r.model));
-    crate::track::atomic_write(&file, experiment(r, steps).as_bytes())?;
+    crate::track::atomic_write(&file, experiment(r, steps, batch).as_bytes())?;
     let exp = load_experiment(&file, &LoadOptions { profile: None, sets: o.sets.clone(), use_env: false })?;
     let spec = &exp.runs[0];
     let dir = RunDir::new(&scratch.join("results"), &spec.hash);
     dir.prepare(spec)?;
-    crate::device::configure(&spec.config.train);
+    crate::device::prepare(&spec.config.train, o.device);
     reset_peak_rss();
-    let mut collect = Collect { records: Vec::new(), profile: o.profile, phases: None };
+    crate::device::reset_peak_device_memory(o.device);
+    let mut collect = Collect { records: Vec::new(), times: Vec::new(), profile: o.profile, phases: None };
     let outcome = train_run(spec, &dir, o.device, &o.data_dir, &mut collect)?;
     let peak_host_bytes = peak_rss();
+    let peak_device_bytes = crate::device::peak_device_memory(o.device);
     let measured = collect.records.get(1).context("the training loop logged no second window")?;
     if measured.step != 2 * steps {
         bail!("the measured window ends at step {}, not {}", measured.step, 2 * steps);
@@ -230,7 +254,8 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
         None
     };
 
-    let pytorch = if o.compare { Some(pytorch_reference(r, o, steps, channels)?) } else { None };
+    let pytorch =
+        if o.compare { Some(pytorch_reference(r, o, steps, batch, channels, &spec.config.train)?) } else { None };
     if let Some(p) = &pytorch {
         // The same network on both sides, or the ratio means nothing.
         if p["parameters"].as_i64() != Some(outcome.parameters) {
@@ -250,6 +275,10 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
         sample_evals_per_sec,
         fid_images_per_sec,
         peak_host_bytes,
+        peak_device_bytes,
+        window_unix: (collect.times[0], collect.times[1]),
+        batch,
+        train: spec.config.train.clone(),
         pytorch,
         phases: collect
             .phases
@@ -258,17 +287,36 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     })
 }
 
-fn pytorch_reference(r: &Recipe, o: &BenchOptions, steps: usize, channels: i64) -> Result<serde_json::Value> {
+fn pytorch_reference(
+    r: &Recipe,
+    o: &BenchOptions,
+    steps: usize,
+    batch: i64,
+    channels: i64,
+    train: &crate::config::TrainConfig,
+) -> Result<serde_json::Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_reference.py");
     let device = match o.device {
         Device::Cuda(n) => format!("cuda:{n}"),
         _ => "cpu".into(),
     };
-    let out = std::process::Command::new(&o.python)
-        .arg(&script)
+    let mut command = std::process::Command::new(&o.python);
+    command.arg(&script);
+    // The same execution options as the measured run, so that both sides do the same arithmetic.
+    if train.precision == crate::config::Precision::Bf16 {
+        command.arg("--bf16");
+    }
+    for (on, flag) in
+        [(train.tf32, "--tf32"), (train.channels_last, "--channels-last"), (train.deterministic, "--deterministic")]
+    {
+        if on {
+            command.arg(flag);
+        }
+    }
+    let out = command
         .args(["--model", r.model, "--device", &device])
         .args(["--channels", &channels.to_string(), "--size", &r.image_size.to_string()])
-        .args(["--batch", &r.batch.to_string(), "--warmup", &steps.to_string(), "--steps", &steps.to_string()])
+        .args(["--batch", &batch.to_string(), "--warmup", &steps.to_string(), "--steps", &steps.to_string()])
         .args(["--eval-batch", &o.eval_batch.to_string()])
         .args(["--sample-calls", &o.eval_calls.to_string(), "--fid-batches", &o.eval_calls.to_string()])
         .arg("--inception")
@@ -321,8 +369,8 @@ pub fn run(o: &BenchOptions) -> Result<String> {
     let (commit, libtorch, threads) = (git_commit(), env!("DDPM_LIBTORCH_VERSION"), tch::get_num_threads());
     let mut rows = Vec::new();
     let mut table = format!(
-        "ddpm bench on {device_name}, libtorch {libtorch}, commit {commit}\n{:11} {:>5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>8}\n",
-        "model", "side", "batch", "parameters", "train img/s", "sample ev/s", "FID img/s", "peak MB", "torch img/s", "ddpm/torch"
+        "ddpm bench on {device_name}, libtorch {libtorch}, commit {commit}\n{:11} {:>5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>10} {:>8}\n",
+        "model", "side", "batch", "parameters", "train img/s", "sample ev/s", "FID img/s", "peak MB", "device MB", "torch img/s", "ddpm/torch"
     );
     for r in recipes {
         eprintln!("bench {} ({}) at {}x{}, batch {}", r.model, r.source, r.image_size, r.image_size, r.batch);
@@ -337,15 +385,16 @@ pub fn run(o: &BenchOptions) -> Result<String> {
         let torch = m.pytorch.as_ref().and_then(|p| p["train_images_per_sec"].as_f64());
         let opt = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
         let line = format!(
-            "{:11} {:>5} {:>6} {:>11} {:>10.1} {:>12.1} {:>9} {:>9.0} {:>10} {:>8}\n",
+            "{:11} {:>5} {:>6} {:>11} {:>10.1} {:>12.1} {:>9} {:>9.0} {:>10} {:>10} {:>8}\n",
             r.model,
             r.image_size,
-            r.batch,
+            m.batch,
             m.parameters,
             m.train_images_per_sec,
             m.sample_evals_per_sec,
             opt(m.fid_images_per_sec, 1),
             m.peak_host_bytes as f64 / 1e6,
+            opt(m.peak_device_bytes.map(|b| b as f64 / 1e6), 0),
             opt(torch, 1),
             opt(torch.map(|t| m.train_images_per_sec / t), 3),
         );
@@ -370,18 +419,24 @@ fn write_tables(
     let mut csv = String::from(
         "model,source,dataset,image_size,batch,parameters,steps_measured,train_images_per_sec,sample_evals_per_sec,\
          fid_images_per_sec,peak_host_mb,pytorch_train_images_per_sec,pytorch_sample_evals_per_sec,\
-         pytorch_fid_images_per_sec,pytorch_peak_host_mb,train_ratio,device,ddpm_commit,libtorch,threads\n",
+         pytorch_fid_images_per_sec,pytorch_peak_host_mb,train_ratio,peak_device_mb,pytorch_peak_device_mb,\
+         precision,tf32,channels_last,deterministic,window_start_unix,window_end_unix,device,ddpm_commit,libtorch,threads\n",
     );
     for (r, m) in rows {
         let p = |k: &str| m.pytorch.as_ref().and_then(|p| p[k].as_f64());
+        let t = &m.train;
+        let precision = match t.precision {
+            crate::config::Precision::Fp32 => "fp32",
+            crate::config::Precision::Bf16 => "bf16",
+        };
         writeln!(
             csv,
-            "{},\"{}\",{},{},{},{},{},{:.3},{:.3},{},{:.1},{},{},{},{},{},\"{device_name}\",{commit},{libtorch},{threads}",
+            "{},\"{}\",{},{},{},{},{},{:.3},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},\"{device_name}\",{commit},{libtorch},{threads}",
             r.model,
             r.source,
             r.dataset,
             r.image_size,
-            r.batch,
+            m.batch,
             m.parameters,
             m.steps,
             m.train_images_per_sec,
@@ -393,6 +448,14 @@ fn write_tables(
             num(p("fid_images_per_sec")),
             num(p("peak_host_bytes").map(|b| b / 1e6)),
             num(p("train_images_per_sec").map(|t| m.train_images_per_sec / t)),
+            num(m.peak_device_bytes.map(|b| b as f64 / 1e6)),
+            num(p("peak_device_bytes").map(|b| b / 1e6)),
+            precision,
+            t.tf32,
+            t.channels_last,
+            t.deterministic,
+            m.window_unix.0,
+            m.window_unix.1,
         )
         .expect("String");
     }
@@ -437,7 +500,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for r in &RECIPES {
             let file = dir.path().join(format!("{}.toml", r.model));
-            std::fs::write(&file, experiment(r, 3)).unwrap();
+            std::fs::write(&file, experiment(r, 3, r.batch)).unwrap();
             let exp = load_experiment(&file, &LoadOptions { profile: None, sets: Vec::new(), use_env: false }).unwrap();
             let t = &exp.runs[0].config.train;
             assert_eq!((t.steps, t.log_every, t.batch_size), (6, 3, 128), "{}", r.model);

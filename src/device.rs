@@ -42,6 +42,8 @@ extern "C" {
     fn ddpm_autocast_enabled(cuda: c_int) -> c_int;
     fn ddpm_channels_last(tensor: *mut c_void) -> *mut c_void;
     fn ddpm_is_channels_last(tensor: *mut c_void) -> c_int;
+    fn ddpm_cuda_peak_allocated(device: c_int) -> i64;
+    fn ddpm_cuda_reset_peak(device: c_int) -> c_int;
 }
 
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
@@ -135,6 +137,35 @@ pub fn determinism() -> serde_json::Value {
     })
 }
 
+/// Peak bytes allocated by libtorch's CUDA caching allocator on `device` since the last
+/// [`reset_peak_device_memory`] (torch.cuda.max_memory_allocated); `None` on the CPU or where the
+/// allocator cannot be asked.
+pub fn peak_device_memory(device: Device) -> Option<u64> {
+    let Device::Cuda(n) = device else { return None };
+    // SAFETY: a getter of the allocator's statistics; the shim catches libtorch's exceptions.
+    let peak = unsafe { ddpm_cuda_peak_allocated(n as c_int) };
+    u64::try_from(peak).ok()
+}
+
+/// Resets the CUDA allocator's peak statistics on `device` (torch.cuda.reset_peak_memory_stats);
+/// nothing on the CPU.
+pub fn reset_peak_device_memory(device: Device) {
+    if let Device::Cuda(n) = device {
+        // SAFETY: resets counters of the allocator; the shim catches libtorch's exceptions.
+        unsafe { ddpm_cuda_reset_peak(n as c_int) };
+    }
+}
+
+/// The process-wide execution settings of a run, before its first kernel: cuBLAS's fixed workspace
+/// when deterministic on CUDA (it must be in the environment before the first cuBLAS call, so this
+/// is called once per process, before any model runs), then [`configure`].
+pub fn prepare(train: &crate::config::TrainConfig, device: Device) {
+    if train.deterministic && device.is_cuda() && std::env::var_os(CUBLAS_WORKSPACE.0).is_none() {
+        std::env::set_var(CUBLAS_WORKSPACE.0, CUBLAS_WORKSPACE.1);
+    }
+    configure(train);
+}
+
 /// Waits until the device has finished its queued work (CUDA kernels run asynchronously), so that a
 /// wall-clock time covers them; nothing to wait for on the CPU.
 pub fn synchronize(device: Device) {
@@ -168,6 +199,20 @@ mod tests {
         assert!(!autocast_enabled(Device::Cpu), "off again after the closure");
         assert_eq!(conv().kind(), tch::Kind::Float);
         assert_eq!(autocast_bf16(false, Device::Cpu, conv).kind(), tch::Kind::Float);
+    }
+
+    #[test]
+    fn device_memory_is_not_asked_of_the_cpu() {
+        assert_eq!(peak_device_memory(Device::Cpu), None);
+        reset_peak_device_memory(Device::Cpu);
+        if tch::Cuda::is_available() {
+            let d = Device::Cuda(0);
+            reset_peak_device_memory(d);
+            let before = peak_device_memory(d).expect("the CUDA allocator answers");
+            let t = Tensor::zeros([64 << 18], (tch::Kind::Float, d)); // 64 MiB
+            assert!(peak_device_memory(d).unwrap() >= before + (64 << 20));
+            drop(t);
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 // libtorch's switches that tch does not expose: reproducibility (`device::set_deterministic`), cuDNN
-// autotuning and TF32, bf16 autocast, and channels-last tensors (src/device.rs wraps each).
+// autotuning and TF32, bf16 autocast, channels-last tensors, and the CUDA caching allocator's peak
+// statistics (src/device.rs wraps each).
 #include <ATen/Context.h>
+#include <c10/core/CachingDeviceAllocator.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 
@@ -60,4 +62,27 @@ extern "C" void* ddpm_channels_last(void* tensor) {
 extern "C" int ddpm_is_channels_last(void* tensor) {
   auto* t = static_cast<at::Tensor*>(tensor);
   return t->is_contiguous(at::MemoryFormat::ChannelsLast) ? 1 : 0;
+}
+
+// The CUDA caching allocator's peak of allocated bytes on `device` since the last reset (what
+// torch.cuda.max_memory_allocated reads: the aggregate pool's `allocated_bytes.peak`), through the
+// device-generic allocator interface, so no CUDA header is needed. -1 when there is no CUDA allocator
+// (a build or machine without CUDA) or the call fails.
+extern "C" long long ddpm_cuda_peak_allocated(int device) {
+  try {
+    auto stats = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getDeviceStats(static_cast<c10::DeviceIndex>(device));
+    return static_cast<long long>(stats.allocated_bytes[0].peak);
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Resets that peak to the current allocation (torch.cuda.reset_peak_memory_stats); 0 on success.
+extern "C" int ddpm_cuda_reset_peak(int device) {
+  try {
+    c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (...) {
+    return -1;
+  }
 }

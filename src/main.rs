@@ -165,6 +165,9 @@ enum Command {
         /// Steps per window: one window of warm-up, one measured [default: per model and device]
         #[arg(long)]
         steps: Option<usize>,
+        /// Training batch [default: each recipe's, 128]
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1024))]
+        batch: Option<i64>,
         /// Batch of the sampling and Inception measurements.
         #[arg(long, default_value_t = 64)]
         eval_batch: i64,
@@ -576,26 +579,37 @@ fn main() -> ExitCode {
             })
         }
         Command::Verify { run_dir, keep } => ddpm::reproduce::verify(&run_dir, keep),
-        Command::Bench { models, sets, device, steps, eval_batch, eval_calls, compare, profile, out, python } => {
-            ddpm::device::parse(&device).and_then(|device| {
-                let opts = ddpm::bench::BenchOptions {
-                    models,
-                    sets,
-                    device,
-                    steps,
-                    eval_batch,
-                    eval_calls: eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
-                    compare,
-                    profile,
-                    data_dir: ddpm::data::data_dir(),
-                    out_dir: out.clone(),
-                    python,
-                };
-                print!("{}", ddpm::bench::run(&opts)?);
-                println!("written to {}", out.display());
-                Ok(true)
-            })
-        }
+        Command::Bench {
+            models,
+            sets,
+            device,
+            steps,
+            batch,
+            eval_batch,
+            eval_calls,
+            compare,
+            profile,
+            out,
+            python,
+        } => ddpm::device::parse(&device).and_then(|device| {
+            let opts = ddpm::bench::BenchOptions {
+                models,
+                sets,
+                device,
+                steps,
+                batch,
+                eval_batch,
+                eval_calls: eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
+                compare,
+                profile,
+                data_dir: ddpm::data::data_dir(),
+                out_dir: out.clone(),
+                python,
+            };
+            print!("{}", ddpm::bench::run(&opts)?);
+            println!("written to {}", out.display());
+            Ok(true)
+        }),
         Command::Device => {
             println!("device: {}", ddpm::device::describe(tch::Device::cuda_if_available()));
             println!("cuda available: {}, devices: {}", tch::Cuda::is_available(), tch::Cuda::device_count());

@@ -80,12 +80,8 @@ pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool, ev
     let dir = RunDir { path: run_dir.to_path_buf() };
     let spec = dir.load_spec()?;
     let evals = if evals.is_empty() { vec![spec.config.eval.clone()] } else { evals };
-    let deterministic = spec.config.train.deterministic;
-    if deterministic && device.is_cuda() && std::env::var_os(crate::device::CUBLAS_WORKSPACE.0).is_none() {
-        // Before the first cuBLAS call of this process (a run executes in a process of its own).
-        std::env::set_var(crate::device::CUBLAS_WORKSPACE.0, crate::device::CUBLAS_WORKSPACE.1);
-    }
-    crate::device::configure(&spec.config.train);
+    // Before the first cuBLAS call of this process (a run executes in a process of its own).
+    crate::device::prepare(&spec.config.train, device);
     let _lock = match lock::try_acquire(&dir.path)? {
         Acquired::Held(l) => l,
         Acquired::Busy(holder) => {
