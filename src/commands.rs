@@ -130,7 +130,10 @@ pub fn sample(run_dir: &Path, a: &SampleArgs, device: &str) -> Result<()> {
         bail!("-n and --batch must be at least 1");
     }
     let device = ddpm::device::parse(device)?;
-    let loaded = run_eval::load_weights(run_dir, !a.raw, a.checkpoint, device)?;
+    let loaded = run_eval::load_weights(run_dir, !a.raw, a.checkpoint, device).map_err(|e| match a.checkpoint {
+        Some(step) => e.context(format!("--checkpoint {step}")),
+        None => e,
+    })?;
     let c = &loaded.config;
     let t_max = c.diffusion.timesteps;
     let cfg = match a.sampler.as_str() {

@@ -514,3 +514,288 @@ fn evaluation_only_variations_share_one_training() {
     let runs = std::fs::read_to_string(analysis.join("runs.csv")).unwrap();
     assert_eq!(runs.lines().count(), 4, "{runs}");
 }
+
+// --- Faults and hostile input (the fault battery run against 4c919ca) ---------------------------
+
+fn status_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("status.json")).unwrap()).unwrap()
+}
+
+/// The pid of a run's own process, from its lock (`pid N on host`).
+fn run_pid(dir: &Path) -> i32 {
+    let holder = std::fs::read_to_string(dir.join("lock")).unwrap();
+    holder.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Two runs, the second never started when the first is stopped.
+fn two_runs() -> String {
+    RESUMABLE.replace("steps = 60", "steps = 400")
+        + "[[variants]]\nlabel = \"first\"\nseed = 1\n[[variants]]\nlabel = \"second\"\nseed = 2\n"
+}
+
+/// Case 1: SIGTERM to `ddpm run` (a scheduler, `systemctl stop`) reaches its run's process, which
+/// checkpoints and records `stopped`; the runner starts nothing more, prints the summary, exits non-zero
+/// and leaves no process behind; the next `run` resumes.
+#[test]
+fn sigterm_to_the_runner_stops_its_runs_at_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "term.toml", &two_runs());
+    let results = tmp.path().join("r");
+    let child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runner = child.id() as i32;
+    let first =
+        || std::fs::read_dir(results.join("runs")).ok()?.flatten().map(|e| e.path()).find(|d| d.join("lock").exists());
+    wait_for("the first run's first logged window", Duration::from_secs(120), || {
+        first().is_some_and(|d| std::fs::read_to_string(d.join("metrics.jsonl")).is_ok_and(|t| !t.is_empty()))
+    });
+    let dir = first().unwrap();
+    let pid = run_pid(&dir);
+    // SAFETY: kill(2) to the runner this test started.
+    assert_eq!(unsafe { libc::kill(runner, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("summary of"), "the summary is printed: {stdout}");
+    assert!(stdout.contains("stopped first at step"), "{stdout}");
+    assert!(stdout.contains("not started: the runner got SIGTERM"), "{stdout}");
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    assert_ne!(unsafe { libc::kill(pid, 0) }, 0, "the run's process is gone, not left under PID 1");
+    let status = status_json(&dir);
+    assert_eq!(status["state"], "stopped", "{status}");
+    let step = status["step"].as_u64().unwrap() as usize;
+    assert!(step > 0 && dir.join(format!("checkpoints/step-{step:08}.json")).exists(), "a checkpoint at the stop");
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &results).stdout);
+    assert!(plan_out.contains(&format!("partial (resumes at step {step})")), "{plan_out}");
+}
+
+/// Case 2: a run's process killed by a signal is reported as interrupted by that signal, resumable
+/// from its checkpoint, not as a failure "without recording an outcome".
+#[test]
+fn a_run_killed_by_a_signal_is_reported_as_interrupted_and_resumable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "kill.toml", &RESUMABLE.replace("steps = 60", "steps = 400"));
+    let results = tmp.path().join("r");
+    let child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first checkpoint", Duration::from_secs(120), || {
+        results.join("runs").exists() && run_dir(&results).join("checkpoints/step-00000010.json").exists()
+    });
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(run_pid(&run_dir(&results)), libc::SIGKILL) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.contains("interrupted by signal 9 (SIGKILL); resumable from step"), "{stdout}");
+    assert!(!stdout.contains("without recording an outcome"), "{stdout}");
+    assert!(!stdout.contains("FAILED"), "{stdout}");
+}
+
+/// Case 3: the resume record and `plan` name the checkpoint that is loaded, not the newest file.
+#[test]
+fn the_resume_record_names_the_checkpoint_that_was_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "record.toml", &RESUMABLE.replace("steps = 60", "steps = 40"));
+    let results = tmp.path().join("r");
+    assert!(ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results).status.success());
+    let dir = run_dir(&results);
+    let corrupt = |step: usize| {
+        let path = dir.join(format!("checkpoints/step-{step:08}.safetensors"));
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[100] ^= 0x01;
+        std::fs::write(&path, bytes).unwrap();
+    };
+    let last_resumed = || {
+        let attempts = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(attempts.lines().last().unwrap()).unwrap();
+        last["resumed_from"].clone()
+    };
+    // The last two checkpoints are kept (30, 40); the newest is corrupt.
+    std::fs::remove_file(dir.join("status.json")).unwrap();
+    corrupt(40);
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &results).stdout);
+    assert!(plan_out.contains("partial (resumes at step 30; corrupt checkpoint(s) at step 40 skipped)"), "{plan_out}");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(text(&out.stdout).contains("resuming from the checkpoint at step 30"), "{}", text(&out.stdout));
+    assert_eq!(last_resumed(), 30);
+    // Both corrupt (the rerun rewrote 40; corrupt it and 30 again): it starts over and records so.
+    std::fs::remove_file(dir.join("status.json")).unwrap();
+    corrupt(30);
+    corrupt(40);
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &results).stdout);
+    assert!(
+        plan_out.contains(
+            "partial (restarts at step 0: no valid checkpoint; corrupt checkpoint(s) at step 40, 30 skipped)"
+        ),
+        "{plan_out}"
+    );
+    assert!(ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results).status.success());
+    assert_eq!(last_resumed(), serde_json::Value::Null);
+}
+
+/// Case 4: a `DDPM_` variable that names no run key is an error, as `--set` is; the harness's own
+/// variables are not.
+#[test]
+fn a_misspelled_environment_override_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "env.toml", RESUMABLE);
+    let out = bin()
+        .args(["plan", exp.to_str().unwrap(), "--results"])
+        .arg(tmp.path())
+        .env("DDPM_TRIAN__STEPS", "20")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("DDPM_TRIAN__STEPS") && err.contains("`trian.steps` is not a run key"), "{err}");
+    assert!(err.contains("DDPM_RESULTS_DIR"), "the allowed harness variables are named: {err}");
+    let out = bin()
+        .args(["plan", exp.to_str().unwrap(), "--results"])
+        .arg(tmp.path())
+        .env("DDPM_TRAIN__STEPS", "20")
+        .env("DDPM_CIFAR10", "/nowhere")
+        .env("DDPM_SLURM_PARTITION", "gpu")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// Case 5: labels `.`, `..` and the empty string are refused at validation, naming the file, key
+/// and value; nothing is linked.
+#[test]
+fn labels_that_cannot_name_a_folder_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for label in [".", "..", ""] {
+        let body =
+            format!("{RESUMABLE}[[variants]]\nlabel = {label:?}\nseed = 1\n[[variants]]\nlabel = \"b\"\nseed = 2\n");
+        let exp = write(tmp.path(), "labels.toml", &body);
+        let results = tmp.path().join("r");
+        for command in ["plan", "run"] {
+            let out = ddpm(&[command, exp.to_str().unwrap()], &results);
+            let err = text(&out.stderr);
+            assert!(!out.status.success(), "{label:?} {command}");
+            assert!(err.contains("labels.toml") && err.contains(&format!("key `label` = {label:?}")), "{err}");
+        }
+        assert!(!results.join("experiments").exists(), "nothing linked, no stray .link file");
+    }
+}
+
+/// Runs `ddpm ARGS --results DIR` with DIR mounted read-only in a private mount namespace (as a
+/// read-only share or a full disk would be); None where this machine cannot make one.
+fn ddpm_read_only(args: &[&str], results: &Path) -> Option<Output> {
+    let probe = Command::new("unshare").args(["-rm", "true"]).output().ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    let r = results.display();
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
+    let script = format!(
+        "mount --bind '{r}' '{r}' && mount -o remount,ro,bind '{r}' && exec '{}' {} --results '{r}'",
+        env!("CARGO_BIN_EXE_ddpm"),
+        quoted.join(" ")
+    );
+    // bin()'s environment, with `unshare` as the program.
+    let template = bin();
+    let mut c = Command::new("unshare");
+    c.args(["-rm", "sh", "-c", &script]);
+    for (k, v) in template.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    Some(c.output().unwrap())
+}
+
+/// Case 6: read-only commands and a `run` with nothing to do work on a read-only results folder; a
+/// run with work to do fails with an error that names the path.
+#[test]
+fn a_read_only_results_folder_is_read_and_its_errors_name_paths() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "ro.toml", &RESUMABLE.replace("steps = 60", "steps = 20"));
+    let results = tmp.path().join("r");
+    assert!(ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results).status.success());
+    let e = exp.to_str().unwrap();
+    let Some(out) = ddpm_read_only(&["plan", e], &results) else {
+        eprintln!("skipped: this machine cannot mount a read-only folder (unshare -rm)");
+        return;
+    };
+    assert!(out.status.success(), "plan: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("done"));
+    let out = ddpm_read_only(&["status", e], &results).unwrap();
+    assert!(out.status.success(), "status: {}", text(&out.stderr));
+    let out = ddpm_read_only(&["run", e, "--device", "cpu"], &results).unwrap();
+    assert!(out.status.success(), "a finished experiment is done: {}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("already done"));
+    let out = ddpm_read_only(&["run", e, "--device", "cpu", "--set", "seed=9"], &results).unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&results.display().to_string()) && err.contains("Read-only file system"), "{err}");
+}
+
+/// Case 7: a run's images/s and wall time add up over its attempts: after a resume at the last step
+/// they are the first attempt's, not those of an attempt that trained nothing.
+#[test]
+fn throughput_and_wall_time_add_up_over_attempts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "rate.toml", RESUMABLE);
+    let results = tmp.path().join("r");
+    assert!(ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results).status.success());
+    let dir = run_dir(&results);
+    let first = status_json(&dir);
+    std::fs::remove_file(dir.join("status.json")).unwrap();
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(text(&out.stdout).contains("resuming from the checkpoint at step 60"), "{}", text(&out.stdout));
+    let again = status_json(&dir);
+    let (r1, r2) = (first["images_per_sec"].as_f64().unwrap(), again["images_per_sec"].as_f64().unwrap());
+    assert!((r2 / r1 - 1.0).abs() < 0.05, "images/s {r1} then {r2}");
+    let (w1, w2) = (first["wall_seconds"].as_f64().unwrap(), again["wall_seconds"].as_f64().unwrap());
+    assert!(w2 > 0.9 * w1, "wall seconds {w1} then {w2}: the second attempt adds to the first");
+}
+
+/// Also from the battery: a size key out of any dataset's reach is refused with the memory it would
+/// take; `ddpm sample --checkpoint 7` names the option that was used.
+#[test]
+fn sizes_are_bounded_and_checkpoint_errors_name_the_option() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "size.toml", &RESUMABLE.replace("steps = 60", "steps = 20"));
+    let results = tmp.path().join("r");
+    let out = ddpm(&["plan", exp.to_str().unwrap(), "--set", "data.image_size=100000"], &results);
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("key `data.image_size` = 100000")
+            && err.contains("1 to 1024")
+            && err.contains("images would take 10.2 TB"),
+        "{err}"
+    );
+    let out = ddpm(
+        &["plan", exp.to_str().unwrap(), "--set", "train.batch_size=70000", "--set", "data.limit=70000"],
+        &results,
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("key `train.batch_size` = 70000: at most 60000"), "{err}");
+
+    assert!(ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results).status.success());
+    let out = bin()
+        .args(["sample"])
+        .arg(run_dir(&results))
+        .args(["--checkpoint", "7", "-n", "4", "--device", "cpu", "-o"])
+        .arg(tmp.path().join("grid.png"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("--checkpoint 7: no checkpoint at step 7") && err.contains("available are [20, 10]"), "{err}");
+    assert!(!err.contains("eval.checkpoint") && !err.contains("No such file"), "{err}");
+}

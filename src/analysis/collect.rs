@@ -116,6 +116,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 (Some(s), _) if s.state == State::Done => "done",
                 (Some(s), _) if s.state == State::Failed => "failed",
                 (Some(s), _) if s.state == State::Running => "running",
+                (Some(s), _) if s.state == State::Stopped => "stopped",
                 (_, Some(_)) => "partial",
                 _ => "new",
             };

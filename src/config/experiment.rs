@@ -604,7 +604,17 @@ fn build_axes(
         let mut points = Vec::new();
         for (i, mut table) in tables.into_iter().enumerate() {
             let label = match table.remove("label") {
-                Some(toml::Value::String(s)) => s,
+                Some(toml::Value::String(s)) => {
+                    // A label names the run's folder under results/experiments/<experiment>/.
+                    if s.trim().is_empty() || s == "." || s == ".." || s.chars().any(char::is_control) {
+                        bail!(
+                            "{file}: [[variants]] {}: key `label` = {s:?}: allowed are non-empty names other than \".\" \
+                             and \"..\", without control characters (a label names the run's folder in results/experiments/)",
+                            i + 1
+                        );
+                    }
+                    s
+                }
                 Some(other) => bail!("{file}: variant {} has a `label` that is not a string: {other}", i + 1),
                 None => format!("variant={}", i + 1),
             };
@@ -671,8 +681,17 @@ fn check_run_key(key: &str, origin: &Origin, section: &str) -> Result<()> {
     Ok(())
 }
 
-/// `DDPM_TRAIN__LR=1e-4` → one layer per variable (for run keys only: `DDPM_DATA_DIR` and other
-/// settings of the program are not run keys).
+/// The harness's own environment variables: settings of the program, not run keys.
+pub const HARNESS_VARIABLES: [&str; 4] = ["DDPM_DATA_DIR", "DDPM_RESULTS_DIR", "DDPM_CIFAR10", "DDPM_SKIP_SLURM_TEST"];
+/// Prefixes of the harness's own variables (the Slurm launcher's `DDPM_SLURM_<KEY>`, checked by it).
+const HARNESS_PREFIXES: [&str; 1] = ["DDPM_SLURM_"];
+/// What build.rs gives the compiler (cargo also exports them to the processes of `cargo test`/`run`).
+const BUILD_VARIABLES: [&str; 4] =
+    ["DDPM_CODE_SHA256", "DDPM_BUILD_SHA256", "DDPM_LIBTORCH_VERSION", "DDPM_LIBTORCH_CUDA"];
+
+/// `DDPM_TRAIN__LR=1e-4` → one layer per variable. Every other `DDPM_` variable must be one of the
+/// harness's own ([`HARNESS_VARIABLES`], `DDPM_SLURM_*`): a misspelled section (`DDPM_TRIAN__STEPS`)
+/// is an error, as `--set trian.steps` is, rather than an override silently ignored.
 fn env_layers(use_env: bool) -> Result<Vec<Layer>> {
     if !use_env {
         return Ok(Vec::new());
@@ -681,9 +700,20 @@ fn env_layers(use_env: bool) -> Result<Vec<Layer>> {
     vars.sort();
     let mut layers = Vec::new();
     for (var, raw) in vars {
+        if HARNESS_VARIABLES.contains(&var.as_str())
+            || BUILD_VARIABLES.contains(&var.as_str())
+            || HARNESS_PREFIXES.iter().any(|p| var.starts_with(p))
+        {
+            continue;
+        }
         let key = var["DDPM_".len()..].to_ascii_lowercase().replace("__", ".");
         if !RUN_SECTIONS.contains(&key.split('.').next().unwrap_or_default()) {
-            continue;
+            bail!(
+                "environment variable {var}: `{key}` is not a run key (run keys start with one of: {}; \
+                 sections are separated by `__`, e.g. DDPM_TRAIN__STEPS); the harness's own variables are {} and DDPM_SLURM_<KEY>",
+                RUN_SECTIONS.join(", "),
+                HARNESS_VARIABLES.join(", ")
+            );
         }
         layers.push(top_layer(format!("environment {var}"), &key, parse_value(&raw)));
     }

@@ -54,6 +54,28 @@ impl DatasetName {
     pub fn is_fetched(self) -> bool {
         matches!(self, DatasetName::Mnist | DatasetName::FashionMnist)
     }
+
+    /// The (train, test) image counts and channels of a dataset of fixed content; `None` for an image
+    /// folder, whose size is known only once it is read.
+    pub fn known_size(self) -> Option<(usize, usize, i64)> {
+        match self {
+            DatasetName::Mnist | DatasetName::FashionMnist => Some((60_000, 10_000, 1)),
+            DatasetName::Cifar10 => Some((50_000, 10_000, 3)),
+            DatasetName::ImageFolder => None,
+        }
+    }
+}
+
+/// The largest image side the harness accepts (an image folder's images are resized to it).
+pub const MAX_IMAGE_SIZE: i64 = 1024;
+/// The largest count of images of any size key (samples, batches, references): above every dataset.
+pub const MAX_IMAGES: i64 = 10_000_000;
+
+/// `1.2 GB`-style bytes.
+fn bytes_text(b: f64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let k = ((b.max(1.0).log10() / 3.0).floor() as usize).min(units.len() - 1);
+    format!("{:.1} {}", b / 1000f64.powi(k as i32), units[k])
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -859,8 +881,72 @@ impl RunConfig {
                 }
             }
         }
-        self.model.check(self.data.image_size, &mut check);
         let data = &self.data;
+        let side = data.image_size;
+        let known = data.name.known_size();
+        let (images, channels) = match known {
+            Some((train, _, c)) => (data.limit.unwrap_or(train).min(train) as f64, c),
+            None => (data.limit.map_or(1.0, |l| l as f64), data.channels.unwrap_or(3)),
+        };
+        let resident = images * channels as f64 * (side.max(1) as f64).powi(2) * 4.0;
+        check(
+            (1..=MAX_IMAGE_SIZE).contains(&side),
+            "data.image_size",
+            side.to_string(),
+            &format!(
+                "1 to {MAX_IMAGE_SIZE} pixels (the dataset lives on the device as float32: {} {}x{side}x{side} images \
+                 would take {})",
+                images as u64,
+                channels,
+                bytes_text(resident)
+            ),
+        );
+        if (1..=MAX_IMAGE_SIZE).contains(&side) {
+            self.model.check(side, &mut check);
+        }
+        // Counts of images: at most what the dataset has, where that is known, and never above MAX_IMAGES.
+        let (train_n, test_n) = known.map_or((MAX_IMAGES, MAX_IMAGES), |(a, b, _)| (a as i64, b as i64));
+        let count = |check: &mut dyn FnMut(bool, &'static str, String, &str),
+                     key: &'static str,
+                     v: i64,
+                     max: i64,
+                     what: &str| {
+            check(v <= max, key, v.to_string(), &format!("at most {max} ({what})"));
+        };
+        let train_what = format!("the training images of `{}`", data.name.as_str());
+        let test_what = format!("the test images of `{}`", data.name.as_str());
+        if let Some(limit) = data.limit {
+            count(&mut check, "data.limit", limit.min(i64::MAX as usize) as i64, train_n, &train_what);
+        }
+        count(&mut check, "data.test_images", data.test_images.min(i64::MAX as usize) as i64, MAX_IMAGES, "images");
+        count(
+            &mut check,
+            "train.batch_size",
+            self.train.batch_size,
+            data.limit.map_or(train_n, |l| l as i64).min(train_n),
+            &train_what,
+        );
+        count(&mut check, "eval.bpd_images", self.eval.bpd_images.min(i64::MAX as usize) as i64, test_n, &test_what);
+        let reference_n = if self.eval.reference_split == SplitName::Test { test_n } else { train_n };
+        count(
+            &mut check,
+            "eval.reference_images",
+            self.eval.reference_images.min(i64::MAX as usize) as i64,
+            reference_n,
+            "the reference split's images",
+        );
+        count(&mut check, "eval.num_samples", self.eval.num_samples, MAX_IMAGES, "generated images");
+        count(&mut check, "eval.every_num_samples", self.eval.every_num_samples, MAX_IMAGES, "generated images");
+        count(&mut check, "eval.batch_size", self.eval.batch_size, 1 << 16, "images per sampling batch");
+        count(
+            &mut check,
+            "eval.kid_subset_size",
+            self.eval.kid_subset_size.min(i64::MAX as usize) as i64,
+            MAX_IMAGES,
+            "images",
+        );
+        count(&mut check, "sample.num_samples", self.sample.num_samples, 1 << 16, "images in samples.png");
+        check(d.timesteps <= 100_000, "diffusion.timesteps", d.timesteps.to_string(), "at most 100000");
         let name = data.name.as_str();
         let folder_only = "only for data.name = \"image_folder\"";
         if let Some(c) = data.channels {

@@ -178,9 +178,12 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
         }
         Some(step) => {
             let ck_dir = run_dir.join("checkpoints");
-            let ck = checkpoint::load(&ck_dir, step).with_context(|| {
-                format!("eval.checkpoint = {step}: available checkpoints are {:?}", checkpoint::steps(&ck_dir))
-            })?;
+            // The caller says which option asked for it (`--checkpoint`, `eval.checkpoint`).
+            let available = checkpoint::steps(&ck_dir);
+            if !available.contains(&step) {
+                bail!("no checkpoint at step {step} in {}: available are {available:?}", ck_dir.display());
+            }
+            let ck = checkpoint::load(&ck_dir, step)?;
             let prefix = if use_ema { "ema" } else { "model" };
             for (name, var) in vs.variables() {
                 let src = ck
@@ -290,7 +293,11 @@ pub fn evaluate_run(
         return Ok((r, true));
     }
     let started = Instant::now();
-    let mut loaded = load_weights(run_dir, eval.use_ema, eval.checkpoint, device)?;
+    let mut loaded =
+        load_weights(run_dir, eval.use_ema, eval.checkpoint, device).map_err(|e| match eval.checkpoint {
+            Some(step) => e.context(format!("eval.checkpoint = {step}")),
+            None => e,
+        })?;
     loaded.config.eval = eval.clone();
     let config = &loaded.config;
     let hash = spec_hash(eval);

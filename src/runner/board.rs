@@ -4,7 +4,7 @@
 use crate::config::Experiment;
 use crate::track::hparams::{self, HParamInfo, HValue, SessionStatus};
 use crate::track::run_dir::{RunDir, State};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -97,7 +97,7 @@ pub fn write_hparams(exp: &Experiment, results_root: &Path) -> Result<()> {
         })
         .collect();
     let dir = logdir(results_root, &exp.name);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let description = exp.description.clone().unwrap_or_default();
     hparams::write_file(
         &dir,

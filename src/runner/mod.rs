@@ -49,6 +49,33 @@ pub enum Outcome {
     Busy(String),
     /// Stopped by a signal after a checkpoint at this step; the next `run` resumes it.
     Stopped(usize),
+    /// The run's process was killed by this signal before it recorded an outcome; the next `run`
+    /// resumes it from this step (the newest valid checkpoint; 0: it starts over).
+    Killed {
+        signal: i32,
+        resumable_from: usize,
+    },
+    /// Not started: the runner was asked to stop (SIGTERM or SIGUSR1) first.
+    NotStarted(&'static str),
+}
+
+/// `SIGKILL`, `SIGTERM`, ... for a signal number.
+pub fn signal_name(signal: i32) -> String {
+    let name = match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGUSR1 => "SIGUSR1",
+        libc::SIGUSR2 => "SIGUSR2",
+        libc::SIGBUS => "SIGBUS",
+        _ => return format!("signal {signal}"),
+    };
+    format!("signal {signal} ({name})")
 }
 
 pub struct Report {
@@ -58,7 +85,15 @@ pub struct Report {
 
 impl Report {
     pub fn failures(&self) -> usize {
-        self.outcomes.iter().filter(|(_, _, o)| matches!(o, Outcome::Failed { .. } | Outcome::Stopped(_))).count()
+        self.outcomes
+            .iter()
+            .filter(|(_, _, o)| {
+                matches!(
+                    o,
+                    Outcome::Failed { .. } | Outcome::Stopped(_) | Outcome::Killed { .. } | Outcome::NotStarted(_)
+                )
+            })
+            .count()
     }
 }
 
@@ -66,7 +101,7 @@ impl Report {
 /// names (TensorBoard) show readable labels.
 fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
     let dir = results_root.join("experiments").join(&spec.experiment);
-    std::fs::create_dir_all(&dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let link = dir.join(spec.label.replace('/', "_"));
     let target = Path::new("../../runs").join(&spec.hash);
     if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
@@ -77,7 +112,10 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
     let tmp = dir.join(format!(".link.{}.{}", std::process::id(), spec.hash));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(&target, &tmp).with_context(|| format!("cannot link {}", tmp.display()))?;
-    std::fs::rename(&tmp, &link).with_context(|| format!("cannot link {}", link.display()))
+    std::fs::rename(&tmp, &link).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("cannot link {} to {}", link.display(), target.display()))
+    })
 }
 
 /// Writes every run's directory (resolved configuration, spec, provenance), its label link and the
@@ -100,11 +138,50 @@ pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Optio
         }
         states.push(done);
     }
-    board::write_hparams(experiment, results_root)?;
+    // A view for TensorBoard: a finished experiment on a read-only folder still runs (it has nothing
+    // to write), so failing to update it is a warning.
+    if let Err(e) = board::write_hparams(experiment, results_root) {
+        eprintln!("warning: cannot update the HParams data: {e:#}");
+    }
     Ok(states)
 }
 
+/// The processes of the runs under way, so that a SIGTERM to the runner reaches each of them.
+#[derive(Default)]
+struct Children {
+    pids: Mutex<Vec<u32>>,
+    /// Those already told to stop.
+    signalled: Mutex<Vec<u32>>,
+}
+
+impl Children {
+    fn add(&self, pid: u32) {
+        self.pids.lock().expect("pids").push(pid);
+    }
+
+    fn remove(&self, pid: u32) {
+        self.pids.lock().expect("pids").retain(|&p| p != pid);
+    }
+
+    /// Sends SIGTERM once to each run's process not yet told: it finishes its logging window, writes a
+    /// checkpoint and exits as stopped, as when a scheduler signals it directly.
+    fn stop_all(&self) {
+        let pids = self.pids.lock().expect("pids").clone();
+        let mut signalled = self.signalled.lock().expect("signalled");
+        let new: Vec<u32> = pids.into_iter().filter(|p| !signalled.contains(p)).collect();
+        for pid in new {
+            // SAFETY: kill(2) on a child this runner started and has not yet reaped (it is removed from
+            // `pids` before it is waited for), so the pid cannot have been reused.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+            signalled.push(pid);
+        }
+    }
+}
+
 pub fn run(opts: &RunOptions) -> Result<Report> {
+    // SIGTERM/SIGUSR1 to the runner (a scheduler, `systemctl stop`, `kill`) are recorded, passed on
+    // to every run's process, and no further run is started; the summary follows.
+    crate::train::stop::install();
     let experiment = load_experiment(&opts.experiment, &opts.load)?;
     let devices: Vec<String> = opts.devices.iter().map(|d| crate::device::describe(*d)).collect();
     println!(
@@ -134,31 +211,57 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     let queue = Mutex::new(queue);
     let outcomes = Mutex::new(outcomes);
     let multi = std::io::stderr().is_terminal().then(MultiProgress::new);
+    let children = Children::default();
+    let working = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let workers = opts.devices.iter().flat_map(|d| std::iter::repeat_n(d, opts.runs_per_device.max(1)));
+        let workers: Vec<&Device> =
+            opts.devices.iter().flat_map(|d| std::iter::repeat_n(d, opts.runs_per_device.max(1))).collect();
+        working.store(workers.len(), std::sync::atomic::Ordering::SeqCst);
+        // Passes a stop request on to the runs' processes (and to any started while it is passed on).
+        scope.spawn(|| {
+            while working.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                if crate::train::stop::requested().is_some() {
+                    children.stop_all();
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        });
         for device in workers {
-            scope.spawn(|| loop {
-                let Some(group) = queue.lock().expect("queue").pop_front() else { break };
-                let specs: Vec<&RunSpec> = group.iter().map(|&i| &experiment.runs[i]).collect();
-                let dir = RunDir::new(&opts.results_root, &specs[0].hash);
-                let outcome = execute(&specs, &dir, *device, opts, multi.as_ref());
-                let mut outcomes = outcomes.lock().expect("outcomes");
-                for (k, &i) in group.iter().enumerate() {
-                    // The runs after the first share its training: for them it was an evaluation.
-                    outcomes[i] = Some(match outcome.clone() {
-                        Outcome::Trained(s) if k > 0 => Outcome::Evaluated(s),
-                        o => o,
-                    });
+            scope.spawn(|| {
+                loop {
+                    if crate::train::stop::requested().is_some() {
+                        break;
+                    }
+                    let Some(group) = queue.lock().expect("queue").pop_front() else { break };
+                    let specs: Vec<&RunSpec> = group.iter().map(|&i| &experiment.runs[i]).collect();
+                    let dir = RunDir::new(&opts.results_root, &specs[0].hash);
+                    let outcome = execute(&specs, &dir, *device, opts, multi.as_ref(), &children);
+                    let mut outcomes = outcomes.lock().expect("outcomes");
+                    for (k, &i) in group.iter().enumerate() {
+                        // The runs after the first share its training: for them it was an evaluation.
+                        outcomes[i] = Some(match outcome.clone() {
+                            Outcome::Trained(s) if k > 0 => Outcome::Evaluated(s),
+                            o => o,
+                        });
+                    }
+                    drop(outcomes);
+                    // The HParams row of the finished run shows its end.
+                    if let Err(e) = board::write_hparams(&experiment, &opts.results_root) {
+                        eprintln!("warning: cannot update the HParams data: {e:#}");
+                    }
                 }
-                drop(outcomes);
-                // The HParams row of the finished run shows its end.
-                if let Err(e) = board::write_hparams(&experiment, &opts.results_root) {
-                    eprintln!("warning: cannot update the HParams data: {e:#}");
-                }
+                working.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
     });
-    let outcomes = outcomes.into_inner().expect("outcomes");
+    let signal = crate::train::stop::requested();
+    let mut outcomes = outcomes.into_inner().expect("outcomes");
+    for o in outcomes.iter_mut().filter(|o| o.is_none()) {
+        *o = Some(Outcome::NotStarted(signal.unwrap_or("a stop request")));
+    }
+    if let Some(signal) = signal {
+        println!("{signal}: the runs under way were told to checkpoint and stop; no further run was started");
+    }
     let outcomes = experiment
         .runs
         .iter()
@@ -187,6 +290,7 @@ fn execute(
     device: Device,
     opts: &RunOptions,
     multi: Option<&MultiProgress>,
+    children: &Children,
 ) -> Outcome {
     let spec = specs[0];
     let evals: Vec<&crate::config::EvalConfig> = specs.iter().map(|s| &s.config.eval).collect();
@@ -229,6 +333,7 @@ fn execute(
             });
         }
         let mut child = cmd.spawn().context("cannot start `ddpm run-one`")?;
+        children.add(child.id());
         let mut progress = match multi {
             Some(m) => Progress::in_multi(&label, m),
             None => Progress::new(&label),
@@ -253,16 +358,31 @@ fn execute(
             }
         }
         progress.finish();
-        Ok(child.wait()?.code().unwrap_or(-1))
+        // Out of the list before it is reaped, so that no signal can reach a reused pid.
+        children.remove(child.id());
+        let status = child.wait()?;
+        use std::os::unix::process::ExitStatusExt;
+        Ok(status.code().unwrap_or_else(|| -status.signal().unwrap_or(0)))
     })();
     match result {
+        // A negative code: killed by that signal before it could record an outcome.
+        Ok(code) if code < 0 => {
+            let signal = -code;
+            let resumable_from = dir.valid_checkpoint().0.unwrap_or(0);
+            let resume = match resumable_from {
+                0 => "the next run starts it over (no valid checkpoint)".to_string(),
+                s => format!("resumable from step {s}"),
+            };
+            say(format!("run {} interrupted by {}; {resume}", spec.label, signal_name(signal)));
+            Outcome::Killed { signal, resumable_from }
+        }
         Ok(code) if code == one::Ended::BUSY_EXIT => {
             let holder = crate::track::lock::held_by(&dir.path).unwrap_or_else(|| "another runner".into());
             say(format!("busy {}: being executed by {holder}", spec.label));
             Outcome::Busy(holder)
         }
         Ok(code) if code == one::Ended::STOPPED_EXIT => {
-            let step = dir.checkpoint_step().unwrap_or(0);
+            let step = dir.valid_checkpoint().0.unwrap_or(0);
             say(format!("stopped {} at step {step}; the next run resumes it", spec.label));
             Outcome::Stopped(step)
         }
@@ -309,6 +429,8 @@ fn print_summary(report: &Report) {
             Outcome::Failed { .. } => ("FAILED", None),
             Outcome::Busy(_) => ("busy", None),
             Outcome::Stopped(_) => ("stopped", None),
+            Outcome::Killed { .. } => ("killed", None),
+            Outcome::NotStarted(_) => ("not run", None),
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
         // The numbers of this run's own `[eval]` (runs sharing a training differ there).
@@ -334,6 +456,17 @@ fn print_summary(report: &Report) {
             }
             Outcome::Busy(holder) => println!("  {:width$}  being executed by {holder}", ""),
             Outcome::Stopped(step) => println!("  {:width$}  checkpoint at step {step}; the next run resumes", ""),
+            Outcome::Killed { signal, resumable_from: 0 } => println!(
+                "  {:width$}  interrupted by {}; no valid checkpoint: the next run starts it over",
+                "",
+                signal_name(*signal)
+            ),
+            Outcome::Killed { signal, resumable_from } => println!(
+                "  {:width$}  interrupted by {}; resumable from step {resumable_from}: the next run resumes it",
+                "",
+                signal_name(*signal)
+            ),
+            Outcome::NotStarted(signal) => println!("  {:width$}  not started: the runner got {signal}", ""),
             _ => {}
         }
     }

@@ -147,7 +147,8 @@ fn train(
     reporter: &mut dyn Reporter,
 ) -> Result<Trained> {
     let device_name = crate::device::describe(device);
-    let resume = dir.checkpoint_step();
+    // What the loop will load: the newest checkpoint that verifies, not the newest file.
+    let (resume, _) = dir.valid_checkpoint();
     dir.record_attempt(&device_name, resume, crate::device::determinism())?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
     match train_run(spec, dir, device, data_dir, reporter) {
@@ -164,7 +165,11 @@ fn train(
             dir.write_status(&status)?;
             Ok(Trained::Done(Box::new(status)))
         }
-        Err(e) if e.is::<stop::Stopped>() => Ok(Trained::Stopped),
+        Err(e) if e.is::<stop::Stopped>() => {
+            let stopped = e.downcast_ref::<stop::Stopped>().map_or(0, |s| s.step);
+            dir.write_status(&Status::new(State::Stopped, spec, stopped))?;
+            Ok(Trained::Stopped)
+        }
         Err(e) => {
             let message = format!("{e:#}");
             reporter.note(&format!("failed: {message}"));

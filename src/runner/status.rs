@@ -12,8 +12,9 @@ pub enum RunState {
     Failed,
     /// A live process holds the run's lock.
     Running(String),
-    /// Stopped before the end with a checkpoint at this step: the next `run` resumes.
-    Partial(usize),
+    /// Stopped before the end with checkpoints: the next `run` resumes at this step (0: no checkpoint
+    /// verifies); the newer steps whose checkpoints are corrupt.
+    Partial(usize, Vec<usize>),
     /// Stopped before its first checkpoint: the next `run` starts it over.
     Interrupted,
 }
@@ -25,10 +26,27 @@ impl std::fmt::Display for RunState {
             RunState::Done => write!(f, "done"),
             RunState::Failed => write!(f, "failed"),
             RunState::Running(holder) => write!(f, "running ({holder})"),
-            RunState::Partial(step) => write!(f, "partial (resumes at step {step})"),
+            RunState::Partial(step, corrupt) => {
+                let skipped = if corrupt.is_empty() {
+                    String::new()
+                } else {
+                    let steps: Vec<String> = corrupt.iter().map(|s| s.to_string()).collect();
+                    format!("; corrupt checkpoint(s) at step {} skipped", steps.join(", "))
+                };
+                match step {
+                    0 => write!(f, "partial (restarts at step 0: no valid checkpoint{skipped})"),
+                    s => write!(f, "partial (resumes at step {s}{skipped})"),
+                }
+            }
             RunState::Interrupted => write!(f, "interrupted"),
         }
     }
+}
+
+/// A run with checkpoints: the step it resumes at (0 when none verifies) and the corrupt ones.
+fn partial(dir: &RunDir) -> Option<RunState> {
+    let (valid, corrupt) = dir.valid_checkpoint();
+    (valid.is_some() || !corrupt.is_empty()).then(|| RunState::Partial(valid.unwrap_or(0), corrupt))
 }
 
 pub fn state_of(dir: &RunDir) -> RunState {
@@ -38,8 +56,8 @@ pub fn state_of(dir: &RunDir) -> RunState {
     match dir.status().ok().flatten().map(|s| s.state) {
         Some(State::Done) => RunState::Done,
         Some(State::Failed) => RunState::Failed,
-        Some(State::Running) => dir.checkpoint_step().map_or(RunState::Interrupted, RunState::Partial),
-        None => dir.checkpoint_step().map_or(RunState::New, RunState::Partial),
+        Some(State::Running | State::Stopped) => partial(dir).unwrap_or(RunState::Interrupted),
+        None => partial(dir).unwrap_or(RunState::New),
     }
 }
 
@@ -154,7 +172,7 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super:
         let total = spec.config.train.steps;
         let step = match (&state, &status) {
             (RunState::Done, _) => total,
-            (RunState::Partial(s), _) => *s,
+            (RunState::Partial(s, _), _) => *s,
             (_, Some(s)) => s.step,
             _ => 0,
         };

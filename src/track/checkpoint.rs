@@ -78,6 +78,36 @@ pub fn load(dir: &Path, step: usize) -> Result<Checkpoint> {
     Ok(Checkpoint { step: meta.step, tensors, state: meta.state })
 }
 
+/// Whether the checkpoint of `step` is whole: its record reads and its tensors file has the recorded
+/// sha256 (what [`load`] checks, without decoding the tensors).
+pub fn verify(dir: &Path, step: usize) -> Result<()> {
+    let base = stem(dir, step);
+    let json = base.with_extension("json");
+    let text = std::fs::read_to_string(&json).with_context(|| format!("cannot read {}", json.display()))?;
+    let meta: Meta = serde_json::from_str(&text).with_context(|| format!("{}: unreadable", json.display()))?;
+    let tensor_path = base.with_extension("safetensors");
+    let bytes = std::fs::read(&tensor_path).with_context(|| format!("cannot read {}", tensor_path.display()))?;
+    let actual = sha256_hex(&bytes);
+    if actual != meta.tensors_sha256 {
+        bail!("{}: checksum mismatch (sha256 {actual}, recorded {})", tensor_path.display(), meta.tensors_sha256);
+    }
+    Ok(())
+}
+
+/// The steps a resume would load and would skip: the newest checkpoint that verifies, and the newer
+/// ones that do not (newest first). What a resume records and `ddpm plan` shows, so that neither
+/// names a corrupt checkpoint.
+pub fn valid_step(dir: &Path) -> (Option<usize>, Vec<usize>) {
+    let mut corrupt = Vec::new();
+    for step in steps(dir) {
+        if verify(dir, step).is_ok() {
+            return (Some(step), corrupt);
+        }
+        corrupt.push(step);
+    }
+    (None, corrupt)
+}
+
 /// The newest checkpoint that passes its checksum, and a message for each newer one that did not.
 pub fn load_latest(dir: &Path) -> (Option<Checkpoint>, Vec<String>) {
     let mut problems = Vec::new();
@@ -121,6 +151,27 @@ mod tests {
         assert_eq!(fallback.unwrap().step, 10);
         assert_eq!(problems.len(), 1);
         assert!(problems[0].contains("step 15") && problems[0].contains("checksum mismatch"), "{}", problems[0]);
+    }
+
+    #[test]
+    fn the_valid_step_skips_corrupt_checkpoints_as_loading_does() {
+        let dir = tempfile::tempdir().unwrap();
+        for step in [20, 30] {
+            save(dir.path(), step, &tensors(step as f32), serde_json::Value::Null).unwrap();
+        }
+        assert_eq!(valid_step(dir.path()), (Some(30), vec![]));
+        let corrupt = |step: usize| {
+            let path = dir.path().join(format!("step-{step:08}.safetensors"));
+            let mut bytes = std::fs::read(&path).unwrap();
+            bytes[0] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+        };
+        corrupt(30);
+        assert_eq!(valid_step(dir.path()), (Some(20), vec![30]));
+        assert_eq!(load_latest(dir.path()).0.unwrap().step, 20, "the step loading takes");
+        corrupt(20);
+        assert_eq!(valid_step(dir.path()), (None, vec![30, 20]));
+        assert!(load_latest(dir.path()).0.is_none());
     }
 
     #[test]

@@ -50,10 +50,13 @@ pub fn try_acquire(dir: &Path) -> Result<Acquired> {
     if !try_flock(&file) {
         return Ok(Acquired::Busy(holder(&mut file)));
     }
-    file.set_len(0)?;
-    file.rewind()?;
-    write!(file, "pid {} on {}", std::process::id(), super::hostname())?;
-    file.flush()?;
+    let record = |file: &mut File| -> std::io::Result<()> {
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "pid {} on {}", std::process::id(), super::hostname())?;
+        file.flush()
+    };
+    record(&mut file).with_context(|| format!("cannot write the lock file in {}", dir.display()))?;
     Ok(Acquired::Held(RunLock { _file: file }))
 }
 

@@ -12,6 +12,8 @@ pub enum State {
     Running,
     Done,
     Failed,
+    /// Stopped on request (SIGTERM, SIGUSR1) after a checkpoint at `step`; the next attempt resumes.
+    Stopped,
 }
 
 /// `status.json`: where the run stands, and its headline numbers once done.
@@ -146,7 +148,12 @@ impl RunDir {
             spec.hash, spec.experiment, spec.label
         );
         let body = toml::to_string_pretty(&spec.config).context("cannot serialize the run configuration")?;
-        atomic_write(&self.path.join("config.toml"), (header + &body).as_bytes())?;
+        let config = self.path.join("config.toml");
+        let text = header + &body;
+        // Written only when it changes: a finished experiment reads (plan, run) on a read-only folder.
+        if std::fs::read(&config).ok().as_deref() != Some(text.as_bytes()) {
+            atomic_write(&config, text.as_bytes())?;
+        }
         let provenance = self.path.join("provenance.json");
         if provenance.exists() {
             return Ok(());
@@ -246,6 +253,12 @@ impl RunDir {
     /// The newest complete checkpoint's step, without verifying it.
     pub fn checkpoint_step(&self) -> Option<usize> {
         crate::track::checkpoint::steps(&self.path.join("checkpoints")).first().copied()
+    }
+
+    /// The step a resume would load (the newest checkpoint that passes its checksum) and the newer
+    /// steps whose checkpoints are corrupt.
+    pub fn valid_checkpoint(&self) -> (Option<usize>, Vec<usize>) {
+        crate::track::checkpoint::valid_step(&self.path.join("checkpoints"))
     }
 }
 

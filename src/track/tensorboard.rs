@@ -161,12 +161,12 @@ pub fn event_step(event: &[u8]) -> Option<i64> {
 /// number of records removed.
 pub fn truncate_after(dir: &Path, step: i64) -> Result<usize> {
     let mut removed = 0;
-    for entry in std::fs::read_dir(dir)? {
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")) {
             continue;
         }
-        let bytes = std::fs::read(&path)?;
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         let (kept, dropped): (Vec<&[u8]>, Vec<&[u8]>) =
             frames(&bytes).into_iter().partition(|e| event_step(e).is_some_and(|s| s <= step));
         if !dropped.is_empty() {

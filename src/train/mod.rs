@@ -124,10 +124,15 @@ pub fn train_run(
     for p in &problems {
         reporter.note(p);
     }
+    // The time spent before this attempt, through the checkpoint it resumes from, so that a run's
+    // images/s and wall time add up over its attempts (checkpoints of older versions lack it: then
+    // only this attempt's steps are counted).
+    let mut before = Spent::default();
     let start = match latest {
         Some(ck) => {
             restore(&ck, &vs, &mut opt, &mut ema, &mut timestep_sampler)?;
             reporter.note(&format!("resuming from the checkpoint at step {}", ck.step));
+            before = Spent::of(&ck.state, ck.step);
             ck.step
         }
         None => {
@@ -270,7 +275,8 @@ pub fn train_run(
         // uninterrupted one would (the window's sums are not part of the checkpoint).
         let stop = stop::requested().filter(|_| logging && step < steps);
         if step % tc.checkpoint_every == 0 || step == steps || stop.is_some() {
-            save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler)?;
+            let spent = before.plus(train_started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
+            save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler, &spent)?;
             let mut status = Status::new(State::Running, spec, step);
             status.last_loss = last.as_ref().map(|r| r.loss);
             dir.write_status(&status)?;
@@ -283,8 +289,8 @@ pub fn train_run(
             return Err(stop::Stopped { step, signal }.into());
         }
     }
-    let trained = steps - start;
-    let images_per_sec = (trained as i64 * batch) as f64 / train_started.elapsed().as_secs_f64().max(1e-9);
+    let spent = before.plus(train_started.elapsed().as_secs_f64(), 0.0);
+    let images_per_sec = ((steps - spent.uncounted_steps) as i64 * batch) as f64 / spent.train_seconds.max(1e-9);
 
     // The final weights and their average; sampling uses the one configured.
     let ema_vs = nn::VarStore::new(device);
@@ -329,7 +335,7 @@ pub fn train_run(
     Ok(Outcome {
         final_loss,
         images_per_sec,
-        wall_seconds: started.elapsed().as_secs_f64(),
+        wall_seconds: before.wall_seconds + started.elapsed().as_secs_f64(),
         weights_sha256,
         ema_sha256,
         parameters,
@@ -387,6 +393,35 @@ fn clear_outputs(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Seconds a run has spent through a step, summed over its attempts: in the training loop (for
+/// images/s) and in all (wall time). Kept in each checkpoint's state (execution bookkeeping: it does
+/// not change what the run computes).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Spent {
+    train_seconds: f64,
+    wall_seconds: f64,
+    /// Steps trained before the attempts that recorded their time (checkpoints of older versions).
+    uncounted_steps: usize,
+}
+
+impl Spent {
+    fn of(state: &serde_json::Value, step: usize) -> Self {
+        match (state["train_seconds"].as_f64(), state["wall_seconds"].as_f64()) {
+            (Some(train_seconds), Some(wall_seconds)) => Spent {
+                train_seconds,
+                wall_seconds,
+                uncounted_steps: state["uncounted_steps"].as_u64().unwrap_or(0) as usize,
+            },
+            _ => Spent { uncounted_steps: step, ..Spent::default() },
+        }
+    }
+
+    /// With this attempt's `train` and `wall` seconds so far.
+    fn plus(&self, train: f64, wall: f64) -> Self {
+        Spent { train_seconds: self.train_seconds + train, wall_seconds: self.wall_seconds + wall, ..*self }
+    }
+}
+
 fn save_checkpoint(
     dir: &Path,
     step: usize,
@@ -394,6 +429,7 @@ fn save_checkpoint(
     opt: &optim::Adam,
     ema: &ema::Ema,
     ts: &TimestepSampler,
+    spent: &Spent,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> =
         vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
@@ -401,7 +437,13 @@ fn save_checkpoint(
     tensors.extend(ema.state());
     // safetensors stores row-major bytes: channels-last tensors are written as contiguous copies.
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
-    let state = serde_json::json!({ "adam_step": opt.step, "timestep_sampler": ts.state() });
+    let state = serde_json::json!({
+        "adam_step": opt.step,
+        "timestep_sampler": ts.state(),
+        "train_seconds": spent.train_seconds,
+        "wall_seconds": spent.wall_seconds,
+        "uncounted_steps": spent.uncounted_steps,
+    });
     checkpoint::save(dir, step, &tensors, state)
 }
 
