@@ -527,6 +527,17 @@ fn run_pid(dir: &Path) -> i32 {
     holder.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
+/// `ddpm run EXP --device cpu --results RESULTS` in the background, its summary on a pipe.
+fn spawn_run(exp: &Path, results: &Path) -> std::process::Child {
+    bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(results)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// Two runs, the second never started when the first is stopped.
 fn two_runs() -> String {
     RESUMABLE.replace("steps = 60", "steps = 400")
@@ -541,13 +552,7 @@ fn sigterm_to_the_runner_stops_its_runs_at_a_checkpoint() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = write(tmp.path(), "term.toml", &two_runs());
     let results = tmp.path().join("r");
-    let child = bin()
-        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
-        .arg(&results)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&exp, &results);
     let runner = child.id() as i32;
     let first =
         || std::fs::read_dir(results.join("runs")).ok()?.flatten().map(|e| e.path()).find(|d| d.join("lock").exists());
@@ -581,13 +586,7 @@ fn a_run_killed_by_a_signal_is_reported_as_interrupted_and_resumable() {
     let tmp = tempfile::tempdir().unwrap();
     let exp = write(tmp.path(), "kill.toml", &RESUMABLE.replace("steps = 60", "steps = 400"));
     let results = tmp.path().join("r");
-    let child = bin()
-        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
-        .arg(&results)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&exp, &results);
     wait_for("the first checkpoint", Duration::from_secs(120), || {
         results.join("runs").exists() && run_dir(&results).join("checkpoints/step-00000010.json").exists()
     });
