@@ -159,8 +159,11 @@ impl Children {
         self.pids.lock().expect("pids").push(pid);
     }
 
+    /// Before the process is reaped: once reaped, its pid may be reused by a new child, which must
+    /// then be told to stop too.
     fn remove(&self, pid: u32) {
         self.pids.lock().expect("pids").retain(|&p| p != pid);
+        self.signalled.lock().expect("signalled").retain(|&p| p != pid);
     }
 
     /// Sends SIGTERM once to each run's process not yet told: it finishes its logging window, writes a
