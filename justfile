@@ -66,6 +66,12 @@ tensorboard-setup: setup
     if ! .venv/bin/python -c "import polars" 2>/dev/null; then
         .venv/bin/python -m pip install --quiet --disable-pip-version-check "polars==1.35.2"
     fi
+    # Seed 001's model and diffusion are lucidrains' package itself (tests/seeds.rs runs it as the
+    # oracle); torch stays pinned so that pip does not replace the libtorch ddpm links against.
+    if ! .venv/bin/python -c "import denoising_diffusion_pytorch, safetensors" 2>/dev/null; then
+        echo "installing denoising-diffusion-pytorch==2.3.4 into .venv (test oracle for seed 001)"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "denoising-diffusion-pytorch==2.3.4" "torch==2.11.0"
+    fi
 
 # Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]
 tensorboard experiment *args: build tensorboard-setup

@@ -72,6 +72,7 @@ BENCH_VARIANTS = [
 TINY_MODEL_KEYS = {
     "simple_bn": 'channels = [8, 16, 32, 64, 128]',
     "unet": "dim = 8\nattn_heads = 1\nattn_dim_head = 8",
+    "lucidrains": "dim = 8\ndim_mults = [1, 2]\nattn_heads = 1\nattn_dim_head = 8",
     "ddpm_cifar": "ch = 32\nch_mult = [1, 2]\nnum_res_blocks = 1",
 }
 

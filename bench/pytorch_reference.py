@@ -37,7 +37,8 @@ def sinusoidal(t, dim):
     return torch.cat([args.sin(), args.cos()], 1)
 
 
-# --- `simple`: the blog recipe's SimpleUNet (src/models/simple_unet.rs) ---
+# --- `simple`: the blog recipe's SimpleUNet (src/models/simple_unet.rs; seed 000's code itself is in
+# tests/seeds/seed_models.py, and tests/seeds.rs checks ours against it) ---
 class SimpleBlock(nn.Module):
     def __init__(self, c_in, c_out, time_dim):
         super().__init__()
@@ -48,9 +49,9 @@ class SimpleBlock(nn.Module):
         self.norm2 = nn.GroupNorm(8, c_out)
 
     def forward(self, x, temb):
-        h = F.relu(self.norm1(self.conv1(x)))
-        h = h + self.time(temb)[:, :, None, None]
-        return F.relu(self.norm2(self.conv2(h)))
+        h = self.norm1(F.relu(self.conv1(x)))
+        h = h + self.time(F.relu(temb))[:, :, None, None]
+        return self.norm2(F.relu(self.conv2(h)))
 
 
 class SimpleUNet(nn.Module):
@@ -73,7 +74,7 @@ class SimpleUNet(nn.Module):
             skips.append(h)
         h = self.mid(F.max_pool2d(h, 2), temb)
         for block in self.up:
-            up = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=False)
+            up = F.interpolate(h, scale_factor=2, mode="bilinear", align_corners=True)
             h = block(torch.cat([up, skips.pop()], 1), temb)
         return self.out(h)
 

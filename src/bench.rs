@@ -203,10 +203,10 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     let batch = o.batch.unwrap_or(r.batch);
     let file = scratch.join(format!("{}.toml", r.model));
     crate::track::atomic_write(&file, experiment(r, steps, batch).as_bytes())?;
-    let exp = load_experiment(&file, &LoadOptions { profile: None, sets: o.sets.clone(), use_env: false })?;
+    let exp = load_experiment(&file, &LoadOptions { sets: o.sets.clone(), ..Default::default() })?;
     let spec = &exp.runs[0];
     let dir = RunDir::new(&scratch.join("results"), &spec.hash);
-    dir.prepare(spec)?;
+    dir.prepare(spec, None, Some("ddpm bench"))?;
     crate::device::prepare(&spec.config.train, o.device);
     reset_peak_rss();
     crate::device::reset_peak_device_memory(o.device);
@@ -501,7 +501,7 @@ mod tests {
         for r in &RECIPES {
             let file = dir.path().join(format!("{}.toml", r.model));
             std::fs::write(&file, experiment(r, 3, r.batch)).unwrap();
-            let exp = load_experiment(&file, &LoadOptions { profile: None, sets: Vec::new(), use_env: false }).unwrap();
+            let exp = load_experiment(&file, &LoadOptions::default()).unwrap();
             let t = &exp.runs[0].config.train;
             assert_eq!((t.steps, t.log_every, t.batch_size), (6, 3, 128), "{}", r.model);
             assert_eq!(exp.runs[0].config.data.image_size, r.image_size);

@@ -35,6 +35,40 @@ struct Layers {
     /// Where run directories go [default: $DDPM_RESULTS_DIR or results/]
     #[arg(long)]
     results: Option<PathBuf>,
+    /// Why `profile` is what it is (set by `run`; recorded in provenance).
+    #[arg(skip)]
+    profile_reason: Option<String>,
+}
+
+impl Layers {
+    /// `run` without `--profile`: on a machine where `--device auto` finds CUDA, the experiment's
+    /// `full` profile (the recipe's real length) when it has one; elsewhere the file's CPU-sized
+    /// default. Says which at the start.
+    fn choose_profile(&mut self, experiment: &std::path::Path, device: &str, devices: &[usize]) {
+        if self.profile.is_some() {
+            self.profile_reason = Some("--profile".into());
+            return;
+        }
+        let has_full = {
+            let opts = LoadOptions { profile: Some("full".into()), ..self.load_options() };
+            load_experiment(experiment, &opts).is_ok()
+        };
+        let cuda = (device == "auto" || !devices.is_empty()) && tch::Cuda::is_available();
+        if cuda && has_full {
+            println!(
+                "profile: `full` (the recipe's real length): --device auto found CUDA and no --profile was given; \
+                 --profile <name> overrides"
+            );
+            self.profile = Some("full".into());
+            self.profile_reason = Some("default on CUDA (--device auto found a GPU, no --profile)".into());
+        } else {
+            let why = if cuda { "no `full` profile in the file" } else { "no CUDA device" };
+            if has_full {
+                println!("profile: the file's CPU-sized default ({why}); --profile full runs the recipe's real length");
+            }
+            self.profile_reason = Some(format!("default ({why}, no --profile)"));
+        }
+    }
 }
 
 impl ExperimentArgs {
@@ -60,7 +94,12 @@ impl Layers {
     }
 
     fn load_options(&self) -> LoadOptions {
-        LoadOptions { profile: self.profile.clone(), sets: self.sets.clone(), use_env: true }
+        LoadOptions {
+            profile: self.profile.clone(),
+            sets: self.sets.clone(),
+            use_env: true,
+            profile_reason: self.profile_reason.clone(),
+        }
     }
 
     fn results_root(&self) -> PathBuf {
@@ -522,7 +561,10 @@ fn main() -> ExitCode {
     ddpm::device::keep_freed_host_memory();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run { args, device, devices: list, runs_per_device, dry_run, launcher, slurm } => {
+        Command::Run { mut args, device, devices: list, runs_per_device, dry_run, launcher, slurm } => {
+            if launcher != "slurm" {
+                args.layers.choose_profile(&args.experiment.clone(), &device, &list);
+            }
             if dry_run {
                 plan(&args).map(|_| true)
             } else if launcher == "slurm" {

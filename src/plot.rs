@@ -243,6 +243,8 @@ pub struct Panel {
     pub title: String,
     pub y_label: String,
     pub intervals: Vec<Interval>,
+    /// A reference level drawn as a dashed grey line across the panel (the FID floor of the spec).
+    pub floor: Option<f64>,
 }
 
 /// Panels side by side, each with its categories along x: the mean as a filled dot, the interval as a
@@ -265,7 +267,7 @@ fn draw_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, p
         // A segmented range a..b has the b − a + 1 segments a..=b.
         let n = panel.intervals.len().max(1) as i32;
         let values = panel.intervals.iter().flat_map(|c| c.values.iter().copied().chain([c.mean, c.low, c.high]));
-        let (lo, hi) = span(values);
+        let (lo, hi) = span(values.chain(panel.floor));
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         let pad = ((hi - lo) * 0.08).max(1e-9 * hi.abs().max(1.0));
         let labels: Vec<String> =
@@ -291,6 +293,11 @@ fn draw_panels<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, p
             .axis_desc_style(("sans-serif", 16))
             .draw()
             .map_err(&err)?;
+        if let Some(f) = panel.floor {
+            let grey = RGBColor(110, 110, 110).stroke_width(2);
+            let line = DashedLineSeries::new([(SegmentValue::Exact(0), f), (SegmentValue::Last, f)], 8, 6, grey);
+            chart.draw_series(line).map_err(&err)?;
+        }
         for (i, c) in panel.intervals.iter().enumerate() {
             let colour = Palette99::pick(i).to_rgba();
             let at = |y: f64| (SegmentValue::CenterOf(i as i32), y);
@@ -422,6 +429,7 @@ mod tests {
             Interval { label: label.into(), mean, low: mean - 1.0, high: mean + 1.0, values }
         };
         let panel = |t: &str| Panel {
+            floor: None,
             title: t.into(),
             y_label: t.into(),
             intervals: vec![interval("linear", vec![1.0, 2.0, 3.0]), interval("cosine", vec![4.0, 5.0])],

@@ -85,7 +85,7 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
     assert!(!rows.iter().any(|r| r["metric"] == "error" || r["metric"] == "skipped"), "{rows:?}");
 
     // Part 1: every registered model trains, is killed after a checkpoint, resumes to the same weights.
-    for model in ["simple", "simple_bn", "unet", "ddpm_cifar"] {
+    for model in ["simple", "simple_bn", "unet", "lucidrains", "ddpm_cifar"] {
         assert_eq!(value(&rows, "train", model, "fp32", "resumed_after_sigkill"), "true", "{model}\n{log}");
         assert_eq!(value(&rows, "train", model, "fp32", "same_weights_as_uninterrupted"), "true", "{model}");
     }

@@ -15,10 +15,21 @@ use std::path::Path;
 /// `reproduce`.
 pub const TIMINGS: [&str; 3] = ["images_per_sec", "wall_seconds", "sample_seconds"];
 
-pub const METRICS: [&str; 10] = [
+pub const METRICS: [&str; 21] = [
     "final_loss",
     "fid",
+    "fid_floor",
+    "confident",
+    "confident_real",
+    "is",
+    "is_real",
+    "class_entropy",
+    "class_entropy_real",
+    "cfid",
+    "cfid_floor",
+    "cond_accuracy",
     "kid",
+    "kid_floor",
     "bpd",
     "bpd_prior",
     "bpd_diffusion",
@@ -143,6 +154,9 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 put("kid", r.kid);
                 put("bpd", r.bpd.as_ref().map(|b| b.total));
                 put("sample_seconds", r.sample_seconds);
+                for (k, v) in r.flat_scores() {
+                    put(&k, Some(v));
+                }
                 model_evaluations = r.model_evaluations;
                 let own = dir.path.join("eval").join(&r.spec_hash).join("samples.png");
                 if eval_varies && own.exists() {

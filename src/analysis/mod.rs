@@ -22,8 +22,13 @@ pub struct Analysis {
 }
 
 /// Whether a lower value of the metric is better.
-fn lower_is_better(metric: &str) -> bool {
-    metric != "images_per_sec"
+pub fn lower_is_better(metric: &str) -> bool {
+    !matches!(metric, "images_per_sec" | "is" | "confident" | "class_entropy" | "cond_accuracy")
+}
+
+/// The metrics of real images (floors and ceilings): shown beside the models' values, not ranked.
+pub fn is_reference_value(metric: &str) -> bool {
+    metric.ends_with("_floor") || metric.ends_with("_real") || metric == "classifier_accuracy"
 }
 
 pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result<Analysis> {
@@ -124,7 +129,7 @@ fn verdicts(
     baseline: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for metric in METRICS.iter().filter(|m| !TIMINGS.contains(m)) {
+    for metric in METRICS.iter().filter(|m| !TIMINGS.contains(m) && !is_reference_value(m)) {
         let mut ranked: Vec<(&String, f64)> =
             order.iter().filter_map(|v| find(summary, v, metric).map(|s| (v, s.mean))).collect();
         ranked.sort_by(|a, b| if lower_is_better(metric) { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) });
@@ -142,6 +147,14 @@ fn verdicts(
                 write!(sentence, ", the baseline; runner-up {}", difference_in_words(pairs, second, metric, baseline));
         } else {
             sentence.push_str(", the baseline; no other variant has this metric");
+        }
+        // FID, KID and the classifier FID of n samples are biased up by n: the same metric of n
+        // held-out real images against the same reference is what the value is read against.
+        if let Some(floor) = find(summary, best, &format!("{metric}_floor")) {
+            let _ = write!(sentence, " (floor {:.5}: held-out real images under the same spec)", floor.mean);
+        }
+        if let Some(real) = find(summary, best, &format!("{metric}_real")) {
+            let _ = write!(sentence, " (real images: {:.5})", real.mean);
         }
         sentence.push('.');
         out.push(sentence);

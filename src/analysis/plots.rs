@@ -56,6 +56,7 @@ pub fn metric_intervals(
 ) -> Result<Option<Figure>> {
     let shown = [
         ("fid", "FID (lower is better)"),
+        ("confident", "share confident (higher is better)"),
         ("kid", "KID (lower is better)"),
         ("bpd", "bits/dim (lower is better)"),
         ("final_loss", "final training loss"),
@@ -71,7 +72,15 @@ pub fn metric_intervals(
             })
             .collect();
         if !intervals.is_empty() {
-            panels.push(Panel { title: title.to_string(), y_label: metric.to_string(), intervals });
+            // The spec's floor (held-out real images under the same spec), when every run shares it.
+            let floors: Vec<f64> =
+                records.iter().filter_map(|r| r.metrics.get(&format!("{metric}_floor")).copied()).collect();
+            let floor = floors.first().copied().filter(|f| floors.iter().all(|g| g == f));
+            let title = match floor {
+                Some(f) => format!("{title}; dashed: floor {f:.2}"),
+                None => title.to_string(),
+            };
+            panels.push(Panel { title, y_label: metric.to_string(), intervals, floor });
         }
     }
     if panels.is_empty() {

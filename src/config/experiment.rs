@@ -48,6 +48,8 @@ pub struct LoadOptions {
     pub sets: Vec<String>,
     /// Read `DDPM_*` environment variables as a layer.
     pub use_env: bool,
+    /// Why `profile` is what it is (`--profile`, or the device's default), for provenance.
+    pub profile_reason: Option<String>,
 }
 
 #[derive(Debug)]
@@ -56,6 +58,8 @@ pub struct Experiment {
     pub description: Option<String>,
     pub path: PathBuf,
     pub profile: Option<String>,
+    /// Why the profile was chosen (recorded in each new run's provenance).
+    pub profile_reason: Option<String>,
     pub runs: Vec<RunSpec>,
     /// For each run, every resolved key with its value and where it came from.
     pub sources: Vec<Vec<KeySource>>,
@@ -508,6 +512,7 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         description: top.meta.description.clone(),
         path: path.to_path_buf(),
         profile: opts.profile.clone(),
+        profile_reason: opts.profile_reason.clone(),
         runs,
         sources,
         baseline,

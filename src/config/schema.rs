@@ -190,6 +190,31 @@ pub enum ModelConfig {
         #[serde(default = "default_attn_dim_head")]
         attn_dim_head: i64,
     },
+    /// lucidrains' `Unet` of denoising-diffusion-pytorch 2.3.4 as seed 001 builds it
+    /// (`Unet(dim=64, dim_mults=(1, 2, 4, 8), flash_attn=True)`): RMSNorm ResNet blocks, linear
+    /// attention with memory key/values, full attention at the innermost level and the middle.
+    Lucidrains {
+        #[serde(default = "default_unet_dim")]
+        dim: i64,
+        /// Width after the 7×7 input convolution (default: `dim`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        init_dim: Option<i64>,
+        #[serde(default = "default_lucidrains_dim_mults")]
+        dim_mults: Vec<i64>,
+        #[serde(default)]
+        dropout: f64,
+        #[serde(default = "default_attn_heads")]
+        attn_heads: i64,
+        #[serde(default = "default_attn_dim_head")]
+        attn_dim_head: i64,
+        /// Full (true) or linear attention per level (default: full at the innermost level only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        full_attn: Option<Vec<bool>>,
+        /// Full attention through `scaled_dot_product_attention` (the seed's `flash_attn=True`), off
+        /// through the explicit softmax(q·kᵀ/√d)·v: the same function, another kernel.
+        #[serde(default = "default_true")]
+        flash_attn: bool,
+    },
     /// Ho et al. 2020's CIFAR-10 model (Appendix B; 35.7M parameters).
     DdpmCifar {
         #[serde(default = "default_ddpm_ch")]
@@ -236,6 +261,12 @@ fn default_unet_dim() -> i64 {
 fn default_dim_mults() -> Vec<i64> {
     vec![1, 2, 4]
 }
+fn default_lucidrains_dim_mults() -> Vec<i64> {
+    vec![1, 2, 4, 8]
+}
+fn default_true() -> bool {
+    true
+}
 fn default_groups() -> i64 {
     8
 }
@@ -274,13 +305,14 @@ impl Default for ModelConfig {
 }
 
 impl ModelConfig {
-    pub const NAMES: [&'static str; 4] = ["simple", "simple_bn", "unet", "ddpm_cifar"];
+    pub const NAMES: [&'static str; 5] = ["simple", "simple_bn", "unet", "lucidrains", "ddpm_cifar"];
 
     pub fn name(&self) -> &'static str {
         match self {
             ModelConfig::Simple { .. } => "simple",
             ModelConfig::SimpleBn { .. } => "simple_bn",
             ModelConfig::Unet { .. } => "unet",
+            ModelConfig::Lucidrains { .. } => "lucidrains",
             ModelConfig::DdpmCifar { .. } => "ddpm_cifar",
         }
     }
@@ -296,7 +328,9 @@ impl ModelConfig {
         match self {
             ModelConfig::Simple { .. } => 3,
             ModelConfig::SimpleBn { channels, .. } => channels.len().saturating_sub(1) as u32,
-            ModelConfig::Unet { dim_mults, .. } => dim_mults.len().saturating_sub(1) as u32,
+            ModelConfig::Unet { dim_mults, .. } | ModelConfig::Lucidrains { dim_mults, .. } => {
+                dim_mults.len().saturating_sub(1) as u32
+            }
             ModelConfig::DdpmCifar { ch_mult, .. } => ch_mult.len().saturating_sub(1) as u32,
         }
     }
@@ -378,6 +412,31 @@ impl ModelConfig {
                 check(*attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
                 if let Some(i) = init_dim {
                     check(*i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
+                }
+            }
+            ModelConfig::Lucidrains {
+                dim, init_dim, dim_mults, dropout, attn_heads, attn_dim_head, full_attn, ..
+            } => {
+                check(*dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
+                check(
+                    positive(dim_mults),
+                    "model.dim_mults",
+                    format!("{dim_mults:?}"),
+                    "a non-empty list of positive integers",
+                );
+                check((0.0..1.0).contains(dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
+                check(*attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
+                check(*attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
+                if let Some(i) = init_dim {
+                    check(*i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
+                }
+                if let Some(f) = full_attn {
+                    check(
+                        f.len() == dim_mults.len(),
+                        "model.full_attn",
+                        format!("{f:?}"),
+                        &format!("one true/false per level: {} values, as many as model.dim_mults", dim_mults.len()),
+                    );
                 }
             }
             ModelConfig::DdpmCifar { ch, ch_mult, num_res_blocks, dropout, .. } => {
@@ -478,6 +537,27 @@ pub enum ScheduleConfig {
         #[serde(default = "default_beta_end")]
         beta_end: f64,
     },
+    /// lucidrains' `sigmoid_beta_schedule` (Jabri et al. 2022, Fig. 8), the default of
+    /// denoising-diffusion-pytorch's `GaussianDiffusion` and so of seed 001: ᾱ(τ) ∝ σ(end/τ_s) −
+    /// σ((τ(end − start) + start)/τ_s) for τ = t/T, normalised to ᾱ(0) = 1, β clipped to [0, 0.999].
+    LucidrainsSigmoid {
+        #[serde(default = "default_sigmoid_start")]
+        start: f64,
+        #[serde(default = "default_sigmoid_end")]
+        end: f64,
+        #[serde(default = "default_sigmoid_tau")]
+        tau: f64,
+    },
+}
+
+fn default_sigmoid_start() -> f64 {
+    -3.0
+}
+fn default_sigmoid_end() -> f64 {
+    3.0
+}
+fn default_sigmoid_tau() -> f64 {
+    1.0
 }
 
 fn default_beta_start() -> f64 {
@@ -500,7 +580,7 @@ impl Default for ScheduleConfig {
 }
 
 impl ScheduleConfig {
-    pub const NAMES: [&'static str; 4] = ["linear", "cosine", "quadratic", "sigmoid"];
+    pub const NAMES: [&'static str; 5] = ["linear", "cosine", "quadratic", "sigmoid", "lucidrains_sigmoid"];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -508,6 +588,7 @@ impl ScheduleConfig {
             ScheduleConfig::Cosine { .. } => "cosine",
             ScheduleConfig::Quadratic { .. } => "quadratic",
             ScheduleConfig::Sigmoid { .. } => "sigmoid",
+            ScheduleConfig::LucidrainsSigmoid { .. } => "lucidrains_sigmoid",
         }
     }
 
@@ -519,6 +600,11 @@ impl ScheduleConfig {
             "cosine" => ScheduleConfig::Cosine { s: default_cosine_s(), max_beta: default_max_beta(), min_beta: None },
             "quadratic" => ScheduleConfig::Quadratic { beta_start: start, beta_end: end },
             "sigmoid" => ScheduleConfig::Sigmoid { beta_start: start, beta_end: end },
+            "lucidrains_sigmoid" => ScheduleConfig::LucidrainsSigmoid {
+                start: default_sigmoid_start(),
+                end: default_sigmoid_end(),
+                tau: default_sigmoid_tau(),
+            },
             _ => return None,
         })
     }
@@ -862,6 +948,15 @@ impl RunConfig {
             }
             ScheduleConfig::Quadratic { beta_start, beta_end } | ScheduleConfig::Sigmoid { beta_start, beta_end } => {
                 check_range(beta_start, beta_end, 1.0)
+            }
+            ScheduleConfig::LucidrainsSigmoid { start, end, tau } => {
+                check(
+                    start < end && start.is_finite() && end.is_finite(),
+                    "diffusion.schedule.end",
+                    end.to_string(),
+                    &format!("a finite end > start ({start})"),
+                );
+                check(tau > 0.0 && tau.is_finite(), "diffusion.schedule.tau", tau.to_string(), "a finite tau > 0");
             }
             ScheduleConfig::Cosine { s, max_beta, min_beta } => {
                 check(s >= 0.0 && s.is_finite(), "diffusion.schedule.s", s.to_string(), "a finite s >= 0");

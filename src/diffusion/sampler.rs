@@ -103,23 +103,34 @@ fn ddpm(
     model: &mut ModelFn,
     on_step: &mut dyn FnMut(usize),
 ) -> SampleOutput {
-    let (n, device, ndim) = (x.size()[0], x.device(), x.dim());
+    let (n, device) = (x.size()[0], x.device());
     let mut trajectory = Vec::new();
-    let log_var = s.model_log_variance(opts.variance);
     for i in (0..s.timesteps()).rev() {
         record(&mut trajectory, opts.trajectory, model_t[i] + 1, &x);
-        let ti = Tensor::full([n], i as i64, (Kind::Int64, device));
         let output = model(&x, &Tensor::full([n], model_t[i] as i64, (Kind::Int64, device)));
-        let mut x0 = predicted_x0(opts.target, s, &x, &ti, &output);
-        if opts.clip_x0 {
-            x0 = x0.clamp(-1.0, 1.0);
-        }
-        let mean = posterior_mean(s, &x0, &x, &ti);
-        x = if i > 0 { &mean + (extract(log_var, &ti, ndim) * 0.5).exp() * mean.randn_like() } else { mean };
+        x = ddpm_step(s, i, &x, &output, opts);
         on_step(s.timesteps() - i);
     }
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
+}
+
+/// One ancestral step from schedule index `i` given the network's `output` at x_t: the posterior mean
+/// through x̂_0 (clipped with `clip_x0`) plus σ_i z with z from libtorch's generator (drawn after the
+/// model call, as the seeds' `p_sample` draw it); no noise at i = 0.
+pub fn ddpm_step(s: &NoiseSchedule, i: usize, x: &Tensor, output: &Tensor, opts: &SampleOptions) -> Tensor {
+    let ti = Tensor::full([x.size()[0]], i as i64, (Kind::Int64, x.device()));
+    let mut x0 = predicted_x0(opts.target, s, x, &ti, output);
+    if opts.clip_x0 {
+        x0 = x0.clamp(-1.0, 1.0);
+    }
+    let mean = posterior_mean(s, &x0, x, &ti);
+    if i > 0 {
+        let log_var = s.model_log_variance(opts.variance);
+        &mean + (extract(log_var, &ti, x.dim()) * 0.5).exp() * mean.randn_like()
+    } else {
+        mean
+    }
 }
 
 /// DDIM (Song et al. 2021, eq. 12) over the increasing timestep indices `kept`:

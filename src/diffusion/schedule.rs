@@ -23,6 +23,7 @@ pub fn betas(schedule: &ScheduleConfig, timesteps: usize) -> Vec<f64> {
         }
         ScheduleConfig::Quadratic { beta_start, beta_end } => quadratic_betas(timesteps, beta_start, beta_end),
         ScheduleConfig::Sigmoid { beta_start, beta_end } => sigmoid_betas(timesteps, beta_start, beta_end),
+        ScheduleConfig::LucidrainsSigmoid { start, end, tau } => lucidrains_sigmoid_betas(timesteps, start, end, tau),
     }
 }
 
@@ -62,6 +63,20 @@ pub fn sigmoid_betas(timesteps: usize, beta_start: f64, beta_end: f64) -> Vec<f6
         .into_iter()
         .map(|x| beta_start + (beta_end - beta_start) / (1.0 + (-x).exp()))
         .collect()
+}
+
+/// lucidrains' `sigmoid_beta_schedule(T, start, end, tau)`: with τ_i = i/T for i = 0..T,
+/// ᾱ(τ) = (σ(end/tau) − σ((τ(end − start) + start)/tau)) / (σ(end/tau) − σ(start/tau)), divided by
+/// ᾱ(τ_0), and β_i = 1 − ᾱ(τ_{i+1})/ᾱ(τ_i) clipped to [0, 0.999].
+pub fn lucidrains_sigmoid_betas(timesteps: usize, start: f64, end: f64, tau: f64) -> Vec<f64> {
+    let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let (v_start, v_end) = (sigmoid(start / tau), sigmoid(end / tau));
+    let ac: Vec<f64> = linspace(timesteps + 1, 0.0, timesteps as f64)
+        .into_iter()
+        .map(|t| t / timesteps as f64)
+        .map(|t| (-sigmoid((t * (end - start) + start) / tau) + v_end) / (v_end - v_start))
+        .collect();
+    ac.windows(2).map(|w| (1.0 - (w[1] / ac[0]) / (w[0] / ac[0])).clamp(0.0, 0.999)).collect()
 }
 
 /// ᾱ_t = Π_{s≤t} (1 − β_s).

@@ -1,6 +1,7 @@
 //! Evaluation: FID and KID through Inception-v3, the variational bound in bits/dim, sample grids and
 //! the schedules' comparison.
 pub mod bpd;
+pub mod classifier;
 pub mod fid;
 pub mod grid;
 pub mod images;

@@ -3,6 +3,7 @@
 //! its result lives in `<run>/eval/<spec-hash>/` (`metrics.json`, `samples.png`), so evaluating again
 //! with the same spec is instant and another spec adds a result.
 use super::bpd::{self, BpdOptions, BpdReport};
+use super::classifier::{self, Classifier};
 use super::fid::{frechet_distance, kid, Frechet, Kid};
 use super::grid::make_grid;
 use super::images::ImageSet;
@@ -19,6 +20,7 @@ use crate::track::{atomic_write, checkpoint, sha256_hex, tensorboard::EventWrite
 use crate::train::Reporter;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
@@ -127,6 +129,18 @@ pub struct EvalResult {
     pub kid_std: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpd: Option<BpdSummary>,
+    /// The evaluation classifier's scores of the samples (`is`, `confident`, `class_entropy`, `cfid`,
+    /// and `cond_accuracy` for class-conditional runs); empty for datasets without a classifier.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, f64>,
+    /// The same metrics of as many held-out real images (the test split's first) against the same
+    /// reference: `fid`, `kid`, `cfid` (floors: FID and KID of n images are biased up by n) and the
+    /// classifier's `is`, `confident`, `class_entropy` of real images (ceilings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub floors: BTreeMap<String, f64>,
+    /// What the floors compare: `256 of mnist:test[0:256] vs mnist:train[0:1000] at 32x32`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_spec: Option<String>,
     /// Wall seconds the sampler took for the FID images (without the Inception network), and the
     /// network evaluations per image it made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -134,6 +148,24 @@ pub struct EvalResult {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_evaluations: Option<usize>,
     pub seconds: f64,
+}
+
+impl EvalResult {
+    /// The classifier's scores under their names, the floors as `fid_floor`, `kid_floor`,
+    /// `cfid_floor` and the real images' classifier scores as `is_real`, `confident_real`,
+    /// `class_entropy_real`: the flat metrics of status.json, the analysis and `reproduce`.
+    pub fn flat_scores(&self) -> BTreeMap<String, f64> {
+        let mut out = self.scores.clone();
+        for (k, v) in &self.floors {
+            let name = match k.as_str() {
+                "fid" | "kid" | "cfid" => format!("{k}_floor"),
+                "classifier_accuracy" => k.clone(),
+                _ => format!("{k}_real"),
+            };
+            out.insert(name, *v);
+        }
+        out
+    }
 }
 
 /// The weights an evaluation uses.
@@ -201,7 +233,8 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
 /// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
 /// Noise comes from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran
 /// before.
-/// The first batch (up to 64 images) is returned for a grid, and the seconds spent in the sampler.
+/// Returns every sample (`[n, C, H, W]` on the CPU, the first 64 make the grid), the classes they were
+/// asked for (class-balanced conditional runs), and the seconds spent in the sampler.
 #[allow(clippy::too_many_arguments)]
 pub fn sample_fid(
     model: &dyn Denoiser,
@@ -212,14 +245,14 @@ pub fn sample_fid(
     reference: &SetStats,
     device: Device,
     progress: &mut dyn Reporter,
-) -> Result<(Frechet, Kid, Tensor, f64)> {
+) -> Result<Sampled> {
     let (e, d) = (&config.eval, &config.diffusion);
     let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, device);
     let opts =
         SampleOptions { target: d.target, variance: d.variance, clip_x0: config.sample.clip_x0, trajectory: &[] };
     let shape = |b: i64| [b, config.data.channels(), config.data.image_size, config.data.image_size];
     let mut collector = Collector::default();
-    let mut first = None;
+    let (mut all, mut asked) = (Vec::new(), Vec::new());
     let mut sample_seconds = 0.0;
     let batches = (n + e.batch_size - 1) / e.batch_size;
     progress.phase("fid", n as u64);
@@ -231,6 +264,9 @@ pub fn sample_fid(
     for b in 0..batches {
         let len = e.batch_size.min(n - b * e.batch_size);
         let labels = balanced.map(|k| models::balanced_labels(b * e.batch_size, len, k, device));
+        if let Some(l) = &labels {
+            asked.push(l.to_device(Device::Cpu));
+        }
         let mut eps_model = models::sampling_fn(model, labels, e.guidance_scale);
         reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
@@ -240,16 +276,93 @@ pub fn sample_fid(
         crate::device::synchronize(device);
         sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);
-        if first.is_none() {
-            first = Some(out.x0.narrow(0, 0, len.min(64)).to_device(Device::Cpu));
-        }
+        all.push(out.x0.to_device(Device::Cpu));
         progress.advance(((b + 1) * e.batch_size).min(n) as u64);
     }
     let generated = collector.finish()?;
     let fid = frechet_distance(&generated.gaussian, &reference.gaussian);
     reseed(config.seed, "eval-kid", stream);
     let kid = kid(&generated.features, &reference.features, e.kid_subsets, e.kid_subset_size);
-    Ok((fid, kid, first.expect("n >= 1"), sample_seconds))
+    let images = Tensor::cat(&all, 0);
+    let labels = (!asked.is_empty()).then(|| Tensor::cat(&asked, 0));
+    Ok(Sampled { fid, kid, images, labels, sample_seconds })
+}
+
+/// What `sample_fid` returns.
+pub struct Sampled {
+    pub fid: Frechet,
+    pub kid: Kid,
+    /// Every sample, in [-1, 1] (clipped by the sampler or not), on the CPU.
+    pub images: Tensor,
+    /// The class each sample was asked for (class-balanced conditional sampling), else None.
+    pub labels: Option<Tensor>,
+    pub sample_seconds: f64,
+}
+
+impl Sampled {
+    /// The first (up to) 64 samples, for a grid.
+    pub fn first(&self) -> Tensor {
+        self.images.narrow(0, 0, self.images.size()[0].min(64))
+    }
+}
+
+/// The held-out real images a spec's floors are computed from: the test split's first n, resized as
+/// the training images are (n capped at the split's size).
+pub fn floor_set(config: &RunConfig, n: i64, data_dir: &Path) -> Result<ImageSet> {
+    let available = crate::data::load_images_u8(&config.data, Split::Test, data_dir)?.size()[0];
+    Ok(ImageSet::Dataset {
+        data: config.data.clone(),
+        split: Split::Test,
+        start: 0,
+        end: Some(n.min(available) as usize),
+        size: Some(config.data.image_size),
+    })
+}
+
+/// An image set's images in [-1, 1] as one CPU tensor.
+fn images_of(set: &ImageSet, data_dir: &Path) -> Result<Tensor> {
+    let mut all = Vec::new();
+    set.for_each_batch(data_dir, 500, &mut |pixels| {
+        all.push(pixels / 127.5 - 1.0);
+        Ok(())
+    })?;
+    Ok(Tensor::cat(&all, 0))
+}
+
+/// The classifier scores of `sampled` and every floor of the spec (FID and KID of the held-out real
+/// images from the Inception cache, the classifier's scores of them), into `result`.
+#[allow(clippy::too_many_arguments)]
+fn quality_and_floors(
+    config: &RunConfig,
+    sampled: &Sampled,
+    net: &Inception,
+    reference: &SetStats,
+    data_dir: &Path,
+    device: Device,
+    result: &mut EvalResult,
+    progress: &mut dyn Reporter,
+) -> Result<()> {
+    let e = &config.eval;
+    let n = sampled.images.size()[0];
+    let real_set = floor_set(config, n, data_dir)?;
+    let (real, _) = dataset_stats(&real_set, net, data_dir, &mut |line| progress.note(line))?;
+    let floor = frechet_distance(&real.gaussian, &reference.gaussian);
+    reseed(config.seed, "eval-kid-floor", 0);
+    let kid_floor = kid(&real.features, &reference.features, e.kid_subsets, e.kid_subset_size);
+    result.floors.insert("fid".into(), floor.fid);
+    result.floors.insert("kid".into(), kid_floor.mean);
+    result.floor_spec = Some(format!("{} vs {}", real_set.describe(), reference_set(config).describe()));
+    if classifier::supported(&config.data) {
+        let c = Classifier::load_or_train(&config.data, data_dir, device, &mut |line| progress.note(line))?;
+        let reference_images = images_of(&reference_set(config), data_dir)?;
+        result.scores = c.scores(&sampled.images.clamp(-1.0, 1.0), &reference_images, sampled.labels.as_ref());
+        let real_images = images_of(&real_set, data_dir)?;
+        for (k, v) in c.scores(&real_images, &reference_images, None) {
+            result.floors.insert(k, v);
+        }
+        result.floors.insert("classifier_accuracy".into(), c.info.test_accuracy);
+    }
+    Ok(())
 }
 
 /// The reference statistics of a run's spec, with a line saying whether they came from the cache.
@@ -315,6 +428,9 @@ pub fn evaluate_run(
         kid: None,
         kid_std: None,
         bpd: None,
+        scores: BTreeMap::new(),
+        floors: BTreeMap::new(),
+        floor_spec: None,
         sample_seconds: None,
         model_evaluations: None,
         seconds: 0.0,
@@ -332,9 +448,11 @@ pub fn evaluate_run(
     if eval.fid && result.fid.is_none() {
         let net = Inception::load(data_dir, device)?;
         let reference = reference_stats(config, &net, data_dir, progress)?;
-        let (fid, kid, first, seconds) =
+        let sampled =
             sample_fid(loaded.model.as_ref(), config, eval.num_samples, 0, &net, &reference, device, progress)?;
-        result.sample_seconds = Some(seconds);
+        let (fid, kid, first) = (sampled.fid.clone(), sampled.kid.clone(), sampled.first());
+        quality_and_floors(config, &sampled, &net, &reference, data_dir, device, &mut result, progress)?;
+        result.sample_seconds = Some(sampled.sample_seconds);
         result.model_evaluations = Some(sampler::num_steps(&eval.sampler, config.diffusion.timesteps));
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
@@ -346,7 +464,13 @@ pub fn evaluate_run(
         result.fid_detail = Some(serde_json::to_value(&fid)?);
         result.kid = Some(kid.mean);
         result.kid_std = Some(kid.std);
-        progress.note(&format!("FID {:.3}, KID {:.5} ± {:.5}  [{}]", fid.fid, kid.mean, kid.std, result.spec));
+        for (k, v) in &result.scores {
+            events.add_scalar(&format!("{prefix}/{k}"), *v, step)?;
+        }
+        for (k, v) in &result.floors {
+            events.add_scalar(&format!("{prefix}/floor_{k}"), *v, step)?;
+        }
+        progress.note(&format!("{}  [{}]", quality_line(&result), result.spec));
     }
     if eval.bpd && result.bpd.is_none() {
         let opts = BpdOptions {
@@ -365,6 +489,44 @@ pub fn evaluate_run(
     result.seconds += started.elapsed().as_secs_f64();
     atomic_write(&out_dir.join("metrics.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok((result, false))
+}
+
+/// `FID 61.2 (floor 26.5 for 256 of mnist:test[0:256] vs mnist:train[0:1000] at 32x32), KID …,
+/// classifier IS 8.1 (real 9.8), confident 85 % (real 97 %), class entropy 2.27 (real 2.30, log K
+/// 2.30), classifier FID 12.3 (floor 1.1)`: every value beside what real images score.
+pub fn quality_line(r: &EvalResult) -> String {
+    let mut parts = Vec::new();
+    let floor = |k: &str| r.floors.get(k).copied();
+    if let Some(fid) = r.fid {
+        let spec = r.floor_spec.as_deref().unwrap_or("?");
+        parts.push(match floor("fid") {
+            Some(f) => format!("FID {fid:.3} (floor {f:.3} for {spec})"),
+            None => format!("FID {fid:.3}"),
+        });
+    }
+    if let Some(kid) = r.kid {
+        parts.push(match floor("kid") {
+            Some(f) => format!("KID {kid:.5} (floor {f:.5})"),
+            None => format!("KID {kid:.5}"),
+        });
+    }
+    let s = |k: &str| r.scores.get(k).copied();
+    if let (Some(is), Some(c), Some(h), Some(cfid)) = (s("is"), s("confident"), s("class_entropy"), s("cfid")) {
+        let real = |k: &str| floor(k).map_or(String::new(), |v| format!(" (real {v:.3})"));
+        let real_pct = |k: &str| floor(k).map_or(String::new(), |v| format!(" (real {:.1} %)", 100.0 * v));
+        parts.push(format!(
+            "classifier IS {is:.3}{}, confident {:.1} %{}, class entropy {h:.3}{}, classifier FID {cfid:.3}{}",
+            real("is"),
+            100.0 * c,
+            real_pct("confident"),
+            real("class_entropy"),
+            floor("cfid").map_or(String::new(), |v| format!(" (floor {v:.3})"))
+        ));
+    }
+    if let Some(a) = s("cond_accuracy") {
+        parts.push(format!("conditional accuracy {:.1} %", 100.0 * a));
+    }
+    parts.join(", ")
 }
 
 /// FID/KID every `eval.every` training steps on `eval.every_num_samples` images with the same noise
@@ -424,8 +586,8 @@ impl DuringTraining {
     ) -> Result<()> {
         let device = self.vs.device();
         let n = config.eval.every_num_samples;
-        let (fid, kid, first, _) =
-            sample_fid(self.model.as_ref(), config, n, 1, &self.net, &self.reference, device, progress)?;
+        let sampled = sample_fid(self.model.as_ref(), config, n, 1, &self.net, &self.reference, device, progress)?;
+        let (fid, kid, first) = (sampled.fid.clone(), sampled.kid.clone(), sampled.first());
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
         let dir = self.run_dir.join("eval_during");

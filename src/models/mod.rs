@@ -4,12 +4,14 @@
 //! |---|---|---|
 //! | `simple` | the blog recipe's SimpleUNet | 858,753 |
 //! | `simple_bn` | the notebook recipe's BatchNorm SimpleUnet | 62,437,601 |
-//! | `unet` | the practical work's / lucidrains' U-Net | depends on `dim`, `dim_mults` |
+//! | `unet` | the practical work's U-Net (The Annotated Diffusion Model) | depends on `dim`, `dim_mults` |
+//! | `lucidrains` | denoising-diffusion-pytorch 2.3.4's `Unet` (seed 001) | 35,705,089 (1 channel, dim 64) |
 //! | `ddpm_cifar` | Ho et al. 2020, Appendix B | 35,741,697 (35,746,307 with 3 channels) |
 pub mod attention;
 pub mod ddpm_cifar;
 pub mod embedding;
 pub mod layers;
+pub mod lucidrains;
 pub mod simple_bn;
 pub mod simple_unet;
 pub mod unet;
@@ -93,6 +95,29 @@ pub fn build(
                 attn_dim_head: *attn_dim_head,
             };
             Box::new(unet::Unet::new(path, channels, &o, classes))
+        }
+        ModelConfig::Lucidrains {
+            dim,
+            init_dim,
+            dim_mults,
+            dropout,
+            attn_heads,
+            attn_dim_head,
+            full_attn,
+            flash_attn,
+        } => {
+            let levels = dim_mults.len();
+            let o = lucidrains::LucidrainsOptions {
+                dim: *dim,
+                init_dim: init_dim.unwrap_or(*dim),
+                dim_mults: dim_mults.clone(),
+                dropout: *dropout,
+                attn_heads: *attn_heads,
+                attn_dim_head: *attn_dim_head,
+                full_attn: full_attn.clone().unwrap_or_else(|| (0..levels).map(|i| i + 1 == levels).collect()),
+                flash_attn: *flash_attn,
+            };
+            Box::new(lucidrains::LucidrainsUnet::new(path, channels, &o, classes))
         }
         ModelConfig::DdpmCifar { ch, ch_mult, num_res_blocks, attn_resolutions, dropout } => {
             let o = ddpm_cifar::DdpmCifarOptions {

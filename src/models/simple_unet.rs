@@ -1,7 +1,16 @@
-//! The blog recipe's `SimpleUNet`: three levels of 32/64/128 channels, each a block of two 3×3
-//! convolutions with GroupNorm(8) and ReLU, the time embedding added after the first convolution;
-//! 2× max-pooling down, a 128-channel block at the bottom, bilinear 2× upsampling and skip
-//! concatenation up, and a 1×1 output convolution. Three poolings need sides divisible by 8.
+//! The blog recipe's `SimpleUNet` (seed 000, §6.3): three levels of 32/64/128 channels, each a block
+//! of two 3×3 convolutions, `norm1(relu(conv1(x)))`, plus `time_mlp(relu(t_emb))`, then
+//! `norm2(relu(conv2(h)))` with GroupNorm(8); 2× max-pooling down, a 128-channel block at the bottom,
+//! `nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True)` and skip concatenation up, and a
+//! 1×1 output convolution. Three poolings need sides divisible by 8: the blog's 28×28 MNIST does not
+//! run through its own model (7 → 3 → 6 ≠ 7 at the last skip), so its recipe pads to 32.
+//!
+//! Tested against the seed's own PyTorch code, transcribed in `tests/seeds/seed_models.py`, on the
+//! same weights (`tests/seeds.rs`). Until that test, this block computed relu(norm(conv(x))), added
+//! the embedding without its ReLU and upsampled with align_corners = false.
+//!
+//! Left open by the seed and chosen here: class conditioning (a learned vector per class added to
+//! the time embedding, as in our other models) for class-conditional runs; the seed has none.
 //!
 //! Parameter count with one channel and a 32-dim time embedding: 858,753 (tested).
 use super::embedding::{condition, sinusoidal, ClassEmbedding};
@@ -10,7 +19,7 @@ use tch::{nn, nn::Module, Tensor};
 
 const GROUPS: i64 = 8;
 
-/// conv → GroupNorm → ReLU, + time projection, conv → GroupNorm → ReLU.
+/// The seed's `Block`: GroupNorm(ReLU(conv1 x)) + Linear(ReLU(t_emb)), then GroupNorm(ReLU(conv2 h)).
 #[derive(Debug)]
 struct Block {
     conv1: nn::Conv2D,
@@ -32,9 +41,9 @@ impl Block {
     }
 
     fn forward(&self, x: &Tensor, temb: &Tensor) -> Tensor {
-        let h = x.apply(&self.conv1).apply(&self.norm1).relu();
-        let h = h + self.time.forward(temb).unsqueeze(-1).unsqueeze(-1);
-        h.apply(&self.conv2).apply(&self.norm2).relu()
+        let h = x.apply(&self.conv1).relu().apply(&self.norm1);
+        let h = h + self.time.forward(&temb.relu()).unsqueeze(-1).unsqueeze(-1);
+        h.apply(&self.conv2).relu().apply(&self.norm2)
     }
 }
 
@@ -80,7 +89,7 @@ fn pool(x: &Tensor) -> Tensor {
 
 fn upsample(x: &Tensor) -> Tensor {
     let s = x.size();
-    x.upsample_bilinear2d([s[2] * 2, s[3] * 2], false, None, None)
+    x.upsample_bilinear2d([s[2] * 2, s[3] * 2], true, None, None)
 }
 
 impl Denoiser for SimpleUNet {

@@ -95,9 +95,8 @@ impl Block {
         match self {
             Block::Resnet(b) => {
                 let ss = b.mlp.forward(&temb.silu()).unsqueeze(-1).unsqueeze(-1).chunk(2, 1);
-                let h = x.apply(&b.conv1).apply(&b.norm1);
-                let h = (h * (&ss[0] + 1.0) + &ss[1]).silu().dropout(b.dropout, train);
-                h.apply(&b.conv2).apply(&b.norm2).silu() + residual(&b.res_conv)
+                let h = block(x, &b.conv1, &b.norm1, Some((&ss[0], &ss[1]))).dropout(b.dropout, train);
+                block(&h, &b.conv2, &b.norm2, None) + residual(&b.res_conv)
             }
             Block::ConvNext(b) => {
                 let h = x.apply(&b.ds_conv) + b.mlp.forward(&temb.gelu("none")).unsqueeze(-1).unsqueeze(-1);
@@ -105,6 +104,16 @@ impl Block {
                 h + residual(&b.res_conv)
             }
         }
+    }
+}
+
+/// The practical work's `Block` (seed 002: "Conv2D -> GroupNorm -> SiLU", tested against it in
+/// `tests/seeds.rs`), with the ResNet block's time scale and shift between the norm and the SiLU.
+pub fn block(x: &Tensor, conv: &nn::Conv2D, norm: &nn::GroupNorm, scale_shift: Option<(&Tensor, &Tensor)>) -> Tensor {
+    let h = x.apply(conv).apply(norm);
+    match scale_shift {
+        Some((scale, shift)) => (h * (scale + 1.0) + shift).silu(),
+        None => h.silu(),
     }
 }
 

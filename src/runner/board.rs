@@ -13,8 +13,13 @@ const ALWAYS: [&str; 6] =
     ["model.name", "diffusion.schedule.name", "diffusion.timesteps", "train.loss", "diffusion.target", "seed"];
 
 /// The scalar tags shown as metric columns.
-pub const METRICS: [&str; 9] = [
+pub const METRICS: [&str; 14] = [
     "eval/fid",
+    "eval/floor_fid",
+    "eval/confident",
+    "eval/is",
+    "eval/class_entropy",
+    "eval/cfid",
     "eval/kid",
     "eval/bpd",
     "train/loss",
@@ -148,6 +153,7 @@ mod tests {
             description: None,
             path: "e.toml".into(),
             profile: None,
+            profile_reason: None,
             runs: vec![RunSpec::new("e", "a".into(), a).unwrap(), RunSpec::new("e", "b".into(), b).unwrap()],
             sources: vec![],
             baseline: None,

@@ -129,7 +129,7 @@ pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Optio
         link_label(results_root, spec)?;
         // Runs that differ only in `[eval]` share the directory; the first one's configuration is its.
         if !experiment.runs[..i].iter().any(|r| r.hash == spec.hash) {
-            dir.prepare(spec)?;
+            dir.prepare(spec, experiment.profile.as_deref(), experiment.profile_reason.as_deref())?;
         }
         let done = dir.status()?.filter(|s| s.state == State::Done);
         let done = done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval));

@@ -46,6 +46,7 @@ pub fn record_evaluation(dir: &RunDir, result: &run_eval::EvalResult) -> Result<
     status.fid = result.fid;
     status.kid = result.kid;
     status.bpd = result.bpd.as_ref().map(|b| b.total);
+    status.scores = result.flat_scores();
     status.error = None;
     status.updated_unix = crate::track::unix_now();
     dir.write_status(&status)

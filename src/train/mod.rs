@@ -7,15 +7,15 @@ mod draws;
 pub mod ema;
 pub mod optim;
 pub mod phases;
+pub mod step;
 pub mod stop;
 mod window;
 
-use crate::config::{LossKind, Precision, RunSpec, TimestepSampling, Weighting};
+use crate::config::{LossKind, RunSpec, TimestepSampling};
 use crate::data::Dataset;
-use crate::diffusion::loss::{min_snr_weights, per_sample_loss};
 use crate::diffusion::sampler::{self, SampleOptions};
 use crate::diffusion::timesteps::TimestepSampler;
-use crate::diffusion::{forward::q_sample, target::training_target, NoiseSchedule};
+use crate::diffusion::{forward::q_sample, NoiseSchedule};
 use crate::eval::grid::{make_grid, trajectory_grid, Image};
 use crate::eval::run_eval::DuringTraining;
 use crate::models;
@@ -190,27 +190,9 @@ pub fn train_run(
                 None => l,
             }
         });
-        let x_t = q_sample(&schedule, &x0, &t, &noise);
-        let target = training_target(dc.target, &schedule, &x0, &noise, &t);
-        mark(&mut phases, "batch and q_sample");
-        let x_t = if tc.channels_last { crate::device::channels_last(&x_t) } else { x_t };
-        // Under bf16 autocast the network runs in bfloat16; its output and the loss are float32.
-        let bf16 = tc.precision == Precision::Bf16;
-        let prediction =
-            crate::device::autocast_bf16(bf16, device, || model.forward_t(&x_t, &t, labels.as_ref(), true))
-                .to_kind(Kind::Float);
-        let per_sample = per_sample_loss(tc.loss, tc.huber_delta, &prediction, &target);
-        let weights = match tc.weighting {
-            Weighting::Uniform => importance,
-            Weighting::MinSnr => {
-                let w = min_snr_weights(dc.target, &schedule, &t, tc.min_snr_gamma);
-                Some(importance.map_or(w.shallow_clone(), |i| w * i))
-            }
-        };
-        let loss = match &weights {
-            Some(w) => (&per_sample * w).mean(Kind::Float),
-            None => per_sample.mean(Kind::Float),
-        };
+        mark(&mut phases, "batch");
+        let inputs = step::Batch { x0: &x0, t: &t, noise: &noise, labels: labels.as_ref(), importance };
+        let step::BatchLoss { loss, per_sample } = step::batch_loss(model.as_ref(), &schedule, dc, tc, device, inputs);
         let logging = step % tc.log_every == 0 || step == steps;
         mark(&mut phases, "forward and loss");
         opt.zero_grad();
