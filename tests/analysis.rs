@@ -194,13 +194,16 @@ fn tables_report_and_plot_of_a_fixture() {
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(report.contains("`fid`: best `schedule=cosine` (mean 9.50000)"), "{report}");
     assert!(report.contains("includes zero"), "{report}");
+    // Every FID beside its floor; the confident share ranked higher-is-better.
+    assert!(report.contains("(floor 5.00000: held-out real images under the same spec)"), "{report}");
+    assert!(report.contains("| fid_floor |") || report.contains("fid_floor"), "{report}");
     assert!(report.contains("[grid]"));
 
     // Plots: valid PNG and SVG (parsed as XML by Python) of the expected sizes, embedded in the report.
-    // metrics: three panels (FID, bits/dim, final loss) of 520x520.
+    // metrics: four panels (FID with its floor, share confident, bits/dim, final loss) of 520x520.
     let sizes = [
         ("loss", (900, 540)),
-        ("metrics", (3 * 520, 520)),
+        ("metrics", (4 * 520, 520)),
         ("loss_vs_log_snr", (900, 540)),
         ("bound_vs_log_snr", (900, 540)),
         ("schedules", (800, 520)),
@@ -224,7 +227,7 @@ fn tables_report_and_plot_of_a_fixture() {
     assert_eq!(png_size(&dir.join("samples.png")), (16 + 2 * (24 * 9 + 16), 10 + 34 + 16));
     assert!(report.contains("(samples.png)"));
     let metrics_svg = std::fs::read_to_string(dir.join("metrics.svg")).unwrap();
-    for label in ["schedule=linear (n=3)", "schedule=cosine (n=2)", "FID (lower is better)"] {
+    for label in ["schedule=linear (n=3)", "schedule=cosine (n=2)", "FID (lower is better); dashed: floor 5.00"] {
         assert!(metrics_svg.contains(&format!(">\n{label}\n</text>")), "{label} in metrics.svg");
     }
     let schedules_svg = std::fs::read_to_string(dir.join("schedules.svg")).unwrap();
