@@ -24,6 +24,7 @@
 //! random Fourier time features. Class conditioning (not in the package) adds a learned class vector
 //! to the time MLP's output for class-conditional runs.
 use super::embedding::{sinusoidal, ClassEmbedding};
+use super::unet::Resample;
 use super::{layers, Denoiser};
 use tch::{nn, nn::Module, Kind, Tensor};
 
@@ -216,34 +217,6 @@ impl Attn {
 }
 
 #[derive(Debug)]
-enum Resample {
-    /// Pixel unshuffle 2×2 then a 1×1 conv (`Downsample`).
-    Down(nn::Conv2D),
-    /// Nearest 2× then a 3×3 conv (`Upsample`).
-    Up(nn::Conv2D),
-    /// The last level's 3×3 conv, keeping the size.
-    Keep(nn::Conv2D),
-}
-
-impl Resample {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        match self {
-            Resample::Down(c) => {
-                let s = x.size();
-                // 'b c (h p1) (w p2) -> b (c p1 p2) h w'
-                let y = x.reshape([s[0], s[1], s[2] / 2, 2, s[3] / 2, 2]).permute([0, 1, 3, 5, 2, 4]);
-                y.reshape([s[0], s[1] * 4, s[2] / 2, s[3] / 2]).apply(c)
-            }
-            Resample::Up(c) => {
-                let s = x.size();
-                x.upsample_nearest2d([s[2] * 2, s[3] * 2], None, None).apply(c)
-            }
-            Resample::Keep(c) => x.apply(c),
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Level {
     block1: ResnetBlock,
     block2: ResnetBlock,
@@ -287,7 +260,7 @@ impl LucidrainsUnet {
                     block2: block(&q / 1, d_in, d_in),
                     attn: Attn::new(&q / 2, d_in, heads, dim_head, o.full_attn[i], o.flash_attn),
                     resample: if last {
-                        Resample::Keep(layers::conv2d(&q / 3, d_in, d_out, 3, 1))
+                        Resample::Same(layers::conv2d(&q / 3, d_in, d_out, 3, 1))
                     } else {
                         Resample::Down(layers::conv2d(&q / 3 / 1, d_in * 4, d_out, 1, 0))
                     },
@@ -307,7 +280,7 @@ impl LucidrainsUnet {
                     block2: block(&q / 1, d_out + d_in, d_out),
                     attn: Attn::new(&q / 2, d_out, heads, dim_head, o.full_attn[levels - 1 - i], o.flash_attn),
                     resample: if last {
-                        Resample::Keep(layers::conv2d(&q / 3, d_out, d_in, 3, 1))
+                        Resample::Same(layers::conv2d(&q / 3, d_out, d_in, 3, 1))
                     } else {
                         Resample::Up(layers::conv2d(&q / 3 / 1, d_out, d_in, 3, 1))
                     },

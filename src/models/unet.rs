@@ -134,8 +134,9 @@ fn pre_norm<F: Module>(p: &nn::Path, dim: i64, f: F) -> PreNormResidual<F> {
     PreNormResidual { norm: layers::group_norm(p / "norm", 1, dim), f }
 }
 
+/// Between levels (also lucidrains' `Downsample`/`Upsample`, used by `lucidrains.rs`).
 #[derive(Debug)]
-enum Resample {
+pub(super) enum Resample {
     /// Pixel unshuffle (space to depth) then conv1×1.
     Down(nn::Conv2D),
     /// Nearest-neighbour ×2 then conv3×3.
@@ -145,7 +146,7 @@ enum Resample {
 }
 
 impl Resample {
-    fn forward(&self, x: &Tensor) -> Tensor {
+    pub(super) fn forward(&self, x: &Tensor) -> Tensor {
         match self {
             Resample::Down(c) => x.pixel_unshuffle(2).apply(c),
             Resample::Up(c) => {
