@@ -383,13 +383,7 @@ impl ModelConfig {
                 attn_dim_head,
                 ..
             } => {
-                check(*dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
-                check(
-                    positive(dim_mults),
-                    "model.dim_mults",
-                    format!("{dim_mults:?}"),
-                    "a non-empty list of positive integers",
-                );
+                check_unet_keys(*dim, *init_dim, dim_mults, *dropout, *attn_heads, *attn_dim_head, check);
                 let g = *resnet_block_groups;
                 let widths: Vec<i64> =
                     std::iter::once(init_dim.unwrap_or(*dim)).chain(dim_mults.iter().map(|m| dim * m)).collect();
@@ -399,7 +393,6 @@ impl ModelConfig {
                     g.to_string(),
                     &format!("a divisor of every block width {widths:?}"),
                 );
-                check((0.0..1.0).contains(dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
                 check(*convnext_mult >= 1, "model.convnext_mult", convnext_mult.to_string(), "an integer >= 1");
                 let lsd = *learned_sinusoidal_dim;
                 check(
@@ -408,28 +401,11 @@ impl ModelConfig {
                     lsd.to_string(),
                     "an even integer >= 2",
                 );
-                check(*attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
-                check(*attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
-                if let Some(i) = init_dim {
-                    check(*i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
-                }
             }
             ModelConfig::Lucidrains {
                 dim, init_dim, dim_mults, dropout, attn_heads, attn_dim_head, full_attn, ..
             } => {
-                check(*dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
-                check(
-                    positive(dim_mults),
-                    "model.dim_mults",
-                    format!("{dim_mults:?}"),
-                    "a non-empty list of positive integers",
-                );
-                check((0.0..1.0).contains(dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
-                check(*attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
-                check(*attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
-                if let Some(i) = init_dim {
-                    check(*i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
-                }
+                check_unet_keys(*dim, *init_dim, dim_mults, *dropout, *attn_heads, *attn_dim_head, check);
                 if let Some(f) = full_attn {
                     check(
                         f.len() == dim_mults.len(),
@@ -456,6 +432,31 @@ impl ModelConfig {
                 check((0.0..1.0).contains(dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
             }
         }
+    }
+}
+
+/// The keys the `unet` and `lucidrains` models share.
+fn check_unet_keys(
+    dim: i64,
+    init_dim: Option<i64>,
+    dim_mults: &[i64],
+    dropout: f64,
+    attn_heads: i64,
+    attn_dim_head: i64,
+    check: &mut dyn FnMut(bool, &'static str, String, &str),
+) {
+    check(dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
+    check(
+        !dim_mults.is_empty() && dim_mults.iter().all(|&m| m >= 1),
+        "model.dim_mults",
+        format!("{dim_mults:?}"),
+        "a non-empty list of positive integers",
+    );
+    check((0.0..1.0).contains(&dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
+    check(attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
+    check(attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
+    if let Some(i) = init_dim {
+        check(i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
     }
 }
 
