@@ -204,6 +204,11 @@ fn invalid_experiments_name_file_key_and_allowed_values() {
         &["key `diffusion.schedule`", "unknown field", "beta_end"],
     );
     check("[grid]\n\"train.lr\" = 0.1\n", &["grid key `train.lr`", "non-empty list"]);
+    check(
+        "[train]\nsteps = 10\nwarmup_steps = 11\n",
+        &["key `train.warmup_steps` = 11", "an integer from 0 to train.steps (10)"],
+    );
+    check("[train]\nlr_decay = \"linear\"\n", &["key `train.lr_decay`", "constant", "cosine"]);
     check("[experimnt]\nname = \"x\"\n", &["key `experimnt`", "unknown field"]);
 }
 
@@ -239,6 +244,9 @@ fn every_diffusion_option_changes_the_resolved_run() {
         &["train.weighting=\"min_snr\""],
         &["train.weighting=\"min_snr\"", "train.min_snr_gamma=1.0"],
         &["train.timestep_sampling=\"loss_second_moment\""],
+        &["train.warmup_steps=10"],
+        &["train.lr_decay=\"cosine\""],
+        &["train.warmup_steps=10", "train.lr_decay=\"cosine\""],
         &["sample.clip_x0=false"],
         &["sample.trajectory=[100, 50, 0]"],
         &["sample.sampler={name=\"ddpm\", steps=10}"],
@@ -283,6 +291,8 @@ batch_size = 8
 log_every = 10
 loss = "huber"
 huber_delta = 0.5
+warmup_steps = 5
+lr_decay = "cosine"
 weighting = "min_snr"
 timestep_sampling = "loss_second_moment"
 [sample]

@@ -617,8 +617,14 @@ pub struct TrainConfig {
     /// Optimizer steps (one batch each).
     pub steps: usize,
     pub batch_size: i64,
-    /// Adam learning rate.
+    /// Adam learning rate (the peak of the schedule below).
     pub lr: f64,
+    /// Linear learning-rate warm-up: update n (1-based) uses lr·n/warmup_steps for n < warmup_steps
+    /// (0: none).
+    pub warmup_steps: usize,
+    /// The learning rate after the warm-up: `constant`, or `cosine` decay from lr to 0 at `train.steps`
+    /// (lr·(1 + cos(π·(n − warmup)/(steps − warmup)))/2 at update n).
+    pub lr_decay: LrDecay,
     /// The distance between the prediction and the target, averaged over each sample's pixels.
     pub loss: LossKind,
     /// δ of the Huber loss (PyTorch's smooth_l1 convention: quadratic below δ, linear above).
@@ -654,6 +660,14 @@ pub struct TrainConfig {
     pub tf32: bool,
 }
 
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrDecay {
+    #[default]
+    Constant,
+    Cosine,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Precision {
@@ -667,6 +681,8 @@ impl Default for TrainConfig {
             steps: 1000,
             batch_size: 128,
             lr: 2e-4,
+            warmup_steps: 0,
+            lr_decay: LrDecay::Constant,
             loss: LossKind::L2,
             huber_delta: 1.0,
             weighting: Weighting::Uniform,
@@ -1095,6 +1111,12 @@ impl RunConfig {
         check(t.steps >= 1, "train.steps", t.steps.to_string(), "an integer >= 1");
         check(t.batch_size >= 1, "train.batch_size", t.batch_size.to_string(), "an integer >= 1");
         check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a finite number > 0");
+        check(
+            t.warmup_steps <= t.steps,
+            "train.warmup_steps",
+            t.warmup_steps.to_string(),
+            &format!("an integer from 0 to train.steps ({})", t.steps),
+        );
         check(t.log_every >= 1, "train.log_every", t.log_every.to_string(), "an integer >= 1");
         check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every.to_string(), "an integer >= 1");
         check((0.0..1.0).contains(&t.ema_decay), "train.ema_decay", t.ema_decay.to_string(), "0 <= ema_decay < 1");

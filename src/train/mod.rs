@@ -199,6 +199,8 @@ pub fn train_run(
         loss.backward();
         mark(&mut phases, "backward");
         let grad_norm = logging.then(|| opt.grad_norm());
+        let lr = optim::lr_at(tc.lr, tc.warmup_steps, tc.lr_decay, step, steps);
+        opt.set_lr(lr);
         opt.step();
         mark(&mut phases, "adam");
         ema.update(&vs, step as i64 - 1);
@@ -223,7 +225,7 @@ pub fn train_run(
                 grad_norm: grad_norm.map(|g| g.double_value(&[])),
                 loss_quarters: w.quarters,
                 images_per_sec: (w.steps as i64 * batch) as f64 / w.seconds,
-                lr: tc.lr,
+                lr,
                 elapsed_seconds: started.elapsed().as_secs_f64(),
             };
             log(&mut metrics, &mut events, &record, tc.loss)?;

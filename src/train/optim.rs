@@ -2,7 +2,24 @@
 //! it (tch's optimizers keep their state inside libtorch). The update is PyTorch's single-tensor Adam:
 //! m ← m + (1 − β₁)(g − m), v ← v + (1 − β₂)(g² − v),
 //! θ ← θ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε).
+use crate::config::LrDecay;
 use tch::{nn, Tensor};
+
+/// The learning rate of update `n` (1-based) of `steps`: linear warm-up to `lr` over `warmup` updates,
+/// then constant or cosine decay to 0 at update `steps`.
+pub fn lr_at(lr: f64, warmup: usize, decay: LrDecay, n: usize, steps: usize) -> f64 {
+    if n < warmup {
+        return lr * n as f64 / warmup as f64;
+    }
+    match decay {
+        LrDecay::Constant => lr,
+        LrDecay::Cosine if steps <= warmup => lr,
+        LrDecay::Cosine => {
+            let progress = (n - warmup) as f64 / (steps - warmup) as f64;
+            lr * 0.5 * (1.0 + (std::f64::consts::PI * progress.min(1.0)).cos())
+        }
+    }
+}
 
 pub struct Adam {
     lr: f64,
@@ -35,6 +52,11 @@ impl Adam {
             params,
             step: 0,
         }
+    }
+
+    /// The learning rate of the next updates.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.lr = lr;
     }
 
     pub fn zero_grad(&mut self) {
@@ -129,6 +151,23 @@ mod tests {
         let got = Vec::<f32>::try_from(&w).unwrap();
         assert!((got[0] - 0.800_412_2).abs() < 1e-6 && (got[1] + 1.800_166_5).abs() < 1e-6, "{got:?}");
         assert_eq!(adam.step, 2);
+    }
+
+    /// Warm-up and decay at values worked by hand: lr 1e-3, 10 warm-up updates of 110.
+    #[test]
+    fn learning_rate_schedule() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+        assert!(close(lr_at(1e-3, 10, LrDecay::Constant, 1, 110), 1e-4));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Constant, 5, 110), 5e-4));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Constant, 10, 110), 1e-3));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Constant, 110, 110), 1e-3));
+        assert!(close(lr_at(1e-3, 0, LrDecay::Constant, 1, 110), 1e-3));
+        // Cosine: (1 + cos(π·p))/2 is 1 at p = 0, 1/2 at p = 1/2, (2 + √2)/4 at p = 1/4, 0 at p = 1.
+        assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 10, 110), 1e-3));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 35, 110), 1e-3 * (2.0 + 2f64.sqrt()) / 4.0));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 60, 110), 5e-4));
+        assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 110, 110), 0.0));
+        assert!(close(lr_at(1e-3, 0, LrDecay::Cosine, 50, 100), 5e-4));
     }
 
     /// The same five updates as libtorch's own Adam (tch's `nn::Adam`), which matched PyTorch's
