@@ -112,10 +112,11 @@ fn span(values: impl Iterator<Item = f64>) -> (f64, f64) {
 
 /// An axis tick on an axis spanning `span` (0 for a logarithmic axis): four significant digits, more
 /// where the axis is narrow (ticks about span/10 apart stay distinct), trailing zeros dropped;
-/// scientific notation for very large or small magnitudes.
+/// scientific notation for very large or small magnitudes. On a linear axis, a tick a billionth of the
+/// span from zero is zero (the rounding error of a tick grid through 0, e.g. -2.78e-17).
 pub fn tick(v: f64, span: f64) -> String {
     let a = v.abs();
-    if a == 0.0 || !v.is_finite() {
+    if a == 0.0 || !v.is_finite() || (span > 0.0 && a < span * 1e-9) {
         return if v.is_finite() { "0".into() } else { v.to_string() };
     }
     if !(1e-3..1e5).contains(&a) {
@@ -389,6 +390,9 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(tick(v, 0.0), want, "{v}");
         }
+        // The grid of a KID axis from -0.2 to 0.45 passes 0 as -2.78e-17.
+        assert_eq!(tick(-2.7755575615628914e-17, 0.65), "0");
+        assert_eq!(tick(2.5e-5, 0.65), "2.50e-5");
         // A narrow axis (FIDs 172.667 and 172.715) keeps its ticks apart.
         assert_eq!(tick(172.665, 0.06), "172.665");
         assert_eq!(tick(172.67, 0.06), "172.67");
