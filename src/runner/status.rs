@@ -146,9 +146,16 @@ pub fn plan_folder(
     Ok((out, failed))
 }
 
+/// What `ddpm status` shows of a queue (Slurm): per run hash, its newest task and that task's state;
+/// and a line per submission. The queue's module fills it in; this one only prints it.
+pub struct View {
+    pub tasks: std::collections::BTreeMap<String, String>,
+    pub lines: Vec<String>,
+}
+
 /// `ddpm status`: label, hash, state, step/total, last loss, device and elapsed time of every run, and
 /// the Slurm task of each run when the experiment was submitted there.
-pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&super::slurm::View>) -> String {
+pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>) -> String {
     let width = exp.runs.iter().map(|r| r.label.len()).max().unwrap_or(3).max(3);
     let mut out = format!(
         "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{}\n",

@@ -14,7 +14,7 @@ mod queue;
 pub mod script;
 
 use crate::config::{load_experiment, Experiment, LoadOptions};
-use crate::runner::status::{state_of, RunState};
+use crate::runner::status::{state_of, RunState, View};
 use crate::track::run_dir::RunDir;
 use crate::track::{atomic_write, unix_now};
 use anyhow::{Context, Result};
@@ -190,13 +190,6 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
     }
     println!("follow it with `ddpm status {}`; logs in {}", opts.experiment.display(), paths.logs.display());
     Ok(Some(submission))
-}
-
-/// What `ddpm status` shows of Slurm: per run hash, its newest task and that task's state; and a line
-/// per submission.
-pub struct View {
-    pub tasks: BTreeMap<String, String>,
-    pub lines: Vec<String>,
 }
 
 /// None when the experiment was never submitted to Slurm.
