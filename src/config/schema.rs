@@ -349,7 +349,6 @@ impl ModelConfig {
                 factor * (32 / factor).max(1)
             ),
         );
-        let positive = |v: &[i64]| !v.is_empty() && v.iter().all(|&x| x >= 1);
         match self {
             ModelConfig::Simple { time_emb_dim } | ModelConfig::SimpleBn { time_emb_dim, .. } => {
                 check(
@@ -435,6 +434,11 @@ impl ModelConfig {
     }
 }
 
+/// A non-empty list of integers >= 1.
+fn positive(v: &[i64]) -> bool {
+    !v.is_empty() && v.iter().all(|&x| x >= 1)
+}
+
 /// The keys the `unet` and `lucidrains` models share.
 fn check_unet_keys(
     dim: i64,
@@ -446,12 +450,7 @@ fn check_unet_keys(
     check: &mut dyn FnMut(bool, &'static str, String, &str),
 ) {
     check(dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
-    check(
-        !dim_mults.is_empty() && dim_mults.iter().all(|&m| m >= 1),
-        "model.dim_mults",
-        format!("{dim_mults:?}"),
-        "a non-empty list of positive integers",
-    );
+    check(positive(dim_mults), "model.dim_mults", format!("{dim_mults:?}"), "a non-empty list of positive integers");
     check((0.0..1.0).contains(&dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
     check(attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
     check(attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
