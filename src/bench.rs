@@ -15,10 +15,11 @@
 //! `train.channels_last`, `train.deterministic`) are given to the PyTorch reference as well, so both
 //! sides measure the same arithmetic.
 //! Results go to `analysis/bench/<device>.csv` (and `profile-<device>.csv`).
-use crate::config::{load_experiment, LoadOptions};
 use crate::eval::inception::{self, Inception};
+use crate::experiment::{load_experiment, LoadOptions};
+use crate::progress::{phases::Phases, LogRecord, Reporter};
 use crate::track::run_dir::RunDir;
-use crate::train::{phases::Phases, train_run, LogRecord, Reporter};
+use crate::train::train_run;
 use anyhow::{bail, Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

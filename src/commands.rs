@@ -1,12 +1,13 @@
 //! The evaluation commands of the binary: `eval`, `sample` and `fid`.
 use crate::EvalArgs;
 use anyhow::{bail, Context, Result};
-use ddpm::config::{load_experiment, SamplerConfig, Spacing};
+use ddpm::config::{SamplerConfig, Spacing};
 use ddpm::eval::fid::{frechet_distance, kid};
 use ddpm::eval::images::{write_pngs, ImageSet};
 use ddpm::eval::inception::Inception;
 use ddpm::eval::reference::{dataset_stats, set_stats};
-use ddpm::eval::run_eval::{self, evaluate_run, with_overrides};
+use ddpm::eval::run_eval::{evaluate_run, with_overrides};
+use ddpm::experiment::load_experiment;
 use ddpm::progress::Progress;
 use ddpm::track::run_dir::{RunDir, State};
 use std::path::{Path, PathBuf};
@@ -130,10 +131,11 @@ pub fn sample(run_dir: &Path, a: &SampleArgs, device: &str) -> Result<()> {
         bail!("-n and --batch must be at least 1");
     }
     let device = ddpm::device::parse(device)?;
-    let loaded = run_eval::load_weights(run_dir, !a.raw, a.checkpoint, device).map_err(|e| match a.checkpoint {
-        Some(step) => e.context(format!("--checkpoint {step}")),
-        None => e,
-    })?;
+    let loaded =
+        ddpm::weights::load_weights(run_dir, !a.raw, a.checkpoint, device).map_err(|e| match a.checkpoint {
+            Some(step) => e.context(format!("--checkpoint {step}")),
+            None => e,
+        })?;
     let c = &loaded.config;
     let t_max = c.diffusion.timesteps;
     let cfg = match a.sampler.as_str() {
@@ -186,7 +188,7 @@ pub fn sample(run_dir: &Path, a: &SampleArgs, device: &str) -> Result<()> {
     }
     if let Some(path) = &a.output {
         let all = Tensor::cat(&grid_images, 0);
-        let grid = ddpm::eval::grid::make_grid(&all, (a.num as f64).sqrt().ceil() as usize, 2)?;
+        let grid = ddpm::grid::make_grid(&all, (a.num as f64).sqrt().ceil() as usize, 2)?;
         ddpm::track::atomic_write(path, &grid.to_png()?)?;
         println!("grid: {}", path.display());
     }

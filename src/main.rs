@@ -1,7 +1,8 @@
 //! The `ddpm` command line: parses arguments and calls into the library.
 use anyhow::Result;
 use clap::{Parser, Subcommand};
-use ddpm::config::{load_experiment, DatasetName, LoadOptions};
+use ddpm::config::DatasetName;
+use ddpm::experiment::{load_experiment, LoadOptions};
 use ddpm::runner::{self, RunOptions};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -454,7 +455,7 @@ enum DataCommand {
     },
 }
 
-fn analyze_and_print(exp: &ddpm::config::Experiment, layers: &Layers) -> Result<()> {
+fn analyze_and_print(exp: &ddpm::experiment::Experiment, layers: &Layers) -> Result<()> {
     let a = ddpm::analysis::analyze(exp, &layers.results_root(), &layers.analysis_root())?;
     println!("\nanalysis: {}", a.dir.display());
     for v in &a.verdicts {

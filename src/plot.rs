@@ -3,7 +3,7 @@
 //! metric, a mean with its interval and the single runs per category), and labelled rows of images.
 //! Text uses DejaVu Sans embedded in the binary (assets/fonts, Bitstream Vera licence), so PNGs need
 //! no system fonts; SVGs name the `sans-serif` family and let the viewer pick it.
-use crate::eval::grid::Image;
+use crate::grid::Image;
 use anyhow::{anyhow, Result};
 use plotters::coord::ranged1d::ValueFormatter;
 use plotters::coord::types::RangedCoordf64;

@@ -2,8 +2,8 @@
 //! variants (the varied keys other than the seed), with summaries per variant and seed-paired
 //! differences against the baseline variant.
 use super::stats::{summarize, Summary};
-use crate::config::Experiment;
 use crate::eval::bpd::PerT;
+use crate::experiment::Experiment;
 use crate::runner::board::flat;
 use crate::track::hparams::HValue;
 use crate::track::run_dir::{RunDir, State};

@@ -5,7 +5,7 @@ pub mod plots;
 pub mod stats;
 pub mod tables;
 
-use crate::config::Experiment;
+use crate::experiment::Experiment;
 use crate::runner::board::flat;
 use anyhow::{Context, Result};
 use collect::{collect, paired, summaries, variants, RunRecord, METRICS, TIMINGS};

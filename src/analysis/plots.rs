@@ -2,7 +2,8 @@
 //! terms against log-SNR, the schedules' ᾱ_t, and the variants' sample grids side by side.
 use super::collect::RunRecord;
 use super::stats::Summary;
-use crate::config::{Experiment, ScheduleConfig};
+use crate::config::ScheduleConfig;
+use crate::experiment::Experiment;
 use crate::plot::{interval_chart, labelled_row, line_chart, Axes, Figure, Interval, Panel, Series};
 use anyhow::Result;
 use std::collections::BTreeMap;

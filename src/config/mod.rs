@@ -1,8 +1,7 @@
-//! From an experiment file to validated, hashed `RunSpec`s. Knows nothing of tensors.
-mod experiment;
+//! The vocabulary of the program: the TOML schema of a run (`schema`, with its validation) and the
+//! plain `RunSpec`. Imports nothing of the crate; loading and hashing live in `experiment`.
 mod schema;
 mod spec;
 
-pub use experiment::{load_experiment, Experiment, LoadOptions};
 pub use schema::*;
 pub use spec::RunSpec;

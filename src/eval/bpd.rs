@@ -8,8 +8,8 @@ use crate::diffusion::target::training_target;
 use crate::diffusion::NoiseSchedule;
 use crate::models;
 use crate::progress::Progress;
+use crate::progress::Reporter;
 use crate::track::{atomic_write, run_dir::RunDir};
-use crate::train::Reporter;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -66,7 +66,7 @@ pub struct PerT {
 /// `sample.use_ema`, else `model.safetensors`), checked against their sha256 in `status.json`.
 pub fn load_run(run_dir: &Path, device: Device) -> Result<(RunConfig, nn::VarStore, Box<dyn models::Denoiser>)> {
     let use_ema = RunDir { path: run_dir.to_path_buf() }.load_config()?.sample.use_ema;
-    let loaded = super::run_eval::load_weights(run_dir, use_ema, None, device)?;
+    let loaded = crate::weights::load_weights(run_dir, use_ema, None, device)?;
     Ok((loaded.config, loaded.vs, loaded.model))
 }
 

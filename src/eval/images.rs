@@ -1,8 +1,8 @@
 //! Sets of images to compare: a dataset split (optionally a range of it, optionally resized) or a
 //! folder of PNG files, read in batches so a large folder is never in memory at once.
-use super::grid::Image;
 use crate::config::{DataConfig, DatasetName};
 use crate::data::{self, Split};
+use crate::grid::Image;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -164,7 +164,7 @@ pub fn write_pngs(images: &Tensor, dir: &Path, first: usize) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let n = images.size()[0];
     for i in 0..n {
-        let image = super::grid::make_grid(&images.narrow(0, i, 1), 1, 0)?;
+        let image = crate::grid::make_grid(&images.narrow(0, i, 1), 1, 0)?;
         crate::track::atomic_write(&dir.join(format!("{:06}.png", first + i as usize)), &image.to_png()?)?;
     }
     Ok(())

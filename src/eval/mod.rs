@@ -3,7 +3,6 @@
 pub mod bpd;
 pub mod classifier;
 pub mod fid;
-pub mod grid;
 pub mod images;
 pub mod inception;
 pub mod reference;

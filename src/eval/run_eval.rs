@@ -5,7 +5,6 @@
 use super::bpd::{self, BpdOptions, BpdReport};
 use super::classifier::{self, Classifier};
 use super::fid::{frechet_distance, kid, Frechet, Kid};
-use super::grid::make_grid;
 use super::images::ImageSet;
 use super::inception::{self, Inception};
 use super::reference::{dataset_stats, Collector, SetStats};
@@ -13,12 +12,13 @@ use crate::config::{EvalClasses, EvalConfig, RunConfig, SamplerConfig, SplitName
 use crate::data::Split;
 use crate::diffusion::sampler::{self, SampleOptions};
 use crate::diffusion::NoiseSchedule;
+use crate::grid::make_grid;
 use crate::models::{self, Denoiser};
+use crate::progress::Reporter;
 use crate::rng::reseed;
-use crate::track::run_dir::{RunDir, State};
-use crate::track::{atomic_write, checkpoint, sha256_hex, tensorboard::EventWriter};
-use crate::train::Reporter;
-use anyhow::{bail, Context, Result};
+use crate::track::run_dir::RunDir;
+use crate::track::{atomic_write, sha256_hex, tensorboard::EventWriter};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -166,68 +166,6 @@ impl EvalResult {
         }
         out
     }
-}
-
-/// The weights an evaluation uses.
-pub struct Loaded {
-    pub config: RunConfig,
-    pub vs: nn::VarStore,
-    pub model: Box<dyn Denoiser>,
-    pub step: usize,
-    pub sha256: String,
-}
-
-/// Loads a finished run's final weights (`ema.safetensors` or `model.safetensors`, checked against
-/// `status.json`) or the EMA/raw weights of one of its checkpoints.
-pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, device: Device) -> Result<Loaded> {
-    let dir = RunDir { path: run_dir.to_path_buf() };
-    let status =
-        dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
-    let config = dir.load_config()?;
-    let mut vs = nn::VarStore::new(device);
-    let model = models::build_for(&config, &vs.root())?;
-    let (step, sha256) = match checkpoint {
-        None => {
-            if status.state != State::Done {
-                bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
-            }
-            let (file, recorded) = if use_ema {
-                ("ema.safetensors", &status.ema_sha256)
-            } else {
-                ("model.safetensors", &status.weights_sha256)
-            };
-            let weights = run_dir.join(file);
-            let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
-            let actual = sha256_hex(&bytes);
-            if recorded.as_deref() != Some(actual.as_str()) {
-                bail!(
-                    "{}: checksum mismatch (sha256 {actual}, status.json records {recorded:?}): the weights are corrupt",
-                    weights.display()
-                );
-            }
-            vs.load(&weights).with_context(|| format!("cannot load {}", weights.display()))?;
-            (config.train.steps, actual)
-        }
-        Some(step) => {
-            let ck_dir = run_dir.join("checkpoints");
-            // The caller says which option asked for it (`--checkpoint`, `eval.checkpoint`).
-            let available = checkpoint::steps(&ck_dir);
-            if !available.contains(&step) {
-                bail!("no checkpoint at step {step} in {}: available are {available:?}", ck_dir.display());
-            }
-            let ck = checkpoint::load(&ck_dir, step)?;
-            let prefix = if use_ema { "ema" } else { "model" };
-            for (name, var) in vs.variables() {
-                let src = ck
-                    .tensors
-                    .get(&format!("{prefix}.{name}"))
-                    .with_context(|| format!("the checkpoint at step {step} lacks {prefix}.{name}"))?;
-                tch::no_grad(|| var.shallow_clone().copy_(src));
-            }
-            (step, format!("checkpoint {step} ({prefix})"))
-        }
-    };
-    Ok(Loaded { config, vs, model, step, sha256 })
 }
 
 /// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
@@ -406,11 +344,12 @@ pub fn evaluate_run(
         return Ok((r, true));
     }
     let started = Instant::now();
-    let mut loaded =
-        load_weights(run_dir, eval.use_ema, eval.checkpoint, device).map_err(|e| match eval.checkpoint {
+    let mut loaded = crate::weights::load_weights(run_dir, eval.use_ema, eval.checkpoint, device).map_err(|e| {
+        match eval.checkpoint {
             Some(step) => e.context(format!("eval.checkpoint = {step}")),
             None => e,
-        })?;
+        }
+    })?;
     loaded.config.eval = eval.clone();
     let config = &loaded.config;
     let hash = spec_hash(eval);

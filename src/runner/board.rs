@@ -1,7 +1,7 @@
 //! The experiment as TensorBoard shows it: `results/experiments/<experiment>/` is the log dir, its
 //! label links are the runs, and the HParams data (see `track::hparams`) puts one row per run in the
 //! HParams dashboard with its hyperparameters and metrics.
-use crate::config::Experiment;
+use crate::experiment::Experiment;
 use crate::track::hparams::{self, HParamInfo, HValue, SessionStatus};
 use crate::track::run_dir::{RunDir, State};
 use anyhow::{Context, Result};

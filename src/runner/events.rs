@@ -1,6 +1,6 @@
 //! What a run's process tells its runner: JSON lines on standard output, one event each. The runner
 //! draws them as progress bars or log lines; the child also writes readable lines to its log.
-use crate::train::{LogRecord, Reporter};
+use crate::progress::{LogRecord, Reporter};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 

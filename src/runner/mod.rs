@@ -8,10 +8,11 @@ pub mod one;
 pub mod slurm;
 pub mod status;
 
-use crate::config::{load_experiment, Experiment, LoadOptions, RunSpec};
+use crate::config::RunSpec;
+use crate::experiment::{load_experiment, Experiment, LoadOptions};
 use crate::progress::Progress;
+use crate::progress::{LogRecord, Reporter};
 use crate::track::run_dir::{RunDir, State, Status};
-use crate::train::{LogRecord, Reporter};
 use anyhow::{Context, Result};
 use events::Event;
 use indicatif::MultiProgress;

@@ -5,6 +5,7 @@ pub mod hparams;
 pub mod lock;
 pub mod metrics;
 pub mod run_dir;
+pub mod state;
 pub mod tensorboard;
 
 use anyhow::{Context, Result};
@@ -12,14 +13,7 @@ use std::io::Write;
 use std::path::Path;
 
 /// Lower-case hex of a byte string (sha2 0.11's digests do not implement `LowerHex`).
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex(&Sha256::digest(bytes))
-}
+pub use crate::hash::{hex, sha256_hex};
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to disk, then
 /// renamed over the target, so a reader never sees a half-written file.

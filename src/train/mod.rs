@@ -6,7 +6,6 @@
 mod draws;
 pub mod ema;
 pub mod optim;
-pub mod phases;
 pub mod step;
 pub mod stop;
 mod window;
@@ -16,54 +15,22 @@ use crate::data::Dataset;
 use crate::diffusion::sampler::{self, SampleOptions};
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::{forward::q_sample, NoiseSchedule};
-use crate::eval::grid::{make_grid, trajectory_grid, Image};
 use crate::eval::run_eval::DuringTraining;
+use crate::grid::{make_grid, trajectory_grid, Image};
 use crate::models;
+use crate::progress::phases::Phases;
+use crate::progress::{LogRecord, Reporter};
 use crate::rng::reseed;
 use crate::track::run_dir::{RunDir, State, Status};
 use crate::track::{atomic_replace, atomic_write, checkpoint, metrics::MetricsWriter, sha256_hex, tensorboard};
 use anyhow::{bail, Context, Result};
 use draws::{Draws, StepDraws};
-use phases::Phases;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 use tensorboard::EventWriter;
 use window::Window;
-
-/// What the loop tells the outside world; the runner draws progress bars or prints lines from it.
-pub trait Reporter {
-    /// A new phase ("train", "sample") of `total` units begins.
-    fn phase(&mut self, name: &str, total: u64);
-    fn advance(&mut self, position: u64);
-    fn logged(&mut self, record: &LogRecord);
-    /// A line of information about the run (e.g. the model's size).
-    fn note(&mut self, text: &str);
-    /// Whether to time the phases of each training step (`ddpm bench --profile`).
-    fn wants_phases(&self) -> bool {
-        false
-    }
-    /// The phase times of the steps after the first logging window (the warm-up).
-    fn phases(&mut self, _phases: Phases) {}
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct LogRecord {
-    pub step: usize,
-    /// Mean of the optimised (weighted) loss over the steps since the previous record.
-    pub loss: f64,
-    /// ‖∇‖₂ of the logged step's gradients.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grad_norm: Option<f64>,
-    /// Mean unweighted per-sample loss for t in each quarter of [0, T) over the same steps (as
-    /// improved-diffusion logs it); null where no sample fell in a quarter.
-    pub loss_quarters: [Option<f64>; 4],
-    pub images_per_sec: f64,
-    pub lr: f64,
-    pub elapsed_seconds: f64,
-}
 
 #[derive(Debug, Clone)]
 pub struct Outcome {

@@ -13,9 +13,10 @@ pub mod config;
 mod queue;
 pub mod script;
 
-use crate::config::{load_experiment, Experiment, LoadOptions};
-use crate::runner::status::{state_of, RunState, View};
+use crate::experiment::{load_experiment, Experiment, LoadOptions};
+use crate::runner::status::View;
 use crate::track::run_dir::RunDir;
+use crate::track::state::{state_of, RunState};
 use crate::track::{atomic_write, unix_now};
 use anyhow::{Context, Result};
 use config::SlurmConfig;

@@ -1,7 +1,43 @@
-//! Progress of one run: an indicatif bar on a terminal, plain lines otherwise (logs, CI).
-use crate::train::{LogRecord, Reporter};
+//! What a run tells the outside world while it works (`Reporter`, the training log record `LogRecord`),
+//! and the progress display of one run: an indicatif bar on a terminal, plain lines otherwise (logs, CI).
+pub mod phases;
+
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use phases::Phases;
+use serde::Serialize;
 use std::io::IsTerminal;
+
+/// What the loop tells the outside world; the runner draws progress bars or prints lines from it.
+pub trait Reporter {
+    /// A new phase ("train", "sample") of `total` units begins.
+    fn phase(&mut self, name: &str, total: u64);
+    fn advance(&mut self, position: u64);
+    fn logged(&mut self, record: &LogRecord);
+    /// A line of information about the run (e.g. the model's size).
+    fn note(&mut self, text: &str);
+    /// Whether to time the phases of each training step (`ddpm bench --profile`).
+    fn wants_phases(&self) -> bool {
+        false
+    }
+    /// The phase times of the steps after the first logging window (the warm-up).
+    fn phases(&mut self, _phases: Phases) {}
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogRecord {
+    pub step: usize,
+    /// Mean of the optimised (weighted) loss over the steps since the previous record.
+    pub loss: f64,
+    /// ‖∇‖₂ of the logged step's gradients.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grad_norm: Option<f64>,
+    /// Mean unweighted per-sample loss for t in each quarter of [0, T) over the same steps (as
+    /// improved-diffusion logs it); null where no sample fell in a quarter.
+    pub loss_quarters: [Option<f64>; 4],
+    pub images_per_sec: f64,
+    pub lr: f64,
+    pub elapsed_seconds: f64,
+}
 
 pub struct Progress {
     label: String,

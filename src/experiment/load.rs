@@ -29,8 +29,7 @@
 //!
 //! A value that is a table with a `name` key (a schedule, model or sampler) replaces that table of
 //! the layers below it whole, and so does an axis key: keys of another kind are not mixed in.
-use super::schema::RunConfig;
-use super::spec::RunSpec;
+use crate::config::{RunConfig, RunSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};

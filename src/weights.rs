@@ -1,0 +1,71 @@
+//! Loading a run's trained weights: the final ones (checked against the sha256 that `status.json`
+//! records) or those of one of its checkpoints, into the run's network.
+use crate::config::RunConfig;
+use crate::models::{self, Denoiser};
+use crate::track::run_dir::{RunDir, State};
+use crate::track::{checkpoint, sha256_hex};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use tch::{nn, Device};
+
+/// A run's network with the weights it was asked for.
+pub struct Loaded {
+    pub config: RunConfig,
+    pub vs: nn::VarStore,
+    pub model: Box<dyn Denoiser>,
+    pub step: usize,
+    pub sha256: String,
+}
+
+/// Loads a finished run's final weights (`ema.safetensors` or `model.safetensors`, checked against
+/// `status.json`) or the EMA/raw weights of one of its checkpoints.
+pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, device: Device) -> Result<Loaded> {
+    let dir = RunDir { path: run_dir.to_path_buf() };
+    let status =
+        dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
+    let config = dir.load_config()?;
+    let mut vs = nn::VarStore::new(device);
+    let model = models::build_for(&config, &vs.root())?;
+    let (step, sha256) = match checkpoint {
+        None => {
+            if status.state != State::Done {
+                bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
+            }
+            let (file, recorded) = if use_ema {
+                ("ema.safetensors", &status.ema_sha256)
+            } else {
+                ("model.safetensors", &status.weights_sha256)
+            };
+            let weights = run_dir.join(file);
+            let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
+            let actual = sha256_hex(&bytes);
+            if recorded.as_deref() != Some(actual.as_str()) {
+                bail!(
+                    "{}: checksum mismatch (sha256 {actual}, status.json records {recorded:?}): the weights are corrupt",
+                    weights.display()
+                );
+            }
+            vs.load(&weights).with_context(|| format!("cannot load {}", weights.display()))?;
+            (config.train.steps, actual)
+        }
+        Some(step) => {
+            let ck_dir = run_dir.join("checkpoints");
+            // The caller says which option asked for it (`--checkpoint`, `eval.checkpoint`).
+            let available = checkpoint::steps(&ck_dir);
+            if !available.contains(&step) {
+                bail!("no checkpoint at step {step} in {}: available are {available:?}", ck_dir.display());
+            }
+            let ck = checkpoint::load(&ck_dir, step)?;
+            let prefix = if use_ema { "ema" } else { "model" };
+            for (name, var) in vs.variables() {
+                let src = ck
+                    .tensors
+                    .get(&format!("{prefix}.{name}"))
+                    .with_context(|| format!("the checkpoint at step {step} lacks {prefix}.{name}"))?;
+                tch::no_grad(|| var.shallow_clone().copy_(src));
+            }
+            (step, format!("checkpoint {step} ({prefix})"))
+        }
+    };
+    Ok(Loaded { config, vs, model, step, sha256 })
+}
