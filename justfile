@@ -72,6 +72,12 @@ tensorboard-setup: setup
         echo "installing denoising-diffusion-pytorch==2.3.4 into .venv (test oracle for seed 001)"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check "denoising-diffusion-pytorch==2.3.4" "torch==2.11.0"
     fi
+    # Precision and recall are checked against `prdc` (Naeem et al.'s package, which computes
+    # Kynkäänniemi et al.'s k-NN precision and recall): tests/metrics.rs.
+    if ! .venv/bin/python -c "import prdc" 2>/dev/null; then
+        echo "installing prdc==0.2 into .venv (test oracle for precision and recall)"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "prdc==0.2" "scikit-learn==1.9.1" "torch==2.11.0"
+    fi
 
 # Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]
 tensorboard experiment *args: build tensorboard-setup

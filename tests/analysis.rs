@@ -55,33 +55,33 @@ fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f
         let eval = EvalConfig::default();
         let per_t: Vec<PerT> =
             (1..=4).map(|t| PerT { t, log_snr: 6.0 - 3.0 * t as f64, bits: f / 40.0, loss: f / t as f64 }).collect();
-        let result = EvalResult {
-            spec_hash: spec_hash(&eval),
-            spec: "fixture".into(),
-            eval: eval.clone(),
-            step: 20,
-            weights_sha256: "0".repeat(64),
-            fid: Some(f),
-            fid_detail: None,
-            kid: None,
-            kid_std: None,
-            bpd: Some(BpdSummary {
-                total: f / 10.0,
-                prior: 0.0,
-                diffusion: f / 10.0 - f / 40.0,
-                decoder: f / 40.0,
-                images: 1,
-                timesteps_evaluated: 4,
-                estimated: false,
-                per_t,
-            }),
-            scores: [("confident".to_string(), f / 1000.0)].into_iter().collect(),
-            floors: [("fid".to_string(), 5.0)].into_iter().collect(),
-            floor_spec: Some("fixture floor".into()),
-            sample_seconds: Some(2.0),
-            model_evaluations: Some(50),
-            seconds: 1.0,
-        };
+        let mut result = EvalResult::new(spec_hash(&eval), "fixture".into(), eval.clone(), 20, "0".repeat(64));
+        result.metrics = [
+            ("fid", f),
+            ("bpd", f / 10.0),
+            ("bpd_prior", 0.0),
+            ("bpd_diffusion", f / 10.0 - f / 40.0),
+            ("bpd_decoder", f / 40.0),
+            ("confident", f / 1000.0),
+            ("fid_floor", 5.0),
+            ("sample_seconds", 2.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        result.bpd = Some(BpdSummary {
+            total: f / 10.0,
+            prior: 0.0,
+            diffusion: f / 10.0 - f / 40.0,
+            decoder: f / 40.0,
+            images: 1,
+            timesteps_evaluated: 4,
+            estimated: false,
+            per_t,
+        });
+        result.floor_spec = Some("fixture floor".into());
+        result.model_evaluations = Some(50);
+        result.seconds = 1.0;
         let eval_dir = dir.join("eval").join(spec_hash(&eval));
         std::fs::create_dir_all(&eval_dir).unwrap();
         std::fs::write(eval_dir.join("metrics.json"), serde_json::to_string(&result).unwrap()).unwrap();

@@ -114,7 +114,7 @@ fn cifar10_from_a_folder_trains_and_its_content_is_its_identity() {
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
     assert_eq!(status["state"], "done");
-    assert!(status["bpd"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(status["metrics"]["bpd"].as_f64().unwrap() > 0.0, "{status}");
     let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
     assert!(config.contains(&folder.display().to_string()), "the resolved path is recorded: {config}");
 

@@ -201,8 +201,8 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
     let run = std::fs::read_dir(results.join("runs")).unwrap().next().unwrap().unwrap().path();
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
-    let fid = status["fid"].as_f64().unwrap();
-    assert!(fid > 0.0 && status["kid"].as_f64().is_some() && status["bpd"].as_f64().unwrap() > 0.0, "{status}");
+    let fid = status["metrics"]["fid"].as_f64().unwrap();
+    assert!(fid > 0.0 && status["metrics"]["kid"].as_f64().is_some() && status["metrics"]["bpd"].as_f64().unwrap() > 0.0, "{status}");
     assert!(status["eval_spec"].as_str().unwrap().contains("16 samples (DDIM 5 steps"), "{status}");
     assert_eq!(status["best_fid_during"][0], 10, "{status}");
     let history = std::fs::read_to_string(run.join("eval_history.jsonl")).unwrap();
@@ -212,7 +212,7 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
     assert_eq!(evals.len(), 1);
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(evals[0].join("metrics.json")).unwrap()).unwrap();
-    assert_eq!(metrics["fid"].as_f64(), Some(fid));
+    assert_eq!(metrics["metrics"]["fid"].as_f64(), Some(fid));
     assert_eq!(metrics["bpd"]["images"], 2);
     assert!(evals[0].join("samples.png").is_file());
 
@@ -247,7 +247,7 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
     let other_dir = std::fs::read_dir(run.join("eval")).unwrap().map(|e| e.unwrap().path()).find(|p| *p != evals[0]);
     let other_metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(other_dir.unwrap().join("metrics.json")).unwrap()).unwrap();
-    assert!(other_metrics["fid"].as_f64().is_some() && other_metrics["bpd"]["total"].as_f64().is_some());
+    assert!(other_metrics["metrics"]["fid"].as_f64().is_some() && other_metrics["bpd"]["total"].as_f64().is_some());
     let read = Command::new(root().join(".venv/bin/python"))
         .arg(root().join("tests/tensorboard/read_run.py"))
         .arg(&run)
@@ -255,7 +255,7 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
         .unwrap();
     let tb: serde_json::Value = serde_json::from_str(&text(&read.stdout)).unwrap();
     let tag = format!("eval@{}/fid", other_metrics["spec_hash"].as_str().unwrap());
-    let (logged, stored) = (tb["scalars"][&tag][0][1].as_f64().unwrap(), other_metrics["fid"].as_f64().unwrap());
+    let (logged, stored) = (tb["scalars"][&tag][0][1].as_f64().unwrap(), other_metrics["metrics"]["fid"].as_f64().unwrap());
     assert!((logged - stored).abs() < 1e-5 * stored, "{tag}: {logged} vs {stored}");
     assert_eq!(tb["scalars"]["eval/fid"].as_array().unwrap().len(), 1, "other specs do not mix into eval/fid");
     let bad = ddpm(&["eval", run.to_str().unwrap(), "--spec", "num_sample=12"], &d);

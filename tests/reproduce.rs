@@ -205,7 +205,7 @@ fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     }
     // ... and a recorded value that the run cannot give fails.
     let mut s = status(&run);
-    s["bpd"] = (s["bpd"].as_f64().unwrap() + 1.0).into();
+    s["metrics"]["bpd"] = (s["metrics"]["bpd"].as_f64().unwrap() + 1.0).into();
     std::fs::write(run.join("status.json"), s.to_string()).unwrap();
     let out = ddpm(&repo, &["verify", run.to_str().unwrap()]);
     assert!(!out.status.success());

@@ -11,6 +11,7 @@
 //!   the same manual seed, against `sampler::ddpm_step` with the recipe's options.
 use ddpm::config::{DiffusionConfig, LossKind, ModelConfig, ScheduleConfig, Target, TrainConfig, Variance, Weighting};
 use ddpm::diffusion::sampler::{ddpm_step, SampleOptions};
+use ddpm::diffusion::Diffusion;
 use ddpm::diffusion::NoiseSchedule;
 use ddpm::models::{self, Denoiser};
 use ddpm::train::optim::Adam;
@@ -227,7 +228,8 @@ fn training_steps_are_the_seeds() {
         let (vs, model) = build(&r.model, 4);
         save_weights(&vs, &dir.path().join("weights.safetensors"));
         let (dc, tc) = configs(&r);
-        let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, Device::Cpu);
+        let diffusion = Diffusion::of(&dc, &tc, false, Device::Cpu);
+        let schedule = &diffusion.schedule;
         tch::manual_seed(21);
         let shape = [r.batch, r.model.channels, r.model.size, r.model.size];
         let x0 = Tensor::rand(shape, (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
@@ -252,7 +254,7 @@ fn training_steps_are_the_seeds() {
         assert!(schedule_diff <= 1e-5, "seed {}: max |√ᾱ ours − seed| = {schedule_diff:e}", r.seed);
         let mut opt = Adam::new(&vs, tc.lr);
         let b = Batch { x0: &x0, t: &t, noise: &noise, labels: None, importance: None };
-        let loss = batch_loss(model.as_ref(), &schedule, &dc, &tc, Device::Cpu, b).loss;
+        let loss = batch_loss(model.as_ref(), &diffusion, &tc, Device::Cpu, b).loss;
         let their_loss = theirs["loss"].double_value(&[0]);
         let ours = loss.double_value(&[]);
         assert!(

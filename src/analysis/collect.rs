@@ -3,6 +3,7 @@
 //! differences against the baseline variant.
 use super::stats::{summarize, Summary};
 use crate::eval::bpd::PerT;
+use crate::eval::metric::{self, Role};
 use crate::experiment::Experiment;
 use crate::runner::board::flat;
 use crate::track::hparams::HValue;
@@ -10,34 +11,16 @@ use crate::track::run_dir::{RunDir, State};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// The metrics a run can have, in table order; lower is better for every one of them but images/s.
+/// The metrics a run can have, in table order: every registered metric (`eval::metric::all`).
+pub fn metric_names() -> Vec<&'static str> {
+    metric::all().into_iter().map(|m| m.name).collect()
+}
+
 /// The metrics of the wall clock, not of the model: neither ranked in the verdicts nor compared by
 /// `reproduce`.
-pub const TIMINGS: [&str; 3] = ["images_per_sec", "wall_seconds", "sample_seconds"];
-
-pub const METRICS: [&str; 21] = [
-    "final_loss",
-    "fid",
-    "fid_floor",
-    "confident",
-    "confident_real",
-    "is",
-    "is_real",
-    "class_entropy",
-    "class_entropy_real",
-    "cfid",
-    "cfid_floor",
-    "cond_accuracy",
-    "kid",
-    "kid_floor",
-    "bpd",
-    "bpd_prior",
-    "bpd_diffusion",
-    "bpd_decoder",
-    "sample_seconds",
-    "images_per_sec",
-    "wall_seconds",
-];
+pub fn is_timing(name: &str) -> bool {
+    metric::find(name).is_some_and(|m| m.role == Role::Timing)
+}
 
 #[derive(Debug, Clone)]
 pub struct RunRecord {
@@ -134,38 +117,20 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             let mut metrics = BTreeMap::new();
             let mut per_t = Vec::new();
             let provenance = read_json(&dir.path.join("provenance.json"));
-            let mut put = |k: &str, v: Option<f64>| {
-                if let Some(v) = v {
-                    metrics.insert(k.to_string(), v);
-                }
-            };
-            if let Some(s) = &status {
-                put("final_loss", s.final_loss);
-                put("images_per_sec", s.images_per_sec);
-                put("wall_seconds", s.wall_seconds);
-            }
             // The numbers of this run's own `[eval]`, not the latest evaluation of its directory (runs
             // that share a training are evaluated under several specs).
             let evaluation = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
             let mut model_evaluations = None;
             let mut samples = dir.path.join("samples.png");
+            let empty = BTreeMap::new();
+            metrics.extend(metric::of_run(status.as_ref(), Some(evaluation.as_ref().map_or(&empty, |r| &r.metrics))));
             if let Some(r) = evaluation {
-                put("fid", r.fid);
-                put("kid", r.kid);
-                put("bpd", r.bpd.as_ref().map(|b| b.total));
-                put("sample_seconds", r.sample_seconds);
-                for (k, v) in r.flat_scores() {
-                    put(&k, Some(v));
-                }
                 model_evaluations = r.model_evaluations;
                 let own = dir.path.join("eval").join(&r.spec_hash).join("samples.png");
                 if eval_varies && own.exists() {
                     samples = own;
                 }
                 if let Some(b) = r.bpd {
-                    metrics.insert("bpd_prior".into(), b.prior);
-                    metrics.insert("bpd_diffusion".into(), b.diffusion);
-                    metrics.insert("bpd_decoder".into(), b.decoder);
                     per_t = b.per_t;
                 }
             }
@@ -208,7 +173,7 @@ pub fn summaries(records: &[RunRecord]) -> (Vec<(String, String, Summary)>, Vec<
         records.iter().filter(|r| r.state != "done").map(|r| format!("{} ({})", r.label, r.state)).collect();
     let mut out = Vec::new();
     for variant in variants(records) {
-        for metric in METRICS {
+        for metric in metric_names() {
             let values: Vec<f64> = records
                 .iter()
                 .filter(|r| r.variant == variant && r.state == "done")
@@ -229,7 +194,7 @@ pub fn paired(records: &[RunRecord], baseline: &str) -> Vec<(String, String, Sum
         |variant: &str, seed: u64| records.iter().find(|r| r.variant == variant && r.seed == seed && r.state == "done");
     let mut out = Vec::new();
     for variant in variants(records).into_iter().filter(|v| v != baseline) {
-        for metric in METRICS {
+        for metric in metric_names() {
             let diffs: Vec<f64> = records
                 .iter()
                 .filter(|r| r.variant == variant && r.state == "done")

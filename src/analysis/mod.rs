@@ -5,10 +5,11 @@ pub mod plots;
 pub mod stats;
 pub mod tables;
 
+use crate::eval::metric::{self, Role};
 use crate::experiment::Experiment;
 use crate::runner::board::flat;
 use anyhow::{Context, Result};
-use collect::{collect, paired, summaries, variants, RunRecord, METRICS, TIMINGS};
+use collect::{collect, metric_names, paired, summaries, variants, RunRecord};
 use stats::Summary;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,16 +20,6 @@ pub struct Analysis {
     pub left_out: Vec<String>,
     /// One sentence per metric.
     pub verdicts: Vec<String>,
-}
-
-/// Whether a lower value of the metric is better.
-pub fn lower_is_better(metric: &str) -> bool {
-    !matches!(metric, "images_per_sec" | "is" | "confident" | "class_entropy" | "cond_accuracy")
-}
-
-/// The metrics of real images (floors and ceilings): shown beside the models' values, not ranked.
-pub fn is_reference_value(metric: &str) -> bool {
-    metric.ends_with("_floor") || metric.ends_with("_real") || metric == "classifier_accuracy"
 }
 
 pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result<Analysis> {
@@ -129,10 +120,12 @@ fn verdicts(
     baseline: &str,
 ) -> Vec<String> {
     let mut out = Vec::new();
-    for metric in METRICS.iter().filter(|m| !TIMINGS.contains(m) && !is_reference_value(m)) {
+    // The model's numbers are ranked; the floors and ceilings of real images and the timings are not.
+    for m in metric::all().into_iter().filter(|m| m.role == Role::Model) {
+        let metric = m.name;
         let mut ranked: Vec<(&String, f64)> =
             order.iter().filter_map(|v| find(summary, v, metric).map(|s| (v, s.mean))).collect();
-        ranked.sort_by(|a, b| if lower_is_better(metric) { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) });
+        ranked.sort_by(|a, b| if m.lower_is_better() { a.1.total_cmp(&b.1) } else { b.1.total_cmp(&a.1) });
         let Some(&(best, mean)) = ranked.first() else { continue };
         if ranked.len() > 1 && ranked.iter().all(|r| r.1 == mean) {
             // The same in every variant: variants that share their training (they differ only in
@@ -221,14 +214,15 @@ impl Report<'_> {
             let _ = writeln!(r, "\nLeft out of the statistics (not done): {}.", left_out.join(", "));
         }
         r.push_str("\n## Runs\n\n| run | hash | state | ");
-        r.push_str(&METRICS.join(" | "));
+        let names = metric_names();
+        r.push_str(&names.join(" | "));
         r.push_str(" |\n|---|---|---|");
-        r.push_str(&"---|".repeat(METRICS.len()));
+        r.push_str(&"---|".repeat(names.len()));
         r.push('\n');
         for rec in records {
             let _ = write!(r, "| {} | `{}` | {} |", rec.label, rec.hash, rec.state);
-            for m in METRICS {
-                let _ = write!(r, " {} |", rec.metrics.get(m).map_or("-".into(), |v| format!("{v:.5}")));
+            for m in &names {
+                let _ = write!(r, " {} |", rec.metrics.get(*m).map_or("-".into(), |v| format!("{v:.5}")));
             }
             r.push('\n');
         }

@@ -55,13 +55,9 @@ pub fn metric_intervals(
     summary: &[(String, String, Summary)],
     order: &[String],
 ) -> Result<Option<Figure>> {
-    let shown = [
-        ("fid", "FID (lower is better)"),
-        ("confident", "share confident (higher is better)"),
-        ("kid", "KID (lower is better)"),
-        ("bpd", "bits/dim (lower is better)"),
-        ("final_loss", "final training loss"),
-    ];
+    // Every registered metric with a panel, in registry order.
+    let all = crate::eval::metric::all();
+    let shown: Vec<(&str, &str)> = all.iter().filter_map(|m| Some((m.name, m.panel?))).collect();
     let mut panels = Vec::new();
     for (metric, title) in shown {
         let intervals: Vec<Interval> = order
@@ -73,12 +69,14 @@ pub fn metric_intervals(
             })
             .collect();
         if !intervals.is_empty() {
-            // The spec's floor (held-out real images under the same spec), when every run shares it.
-            let floors: Vec<f64> =
-                records.iter().filter_map(|r| r.metrics.get(&format!("{metric}_floor")).copied()).collect();
+            // What held-out real images score under the same spec (its floor or ceiling), when every
+            // run shares it.
+            let reference = all.iter().find(|r| r.reference_of == Some(metric));
+            let floors: Vec<f64> = records.iter().filter_map(|r| r.metrics.get(reference?.name).copied()).collect();
             let floor = floors.first().copied().filter(|f| floors.iter().all(|g| g == f));
+            let word = if crate::eval::metric::lower_is_better(metric) { "floor" } else { "real images" };
             let title = match floor {
-                Some(f) => format!("{title}; dashed: floor {f:.2}"),
+                Some(f) => format!("{title}; dashed: {word} {f:.2}"),
                 None => title.to_string(),
             };
             panels.push(Panel { title, y_label: metric.to_string(), intervals, floor });

@@ -2,7 +2,7 @@
 //! `summary` (per variant and metric), `paired` (seed-paired differences against the baseline) and
 //! `curves` (the training loss against step, long format). Rows come in a stable order and hold no
 //! timestamps, so the files are the same for the same runs.
-use super::collect::{RunRecord, METRICS};
+use super::collect::{metric_names, RunRecord};
 use super::stats::Summary;
 use crate::eval::bpd::PerT;
 use crate::track::atomic_replace;
@@ -68,7 +68,7 @@ pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<S
     for key in &keys {
         columns.push(key_column(key, configs.iter().map(|c| c.get(key).cloned()).collect()));
     }
-    for m in METRICS {
+    for m in metric_names() {
         columns.push(float_column(m, records.iter().map(|r| r.metrics.get(m).copied()).collect()));
     }
     columns.push(Column::new("steps".into(), records.iter().map(|r| r.steps).collect::<Vec<_>>()));

@@ -7,11 +7,13 @@ pub mod guidance;
 pub mod likelihood;
 pub mod loss;
 pub mod posterior;
+pub mod process;
 pub mod sampler;
 pub mod schedule;
 pub mod target;
 pub mod timesteps;
 
+pub use process::Diffusion;
 pub use schedule::NoiseSchedule;
 
 use tch::Tensor;

@@ -5,6 +5,7 @@ pub mod classifier;
 pub mod fid;
 pub mod images;
 pub mod inception;
+pub mod metric;
 pub mod reference;
 pub mod run_eval;
 pub mod schedules;

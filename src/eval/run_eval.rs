@@ -1,24 +1,25 @@
-//! Evaluating a trained run under an evaluation spec (`[eval]` of the run config): FID and KID of
-//! generated samples against a reference split, and the bits/dim bound. Each spec has its own hash;
+//! Evaluating a trained run under an evaluation spec (`[eval]` of the run config): every registered
+//! sample metric (`metric::SAMPLE_METRICS`: FID, KID, precision/recall, the classifier's scores) of
+//! generated samples against a reference split, beside the floors of held-out real images, and the
+//! bits/dim bound. Each spec has its own hash;
 //! its result lives in `<run>/eval/<spec-hash>/` (`metrics.json`, `samples.png`), so evaluating again
 //! with the same spec is instant and another spec adds a result.
 use super::bpd::{self, BpdOptions, BpdReport};
-use super::classifier::{self, Classifier};
-use super::fid::{frechet_distance, kid, Frechet, Kid};
+use super::fid::{frechet_distance, kid};
 use super::images::ImageSet;
 use super::inception::{self, Inception};
+use super::metric;
 use super::reference::{dataset_stats, Collector, SetStats};
 use crate::config::{EvalClasses, EvalConfig, RunConfig, SamplerConfig, SplitName};
 use crate::data::Split;
-use crate::diffusion::sampler::{self, SampleOptions};
-use crate::diffusion::NoiseSchedule;
+use crate::diffusion::{sampler, Diffusion};
 use crate::grid::make_grid;
 use crate::models::{self, Denoiser};
 use crate::progress::Reporter;
 use crate::rng::reseed;
 use crate::track::run_dir::RunDir;
 use crate::track::{atomic_write, sha256_hex, tensorboard::EventWriter};
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -80,6 +81,7 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     )
 }
 
+/// The bound's details: its terms are also in the result's metrics (`metric::bound`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BpdSummary {
     pub total: f64,
@@ -119,75 +121,121 @@ pub struct EvalResult {
     /// The training step of the evaluated weights, and their sha256.
     pub step: usize,
     pub weights_sha256: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fid: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fid_detail: Option<serde_json::Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kid: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub kid_std: Option<f64>,
+    /// Every computed metric by its registered name (`metric::all`): the samples' (`fid`, `kid`,
+    /// `precision`, the classifier's scores, …), the floors and ceilings of as many held-out real images
+    /// (`fid_floor`, `confident_real`, …), the bound's terms (`bpd`, …) and `sample_seconds`.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    /// What a metric keeps besides its values, by its key (`fid`: the distance's three terms).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub details: BTreeMap<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bpd: Option<BpdSummary>,
-    /// The evaluation classifier's scores of the samples (`is`, `confident`, `class_entropy`, `cfid`,
-    /// and `cond_accuracy` for class-conditional runs); empty for datasets without a classifier.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub scores: BTreeMap<String, f64>,
-    /// The same metrics of as many held-out real images (the test split's first) against the same
-    /// reference: `fid`, `kid`, `cfid` (floors: FID and KID of n images are biased up by n) and the
-    /// classifier's `is`, `confident`, `class_entropy` of real images (ceilings).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub floors: BTreeMap<String, f64>,
     /// What the floors compare: `256 of mnist:test[0:256] vs mnist:train[0:1000] at 32x32`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub floor_spec: Option<String>,
-    /// Wall seconds the sampler took for the FID images (without the Inception network), and the
-    /// network evaluations per image it made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sample_seconds: Option<f64>,
+    /// Network evaluations per image the sampler made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_evaluations: Option<usize>,
     pub seconds: f64,
+    /// Results written before the metric registry kept FID, KID and the classifier's numbers in
+    /// fields of their own; `upgrade` moves them into `metrics`.
+    #[serde(default, rename = "fid", skip_serializing)]
+    legacy_fid: Option<f64>,
+    #[serde(default, rename = "kid", skip_serializing)]
+    legacy_kid: Option<f64>,
+    #[serde(default, rename = "scores", skip_serializing)]
+    legacy_scores: BTreeMap<String, f64>,
+    #[serde(default, rename = "floors", skip_serializing)]
+    legacy_floors: BTreeMap<String, f64>,
+    #[serde(default, rename = "sample_seconds", skip_serializing)]
+    legacy_sample_seconds: Option<f64>,
 }
 
 impl EvalResult {
-    /// The classifier's scores under their names, the floors as `fid_floor`, `kid_floor`,
-    /// `cfid_floor` and the real images' classifier scores as `is_real`, `confident_real`,
-    /// `class_entropy_real`: the flat metrics of status.json, the analysis and `reproduce`.
-    pub fn flat_scores(&self) -> BTreeMap<String, f64> {
-        let mut out = self.scores.clone();
-        for (k, v) in &self.floors {
+    pub fn new(spec_hash: String, spec: String, eval: EvalConfig, step: usize, weights_sha256: String) -> Self {
+        Self {
+            spec_hash,
+            spec,
+            eval,
+            step,
+            weights_sha256,
+            metrics: BTreeMap::new(),
+            details: BTreeMap::new(),
+            bpd: None,
+            floor_spec: None,
+            model_evaluations: None,
+            seconds: 0.0,
+            legacy_fid: None,
+            legacy_kid: None,
+            legacy_scores: BTreeMap::new(),
+            legacy_floors: BTreeMap::new(),
+            legacy_sample_seconds: None,
+        }
+    }
+
+    /// The result with the fields of the format before the registry moved into `metrics`.
+    fn upgrade(mut self) -> Self {
+        let m = &mut self.metrics;
+        for (k, v) in [("fid", self.legacy_fid.take()), ("kid", self.legacy_kid.take())] {
+            if let Some(v) = v {
+                m.entry(k.into()).or_insert(v);
+            }
+        }
+        if let Some(v) = self.legacy_sample_seconds.take() {
+            m.entry("sample_seconds".into()).or_insert(v);
+        }
+        for (k, v) in std::mem::take(&mut self.legacy_scores) {
+            m.entry(k).or_insert(v);
+        }
+        for (k, v) in std::mem::take(&mut self.legacy_floors) {
             let name = match k.as_str() {
                 "fid" | "kid" | "cfid" => format!("{k}_floor"),
-                "classifier_accuracy" => k.clone(),
+                "classifier_accuracy" => k,
                 _ => format!("{k}_real"),
             };
-            out.insert(name, *v);
+            m.entry(name).or_insert(v);
         }
-        out
+        if let Some(b) = &self.bpd {
+            for (k, v) in metric::bound::values_of(b.total, b.prior, b.diffusion, b.decoder) {
+                m.entry(k).or_insert(v);
+            }
+        }
+        self
     }
 }
 
-/// FID and KID of `n` images sampled from `model` with the spec's sampler, against `reference`.
-/// Noise comes from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran
-/// before.
-/// Returns every sample (`[n, C, H, W]` on the CPU, the first 64 make the grid), the classes they were
-/// asked for (class-balanced conditional runs), and the seconds spent in the sampler.
-#[allow(clippy::too_many_arguments)]
-pub fn sample_fid(
+/// Samples of a run's model under its evaluation spec, and their Inception statistics.
+pub struct Sampled {
+    pub generated: SetStats,
+    /// Every sample, in [-1, 1] (clipped by the sampler or not), on the CPU.
+    pub images: Tensor,
+    /// The class each sample was asked for (class-balanced conditional sampling), else None.
+    pub labels: Option<Tensor>,
+    /// Wall seconds in the sampler (without the Inception network).
+    pub sample_seconds: f64,
+}
+
+impl Sampled {
+    /// The first (up to) 64 samples, for a grid.
+    pub fn first(&self) -> Tensor {
+        self.images.narrow(0, 0, self.images.size()[0].min(64))
+    }
+}
+
+/// `n` images sampled from `model` with the spec's sampler and their Inception features. Noise comes
+/// from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran before.
+pub fn sample_features(
     model: &dyn Denoiser,
     config: &RunConfig,
     n: i64,
     stream: u64,
     net: &Inception,
-    reference: &SetStats,
     device: Device,
     progress: &mut dyn Reporter,
 ) -> Result<Sampled> {
-    let (e, d) = (&config.eval, &config.diffusion);
-    let schedule = NoiseSchedule::new(&d.schedule, d.timesteps, device);
-    let opts =
-        SampleOptions { target: d.target, variance: d.variance, clip_x0: config.sample.clip_x0, trajectory: &[] };
+    let e = &config.eval;
+    let diffusion = Diffusion::new(config, device);
     let shape = |b: i64| [b, config.data.channels(), config.data.image_size, config.data.image_size];
     let mut collector = Collector::default();
     let (mut all, mut asked) = (Vec::new(), Vec::new());
@@ -205,43 +253,21 @@ pub fn sample_fid(
         if let Some(l) = &labels {
             asked.push(l.to_device(Device::Cpu));
         }
-        let mut eps_model = models::sampling_fn(model, labels, e.guidance_scale);
         reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
         crate::device::synchronize(device);
         let started = Instant::now();
-        let out = sampler::sample(&e.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |_| {});
+        let mut network = models::sampling_fn(model, labels, e.guidance_scale);
+        let out = diffusion.sample(&e.sampler, x_t, &[], &mut network, &mut |_| {});
         crate::device::synchronize(device);
         sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);
         all.push(out.x0.to_device(Device::Cpu));
         progress.advance(((b + 1) * e.batch_size).min(n) as u64);
     }
-    let generated = collector.finish()?;
-    let fid = frechet_distance(&generated.gaussian, &reference.gaussian);
-    reseed(config.seed, "eval-kid", stream);
-    let kid = kid(&generated.features, &reference.features, e.kid_subsets, e.kid_subset_size);
     let images = Tensor::cat(&all, 0);
     let labels = (!asked.is_empty()).then(|| Tensor::cat(&asked, 0));
-    Ok(Sampled { fid, kid, images, labels, sample_seconds })
-}
-
-/// What `sample_fid` returns.
-pub struct Sampled {
-    pub fid: Frechet,
-    pub kid: Kid,
-    /// Every sample, in [-1, 1] (clipped by the sampler or not), on the CPU.
-    pub images: Tensor,
-    /// The class each sample was asked for (class-balanced conditional sampling), else None.
-    pub labels: Option<Tensor>,
-    pub sample_seconds: f64,
-}
-
-impl Sampled {
-    /// The first (up to) 64 samples, for a grid.
-    pub fn first(&self) -> Tensor {
-        self.images.narrow(0, 0, self.images.size()[0].min(64))
-    }
+    Ok(Sampled { generated: collector.finish()?, images, labels, sample_seconds })
 }
 
 /// The held-out real images a spec's floors are computed from: the test split's first n, resized as
@@ -257,20 +283,10 @@ pub fn floor_set(config: &RunConfig, n: i64, data_dir: &Path) -> Result<ImageSet
     })
 }
 
-/// An image set's images in [-1, 1] as one CPU tensor.
-fn images_of(set: &ImageSet, data_dir: &Path) -> Result<Tensor> {
-    let mut all = Vec::new();
-    set.for_each_batch(data_dir, 500, &mut |pixels| {
-        all.push(pixels / 127.5 - 1.0);
-        Ok(())
-    })?;
-    Ok(Tensor::cat(&all, 0))
-}
-
-/// The classifier scores of `sampled` and every floor of the spec (FID and KID of the held-out real
-/// images from the Inception cache, the classifier's scores of them), into `result`.
+/// Every registered sample metric of `sampled` (`metric::SAMPLE_METRICS`), with the floors of as many
+/// held-out real images, into `result`; returns the values computed.
 #[allow(clippy::too_many_arguments)]
-fn quality_and_floors(
+fn sample_metrics(
     config: &RunConfig,
     sampled: &Sampled,
     net: &Inception,
@@ -279,28 +295,40 @@ fn quality_and_floors(
     device: Device,
     result: &mut EvalResult,
     progress: &mut dyn Reporter,
-) -> Result<()> {
-    let e = &config.eval;
+) -> Result<Vec<(String, f64)>> {
     let n = sampled.images.size()[0];
     let real_set = floor_set(config, n, data_dir)?;
+    let reference_set = reference_set(config);
     let (real, _) = dataset_stats(&real_set, net, data_dir, &mut |line| progress.note(line))?;
-    let floor = frechet_distance(&real.gaussian, &reference.gaussian);
-    reseed(config.seed, "eval-kid-floor", 0);
-    let kid_floor = kid(&real.features, &reference.features, e.kid_subsets, e.kid_subset_size);
-    result.floors.insert("fid".into(), floor.fid);
-    result.floors.insert("kid".into(), kid_floor.mean);
-    result.floor_spec = Some(format!("{} vs {}", real_set.describe(), reference_set(config).describe()));
-    if classifier::supported(&config.data) {
-        let c = Classifier::load_or_train(&config.data, data_dir, device, &mut |line| progress.note(line))?;
-        let reference_images = images_of(&reference_set(config), data_dir)?;
-        result.scores = c.scores(&sampled.images.clamp(-1.0, 1.0), &reference_images, sampled.labels.as_ref());
-        let real_images = images_of(&real_set, data_dir)?;
-        for (k, v) in c.scores(&real_images, &reference_images, None) {
-            result.floors.insert(k, v);
+    result.floor_spec = Some(format!("{} vs {}", real_set.describe(), reference_set.describe()));
+    let inputs = metric::Inputs {
+        config,
+        images: &sampled.images,
+        labels: sampled.labels.as_ref(),
+        generated: &sampled.generated,
+        reference,
+        real: &real,
+        reference_set: &reference_set,
+        real_set: &real_set,
+        data_dir,
+        device,
+        stream: 0,
+    };
+    let mut values = Vec::new();
+    for m in metric::SAMPLE_METRICS {
+        let computed = m.compute(&inputs, progress)?;
+        for (name, _) in &computed.values {
+            if !m.metrics().iter().any(|d| d.name == name) {
+                bail!("metric `{}` computed `{name}`, which it does not register", m.key());
+            }
         }
-        result.floors.insert("classifier_accuracy".into(), c.info.test_accuracy);
+        if let Some(d) = computed.detail {
+            result.details.insert(m.key().to_string(), d);
+        }
+        values.extend(computed.values);
     }
-    Ok(())
+    values.push(("sample_seconds".into(), sampled.sample_seconds));
+    Ok(values)
 }
 
 /// The reference statistics of a run's spec, with a line saying whether they came from the cache.
@@ -322,12 +350,23 @@ pub fn result_path(run_dir: &Path, cfg: &EvalConfig) -> PathBuf {
 /// The stored result of this spec, if any (it may hold only some of the metrics).
 fn stored_any(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
     let text = std::fs::read_to_string(result_path(run_dir, cfg)).ok()?;
-    serde_json::from_str(&text).ok()
+    serde_json::from_str::<EvalResult>(&text).ok().map(EvalResult::upgrade)
 }
 
 /// The stored result of this spec when it holds every metric `cfg` asks for.
 pub fn stored(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
-    stored_any(run_dir, cfg).filter(|r| (!cfg.fid || r.fid.is_some()) && (!cfg.bpd || r.bpd.is_some()))
+    stored_any(run_dir, cfg)
+        .filter(|r| (!cfg.fid || r.metrics.contains_key("fid")) && (!cfg.bpd || r.metrics.contains_key("bpd")))
+}
+
+/// Writes each value that has a TensorBoard tag as `<prefix>/<tag>` at `step`.
+pub fn log_values(events: &mut EventWriter, prefix: &str, values: &[(String, f64)], step: i64) -> Result<()> {
+    for (name, v) in values {
+        if let Some(tag) = metric::find(name).and_then(|m| m.tag) {
+            events.add_scalar(&format!("{prefix}/{tag}"), *v, step)?;
+        }
+    }
+    Ok(())
 }
 
 /// Evaluates a run under `eval` (which replaces the run's own `[eval]`): returns the stored result
@@ -356,23 +395,8 @@ pub fn evaluate_run(
     let out_dir = run_dir.join("eval").join(&hash);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let previous = stored_any(run_dir, eval).filter(|r| r.weights_sha256 == loaded.sha256);
-    let mut result = previous.unwrap_or(EvalResult {
-        spec_hash: hash,
-        spec: describe(config, eval.num_samples),
-        eval: eval.clone(),
-        step: loaded.step,
-        weights_sha256: loaded.sha256.clone(),
-        fid: None,
-        fid_detail: None,
-        kid: None,
-        kid_std: None,
-        bpd: None,
-        scores: BTreeMap::new(),
-        floors: BTreeMap::new(),
-        floor_spec: None,
-        sample_seconds: None,
-        model_evaluations: None,
-        seconds: 0.0,
+    let mut result = previous.unwrap_or_else(|| {
+        EvalResult::new(hash, describe(config, eval.num_samples), eval.clone(), loaded.step, loaded.sha256.clone())
     });
     let mut events = EventWriter::create(run_dir)?;
     let step = loaded.step as i64;
@@ -384,34 +408,23 @@ pub fn evaluate_run(
     } else {
         format!("eval@{}", result.spec_hash)
     };
-    if eval.fid && result.fid.is_none() {
+    if eval.fid && !result.metrics.contains_key("fid") {
         let net = Inception::load(data_dir, device)?;
         let reference = reference_stats(config, &net, data_dir, progress)?;
-        let sampled =
-            sample_fid(loaded.model.as_ref(), config, eval.num_samples, 0, &net, &reference, device, progress)?;
-        let (fid, kid, first) = (sampled.fid.clone(), sampled.kid.clone(), sampled.first());
-        quality_and_floors(config, &sampled, &net, &reference, data_dir, device, &mut result, progress)?;
-        result.sample_seconds = Some(sampled.sample_seconds);
+        let sampled = sample_features(loaded.model.as_ref(), config, eval.num_samples, 0, &net, device, progress)?;
+        let values = sample_metrics(config, &sampled, &net, &reference, data_dir, device, &mut result, progress)?;
         result.model_evaluations = Some(sampler::num_steps(&eval.sampler, config.diffusion.timesteps));
+        let first = sampled.first();
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
         atomic_write(&out_dir.join("samples.png"), &png)?;
         events.add_png(&format!("{prefix}/samples"), &png, grid.height, grid.width, grid.channels, step)?;
-        events.add_scalar(&format!("{prefix}/fid"), fid.fid, step)?;
-        events.add_scalar(&format!("{prefix}/kid"), kid.mean, step)?;
-        result.fid = Some(fid.fid);
-        result.fid_detail = Some(serde_json::to_value(&fid)?);
-        result.kid = Some(kid.mean);
-        result.kid_std = Some(kid.std);
-        for (k, v) in &result.scores {
-            events.add_scalar(&format!("{prefix}/{k}"), *v, step)?;
-        }
-        for (k, v) in &result.floors {
-            events.add_scalar(&format!("{prefix}/floor_{k}"), *v, step)?;
-        }
-        progress.note(&format!("{}  [{}]", quality_line(&result), result.spec));
+        log_values(&mut events, &prefix, &values, step)?;
+        result.metrics.extend(values);
+        let floors = result.floor_spec.as_deref().unwrap_or("?");
+        progress.note(&format!("{}  [{}; floors: {floors}]", metric::quality_line(&result.metrics), result.spec));
     }
-    if eval.bpd && result.bpd.is_none() {
+    if eval.bpd && !result.metrics.contains_key("bpd") {
         let opts = BpdOptions {
             images: eval.bpd_images,
             batch: 64,
@@ -420,8 +433,10 @@ pub fn evaluate_run(
             data_dir: data_dir.to_path_buf(),
         };
         let report = bpd::bound(run_dir, config, loaded.model.as_ref(), &opts, progress)?;
-        bpd::log_scalars(&mut events, &prefix, &report, step)?;
+        let values = metric::bound::values(&report);
+        log_values(&mut events, &prefix, &values, step)?;
         progress.note(&format!("bits/dim {:.4} on {} test images", report.total, report.images));
+        result.metrics.extend(values);
         result.bpd = Some(BpdSummary::from(&report));
     }
     events.flush()?;
@@ -430,55 +445,26 @@ pub fn evaluate_run(
     Ok((result, false))
 }
 
-/// `FID 61.2 (floor 26.5 for 256 of mnist:test[0:256] vs mnist:train[0:1000] at 32x32), KID …,
-/// classifier IS 8.1 (real 9.8), confident 85 % (real 97 %), class entropy 2.27 (real 2.30, log K
-/// 2.30), classifier FID 12.3 (floor 1.1)`: every value beside what real images score.
-pub fn quality_line(r: &EvalResult) -> String {
-    let mut parts = Vec::new();
-    let floor = |k: &str| r.floors.get(k).copied();
-    if let Some(fid) = r.fid {
-        let spec = r.floor_spec.as_deref().unwrap_or("?");
-        parts.push(match floor("fid") {
-            Some(f) => format!("FID {fid:.3} (floor {f:.3} for {spec})"),
-            None => format!("FID {fid:.3}"),
-        });
-    }
-    if let Some(kid) = r.kid {
-        parts.push(match floor("kid") {
-            Some(f) => format!("KID {kid:.5} (floor {f:.5})"),
-            None => format!("KID {kid:.5}"),
-        });
-    }
-    let s = |k: &str| r.scores.get(k).copied();
-    if let (Some(is), Some(c), Some(h), Some(cfid)) = (s("is"), s("confident"), s("class_entropy"), s("cfid")) {
-        let real = |k: &str| floor(k).map_or(String::new(), |v| format!(" (real {v:.3})"));
-        let real_pct = |k: &str| floor(k).map_or(String::new(), |v| format!(" (real {:.1} %)", 100.0 * v));
-        parts.push(format!(
-            "classifier IS {is:.3}{}, confident {:.1} %{}, class entropy {h:.3}{}, classifier FID {cfid:.3}{}",
-            real("is"),
-            100.0 * c,
-            real_pct("confident"),
-            real("class_entropy"),
-            floor("cfid").map_or(String::new(), |v| format!(" (floor {v:.3})"))
-        ));
-    }
-    if let Some(a) = s("cond_accuracy") {
-        parts.push(format!("conditional accuracy {:.1} %", 100.0 * a));
-    }
-    parts.join(", ")
+/// FID/KID every `eval.every` training steps on `eval.every_num_samples` images with the same noise
+/// each time (stream 1), logged as `eval_during/*` at the step and in `eval_history.jsonl`: the hook
+/// the runner gives training.
+pub struct DuringTraining {
+    config: RunConfig,
+    run_dir: PathBuf,
+    device: Device,
+    data_dir: PathBuf,
+    /// Loaded when training starts (`start`).
+    state: Option<DuringState>,
+    best: Option<(usize, f64)>,
 }
 
-/// FID/KID every `eval.every` training steps on `eval.every_num_samples` images with the same noise
-/// each time (stream 1), logged as `eval_during/*` at the step and in `eval_history.jsonl`.
-pub struct DuringTraining {
+struct DuringState {
     net: Inception,
     reference: SetStats,
-    /// Where the caller copies the weights to evaluate (EMA or raw, as `eval.use_ema` says).
-    pub vs: nn::VarStore,
+    /// Where training copies the weights to evaluate (EMA or raw, as `eval.use_ema` says).
+    vs: nn::VarStore,
     model: Box<dyn Denoiser>,
     history: crate::track::metrics::MetricsWriter,
-    run_dir: PathBuf,
-    pub best: Option<(usize, f64)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -490,63 +476,89 @@ struct DuringRecord {
 }
 
 impl DuringTraining {
+    /// The hook of a run whose `[eval]` asks for it (`fid`, `every` within the run), else None.
+    pub fn for_run(config: &RunConfig, run_dir: &Path, device: Device, data_dir: &Path) -> Option<Self> {
+        let e = &config.eval;
+        (e.fid && e.every > 0 && e.every < config.train.steps).then(|| Self {
+            config: config.clone(),
+            run_dir: run_dir.to_path_buf(),
+            device,
+            data_dir: data_dir.to_path_buf(),
+            state: None,
+            best: None,
+        })
+    }
+
+    fn state(&mut self) -> Result<&mut DuringState> {
+        self.state.as_mut().context("DuringTraining::start was not called")
+    }
+}
+
+impl crate::train::DuringHook for DuringTraining {
+    fn every(&self) -> usize {
+        self.config.eval.every
+    }
+
+    fn use_ema(&self) -> bool {
+        self.config.eval.use_ema
+    }
+
     /// Loads the network and the reference statistics; resumes the history at `start`.
-    pub fn new(
-        config: &RunConfig,
-        run_dir: &Path,
-        start: usize,
-        device: Device,
-        data_dir: &Path,
-        progress: &mut dyn Reporter,
-    ) -> Result<Self> {
+    fn start(&mut self, start: usize, progress: &mut dyn Reporter) -> Result<()> {
         use crate::track::metrics::MetricsWriter;
-        let net = Inception::load(data_dir, device)?;
-        let reference = reference_stats(config, &net, data_dir, progress)?;
-        let vs = nn::VarStore::new(device);
-        let model = models::build_for(config, &vs.root())?;
-        let path = run_dir.join("eval_history.jsonl");
+        let net = Inception::load(&self.data_dir, self.device)?;
+        let reference = reference_stats(&self.config, &net, &self.data_dir, progress)?;
+        let vs = nn::VarStore::new(self.device);
+        let model = models::build_for(&self.config, &vs.root())?;
+        let path = self.run_dir.join("eval_history.jsonl");
         let history = if start > 0 { MetricsWriter::resume(&path, start)? } else { MetricsWriter::create(&path)? };
-        let best = std::fs::read_to_string(&path)
+        self.best = std::fs::read_to_string(&path)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str::<DuringRecord>(l).ok())
             .map(|r| (r.step, r.fid))
             .min_by(|a, b| a.1.total_cmp(&b.1));
-        Ok(Self { net, reference, vs, model, history, run_dir: run_dir.to_path_buf(), best })
+        self.state = Some(DuringState { net, reference, vs, model, history });
+        Ok(())
     }
 
-    /// Evaluates the weights in `self.vs` at training step `step`.
-    pub fn evaluate(
-        &mut self,
-        config: &RunConfig,
-        step: usize,
-        events: &mut EventWriter,
-        progress: &mut dyn Reporter,
-    ) -> Result<()> {
-        let device = self.vs.device();
+    fn weights(&mut self) -> Result<&mut nn::VarStore> {
+        Ok(&mut self.state()?.vs)
+    }
+
+    /// Evaluates the weights copied into `weights()` at training step `step`.
+    fn evaluate(&mut self, step: usize, events: &mut EventWriter, progress: &mut dyn Reporter) -> Result<()> {
+        let (config, device, dir) = (self.config.clone(), self.device, self.run_dir.join("eval_during"));
+        let s = self.state()?;
         let n = config.eval.every_num_samples;
-        let sampled = sample_fid(self.model.as_ref(), config, n, 1, &self.net, &self.reference, device, progress)?;
-        let (fid, kid, first) = (sampled.fid.clone(), sampled.kid.clone(), sampled.first());
+        let sampled = sample_features(s.model.as_ref(), &config, n, 1, &s.net, device, progress)?;
+        let fid = frechet_distance(&sampled.generated.gaussian, &s.reference.gaussian);
+        reseed(config.seed, "eval-kid", 1);
+        let e = &config.eval;
+        let kid = kid(&sampled.generated.features, &s.reference.features, e.kid_subsets, e.kid_subset_size);
+        let first = sampled.first();
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
-        let dir = self.run_dir.join("eval_during");
         std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
         atomic_write(&dir.join(format!("samples-{step:08}.png")), &png)?;
         events.add_png("eval_during/samples", &png, grid.height, grid.width, grid.channels, step as i64)?;
         events.add_scalar("eval_during/fid", fid.fid, step as i64)?;
         events.add_scalar("eval_during/kid", kid.mean, step as i64)?;
         events.flush()?;
-        let spec = describe(config, n);
+        let spec = describe(&config, n);
         progress.note(&format!("step {step}: FID {:.3}, KID {:.5}  [{spec}]", fid.fid, kid.mean));
-        self.history.append(&DuringRecord { step, fid: fid.fid, kid: kid.mean, spec })?;
+        s.history.append(&DuringRecord { step, fid: fid.fid, kid: kid.mean, spec })?;
         if self.best.is_none_or(|(_, b)| fid.fid < b) {
             self.best = Some((step, fid.fid));
         }
         Ok(())
     }
+
+    fn best(&self) -> Option<(usize, f64)> {
+        self.best
+    }
 }
 
-/// `[eval]` with `key=value` overrides (TOML values; keys relative to `[eval]`, an `eval.` prefix
 /// allowed), e.g. `num_samples=1000`, `sampler.steps=100`, `sampler={name="ddpm"}`.
 pub fn with_overrides(base: &EvalConfig, overrides: &[String]) -> Result<EvalConfig> {
     let mut value = toml::Value::try_from(base).context("EvalConfig serializes")?;

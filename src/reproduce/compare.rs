@@ -1,12 +1,12 @@
 //! Comparing a reproduced `runs` table with the committed one, run by run and metric by metric.
-use crate::analysis::collect::METRICS;
+use crate::analysis::collect::{is_timing, metric_names};
 use anyhow::{Context as _, Result};
 use polars::prelude::*;
 use std::fmt::Write as _;
 
 /// The metrics that must agree: everything measured on the model, not the wall clock.
 pub fn compared_metrics() -> Vec<&'static str> {
-    METRICS.iter().copied().filter(|m| !crate::analysis::collect::TIMINGS.contains(m)).collect()
+    metric_names().into_iter().filter(|m| !is_timing(m)).collect()
 }
 
 /// One comparison: a run's hash or state, or one of its metrics.

@@ -7,6 +7,7 @@
 pub mod checkout;
 pub mod compare;
 
+use crate::eval::metric;
 use crate::track::run_dir::{RunDir, State};
 use anyhow::{bail, Context, Result};
 use checkout::{file_at, repository_of, resolve_commit, Checkout};
@@ -240,12 +241,11 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
             });
         }
         let tolerance = if device == "cpu" { 0.0 } else { GPU_TOLERANCE };
-        for (what, a, b) in [
-            ("final_loss", status.final_loss, new.final_loss),
-            ("fid", status.fid, new.fid),
-            ("kid", status.kid, new.kid),
-            ("bpd", status.bpd, new.bpd),
-        ] {
+        // The training's loss and every metric of the evaluation but the timings.
+        let (committed, reproduced) = (metric::of_run(Some(&status), None), metric::of_run(Some(&new), None));
+        let compared = metric::all().into_iter().filter(|m| m.role != metric::Role::Timing);
+        for (what, a, b) in compared.map(|m| (m.name, committed.get(m.name).copied(), reproduced.get(m.name).copied()))
+        {
             let (pass, difference) = match (a, b) {
                 (None, None) => continue,
                 (Some(x), Some(y)) => (compare::agree(x, y, tolerance), Some(y - x)),

@@ -1,6 +1,7 @@
 //! The experiment as TensorBoard shows it: `results/experiments/<experiment>/` is the log dir, its
 //! label links are the runs, and the HParams data (see `track::hparams`) puts one row per run in the
 //! HParams dashboard with its hyperparameters and metrics.
+use crate::eval::metric;
 use crate::experiment::Experiment;
 use crate::track::hparams::{self, HParamInfo, HValue, SessionStatus};
 use crate::track::run_dir::{RunDir, State};
@@ -12,23 +13,13 @@ use std::path::{Path, PathBuf};
 const ALWAYS: [&str; 6] =
     ["model.name", "diffusion.schedule.name", "diffusion.timesteps", "train.loss", "diffusion.target", "seed"];
 
-/// The scalar tags shown as metric columns.
-pub const METRICS: [&str; 14] = [
-    "eval/fid",
-    "eval/floor_fid",
-    "eval/confident",
-    "eval/is",
-    "eval/class_entropy",
-    "eval/cfid",
-    "eval/kid",
-    "eval/bpd",
-    "train/loss",
-    "train/images_per_sec",
-    "eval/bpd_prior",
-    "eval/bpd_diffusion",
-    "eval/bpd_decoder",
-    "eval_during/fid",
-];
+/// The scalar tags shown as metric columns: every registered evaluation metric's `eval/<tag>` and the
+/// training's own scalars.
+pub fn metric_tags() -> Vec<String> {
+    let mut tags: Vec<String> = metric::all().into_iter().filter_map(|m| m.tag.map(|t| format!("eval/{t}"))).collect();
+    tags.extend(["train/loss", "train/images_per_sec", "eval_during/fid"].map(String::from));
+    tags
+}
 
 pub fn logdir(results_root: &Path, experiment: &str) -> PathBuf {
     results_root.join("experiments").join(experiment)
@@ -106,7 +97,15 @@ pub fn write_hparams(exp: &Experiment, results_root: &Path) -> Result<()> {
     let description = exp.description.clone().unwrap_or_default();
     hparams::write_file(
         &dir,
-        &[(hparams::EXPERIMENT_TAG, hparams::experiment(&exp.name, &description, &infos, &METRICS))],
+        &[(
+            hparams::EXPERIMENT_TAG,
+            hparams::experiment(
+                &exp.name,
+                &description,
+                &infos,
+                &metric_tags().iter().map(String::as_str).collect::<Vec<_>>(),
+            ),
+        )],
     )?;
     for (i, (spec, f)) in exp.runs.iter().zip(&flats).enumerate() {
         // One row per run directory: runs that share a training (they differ in `[eval]`) show as the

@@ -9,6 +9,7 @@ pub mod slurm;
 pub mod status;
 
 use crate::config::RunSpec;
+use crate::eval::metric;
 use crate::experiment::{load_experiment, Experiment, LoadOptions};
 use crate::progress::Progress;
 use crate::progress::{LogRecord, Reporter};
@@ -420,9 +421,10 @@ fn execute(
 fn print_summary(report: &Report) {
     println!("\nsummary of `{}`:", report.experiment.name);
     let width = report.outcomes.iter().map(|(s, _, _)| s.label.len()).max().unwrap_or(5).max(5);
+    let titles = metric::headline_titles();
     println!(
-        "  {:width$}  {:9}  {:>10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  directory",
-        "run", "status", "final loss", "time", "img/s", "FID", "KID", "bits/dim"
+        "  {:width$}  {:9}  {:>10}  {:>9}  {:>8}{titles}  directory",
+        "run", "status", "final loss", "time", "img/s"
     );
     for (spec, path, outcome) in &report.outcomes {
         let (state, status) = match outcome {
@@ -437,21 +439,17 @@ fn print_summary(report: &Report) {
             Outcome::NotStarted(_) => ("not run", None),
         };
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
-        // The numbers of this run's own `[eval]` (runs sharing a training differ there).
+        // The numbers of this run's own `[eval]` (runs sharing a training differ there), else the
+        // latest evaluation's in its status file.
         let own = crate::eval::run_eval::stored(path, &spec.config.eval);
-        let metric = |pick: fn(&crate::eval::run_eval::EvalResult) -> Option<f64>, latest: Option<f64>| match &own {
-            Some(r) => pick(r),
-            None => latest,
-        };
+        let values = metric::of_run(status, own.as_ref().map(|r| &r.metrics));
+        let cells = metric::headline_cells(&values);
         println!(
-            "  {:width$}  {state:9}  {:>10}  {:>9}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+            "  {:width$}  {state:9}  {:>10}  {:>9}  {:>8}{cells}  {}",
             spec.label,
             num(status.and_then(|s| s.final_loss), &|v| format!("{v:.5}")),
             num(status.and_then(|s| s.wall_seconds), &|v| format!("{v:.1}s")),
             num(status.and_then(|s| s.images_per_sec), &|v| format!("{v:.1}")),
-            num(metric(|r| r.fid, status.and_then(|s| s.fid)), &|v| format!("{v:.2}")),
-            num(metric(|r| r.kid, status.and_then(|s| s.kid)), &|v| format!("{v:.4}")),
-            num(metric(|r| r.bpd.as_ref().map(|b| b.total), status.and_then(|s| s.bpd)), &|v| format!("{v:.4}")),
             path.display()
         );
         match outcome {
@@ -477,13 +475,15 @@ fn print_summary(report: &Report) {
     // What the numbers mean: FIDs of different specs are not comparable.
     let mut specs: Vec<String> = Vec::new();
     for (spec, path, _) in &report.outcomes {
-        if let Some(r) = crate::eval::run_eval::stored(path, &spec.config.eval).filter(|r| r.fid.is_some()) {
+        if let Some(r) =
+            crate::eval::run_eval::stored(path, &spec.config.eval).filter(|r| r.metrics.contains_key("fid"))
+        {
             if !specs.contains(&r.spec) {
                 specs.push(r.spec);
             }
         }
     }
     for spec in specs {
-        println!("  FID/KID of {spec}");
+        println!("  metrics of samples: {spec}");
     }
 }

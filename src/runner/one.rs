@@ -44,10 +44,7 @@ impl Ended {
 pub fn record_evaluation(dir: &RunDir, result: &run_eval::EvalResult) -> Result<()> {
     let mut status = dir.status()?.context("no status.json")?;
     status.eval_spec = Some(result.spec.clone());
-    status.fid = result.fid;
-    status.kid = result.kid;
-    status.bpd = result.bpd.as_ref().map(|b| b.total);
-    status.scores = result.flat_scores();
+    status.metrics = result.metrics.clone();
     status.error = None;
     status.updated_unix = crate::track::unix_now();
     dir.write_status(&status)
@@ -153,7 +150,9 @@ fn train(
     let (resume, _) = dir.valid_checkpoint();
     dir.record_attempt(&device_name, resume, crate::device::determinism())?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
-    match train_run(spec, dir, device, data_dir, reporter) {
+    let mut during = run_eval::DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
+    let hook = during.as_mut().map(|d| d as &mut dyn crate::train::DuringHook);
+    match train_run(spec, dir, device, data_dir, reporter, hook) {
         Ok(o) => {
             let mut status = Status::new(State::Done, spec, spec.config.train.steps);
             status.final_loss = Some(o.final_loss);

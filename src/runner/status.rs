@@ -1,4 +1,5 @@
 //! Where each run of an experiment stands (`ddpm plan`, `ddpm status`).
+use crate::eval::metric;
 use crate::experiment::Experiment;
 use crate::track::run_dir::RunDir;
 use crate::track::state::{state_of, RunState};
@@ -102,8 +103,9 @@ pub struct View {
 /// the Slurm task of each run when the experiment was submitted there.
 pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>) -> String {
     let width = exp.runs.iter().map(|r| r.label.len()).max().unwrap_or(3).max(3);
+    let titles = metric::headline_titles();
     let mut out = format!(
-        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{}\n",
+        "experiment `{}`\n  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}{titles}{}\n",
         exp.name,
         "run",
         "hash",
@@ -112,8 +114,6 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
         "last loss",
         "device",
         "elapsed",
-        "FID",
-        "bits/dim",
         if slurm.is_some() { "  slurm" } else { "" }
     );
     for (i, spec) in exp.runs.iter().enumerate() {
@@ -139,11 +139,13 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
             }
             _ => "-".into(),
         };
+        let values = own.map(|r| r.metrics).unwrap_or_default();
+        let cells = metric::headline_cells(&values);
         let task =
             slurm.map_or(String::new(), |v| format!("  {}", v.tasks.get(&spec.hash).map_or("-", String::as_str)));
         writeln!(
             out,
-            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}  {:>8}  {:>8}{task}",
+            "  {:width$}  {:16}  {:32}  {:>13}  {:>10}  {:24}  {:>9}{cells}{task}",
             spec.label,
             spec.hash,
             shown_state(exp, i, results_root),
@@ -151,8 +153,6 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
             loss,
             device,
             elapsed,
-            own.as_ref().and_then(|r| r.fid).map_or("-".into(), |v| format!("{v:.2}")),
-            own.as_ref().and_then(|r| r.bpd.as_ref()).map_or("-".into(), |b| format!("{:.4}", b.total)),
         )
         .expect("String");
     }

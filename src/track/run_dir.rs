@@ -4,6 +4,7 @@ use crate::config::RunSpec;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,24 +52,42 @@ pub struct Status {
     /// sha256 of `model.safetensors`, the final weights.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
-    /// The latest evaluation: its spec (what the numbers mean) and FID, KID, bits/dim.
+    /// The latest evaluation: its spec (what the numbers mean) and its metrics by name (FID, KID,
+    /// bits/dim, the floors, …: the evaluation result's map).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_spec: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fid: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kid: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bpd: Option<f64>,
-    /// The evaluation classifier's scores and the spec's floors (`EvalResult::flat_scores`).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub scores: std::collections::BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// Status files written before the metric map kept these in fields; `RunDir::status` moves them
+    /// into `metrics`.
+    #[serde(default, rename = "fid", skip_serializing)]
+    legacy_fid: Option<f64>,
+    #[serde(default, rename = "kid", skip_serializing)]
+    legacy_kid: Option<f64>,
+    #[serde(default, rename = "bpd", skip_serializing)]
+    legacy_bpd: Option<f64>,
+    #[serde(default, rename = "scores", skip_serializing)]
+    legacy_scores: BTreeMap<String, f64>,
     /// The lowest FID of the evaluations during training (`eval.every`) and its step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_fid_during: Option<(usize, f64)>,
 }
 
 impl Status {
+    fn upgrade(mut self) -> Self {
+        for (k, v) in
+            [("fid", self.legacy_fid.take()), ("kid", self.legacy_kid.take()), ("bpd", self.legacy_bpd.take())]
+        {
+            if let Some(v) = v {
+                self.metrics.entry(k.to_string()).or_insert(v);
+            }
+        }
+        for (k, v) in std::mem::take(&mut self.legacy_scores) {
+            self.metrics.entry(k).or_insert(v);
+        }
+        self
+    }
+
     pub fn new(state: State, spec: &RunSpec, step: usize) -> Self {
         Self {
             state,
@@ -88,10 +107,11 @@ impl Status {
             resumed_from: None,
             weights_sha256: None,
             eval_spec: None,
-            fid: None,
-            kid: None,
-            bpd: None,
-            scores: Default::default(),
+            metrics: BTreeMap::new(),
+            legacy_fid: None,
+            legacy_kid: None,
+            legacy_bpd: None,
+            legacy_scores: BTreeMap::new(),
             best_fid_during: None,
         }
     }
@@ -131,7 +151,9 @@ impl RunDir {
         let path = self.status_path();
         match std::fs::read_to_string(&path) {
             Ok(text) => Ok(Some(
-                serde_json::from_str(&text).with_context(|| format!("{}: invalid status file", path.display()))?,
+                serde_json::from_str::<Status>(&text)
+                    .with_context(|| format!("{}: invalid status file", path.display()))?
+                    .upgrade(),
             )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),

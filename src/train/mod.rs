@@ -12,10 +12,9 @@ mod window;
 
 use crate::config::{LossKind, RunSpec, TimestepSampling};
 use crate::data::Dataset;
-use crate::diffusion::sampler::{self, SampleOptions};
+use crate::diffusion::sampler;
 use crate::diffusion::timesteps::TimestepSampler;
-use crate::diffusion::{forward::q_sample, NoiseSchedule};
-use crate::eval::run_eval::DuringTraining;
+use crate::diffusion::{forward::q_sample, Diffusion, NoiseSchedule};
 use crate::grid::{make_grid, trajectory_grid, Image};
 use crate::models;
 use crate::progress::phases::Phases;
@@ -31,6 +30,21 @@ use std::time::Instant;
 use tch::{nn, Device, Kind, Tensor};
 use tensorboard::EventWriter;
 use window::Window;
+
+/// What training calls every `every()` steps: the evaluation during training, which the runner passes
+/// in (training knows nothing of evaluation).
+pub trait DuringHook {
+    fn every(&self) -> usize;
+    /// Whether it evaluates the EMA weights (else the raw ones).
+    fn use_ema(&self) -> bool;
+    /// Called once before the first step, with the step this attempt starts from.
+    fn start(&mut self, start: usize, reporter: &mut dyn Reporter) -> Result<()>;
+    /// Where the weights to evaluate are copied before `evaluate`.
+    fn weights(&mut self) -> Result<&mut nn::VarStore>;
+    fn evaluate(&mut self, step: usize, events: &mut EventWriter, reporter: &mut dyn Reporter) -> Result<()>;
+    /// The lowest FID so far and its step.
+    fn best(&self) -> Option<(usize, f64)>;
+}
 
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -50,19 +64,20 @@ pub struct Outcome {
 
 /// Trains the run described by `spec` in `dir` (resuming from its newest valid checkpoint), saves
 /// the final weights as `model.safetensors` and their average as `ema.safetensors`, then draws
-/// `sample.num_samples` images with the configured sampler.
+/// `sample.num_samples` images with the configured sampler. `during` evaluates every `every()` steps.
 pub fn train_run(
     spec: &RunSpec,
     dir: &RunDir,
     device: Device,
     data_dir: &Path,
     reporter: &mut dyn Reporter,
+    mut during: Option<&mut dyn DuringHook>,
 ) -> Result<Outcome> {
     let cfg = &spec.config;
     let (tc, dc, seed) = (&cfg.train, &cfg.diffusion, cfg.seed);
     let started = Instant::now();
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
-    let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, device);
+    let diffusion = Diffusion::new(cfg, device);
     let [channels, height, width] = data.image_shape();
     reseed(seed, "init", 0);
     let vs = nn::VarStore::new(device);
@@ -115,15 +130,12 @@ pub fn train_run(
     }
     let mut events = EventWriter::create(&dir.path)?;
     if start == 0 {
-        log_run_once(dir, &data, &schedule, seed, &mut events)?;
+        log_run_once(dir, &data, &diffusion.schedule, seed, &mut events)?;
     }
 
-    let ev = &cfg.eval;
-    let mut during = if ev.fid && ev.every > 0 && ev.every < steps {
-        Some(DuringTraining::new(cfg, &dir.path, start, device, data_dir, reporter)?)
-    } else {
-        None
-    };
+    if let Some(d) = during.as_mut() {
+        d.start(start, reporter)?;
+    }
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
     let mut draws = Draws::new(seed, n, batch, device)
@@ -159,7 +171,7 @@ pub fn train_run(
         });
         mark(&mut phases, "batch");
         let inputs = step::Batch { x0: &x0, t: &t, noise: &noise, labels: labels.as_ref(), importance };
-        let step::BatchLoss { loss, per_sample } = step::batch_loss(model.as_ref(), &schedule, dc, tc, device, inputs);
+        let step::BatchLoss { loss, per_sample } = step::batch_loss(model.as_ref(), &diffusion, tc, device, inputs);
         let logging = step % tc.log_every == 0 || step == steps;
         mark(&mut phases, "forward and loss");
         opt.zero_grad();
@@ -212,13 +224,14 @@ pub fn train_run(
             }
             last = Some(record);
         }
-        if let Some(d) = during.as_mut().filter(|_| step % ev.every == 0 && step < steps) {
-            if ev.use_ema {
-                ema.copy_to(&d.vs);
+        if let Some(d) = during.as_mut().filter(|d| step % d.every() == 0 && step < steps) {
+            if d.use_ema() {
+                ema.copy_to(d.weights()?);
             } else {
-                tch::no_grad(|| d.vs.copy(&vs))?;
+                let target = d.weights()?;
+                tch::no_grad(|| target.copy(&vs))?;
             }
-            d.evaluate(cfg, step, &mut events, reporter)?;
+            d.evaluate(step, &mut events, reporter)?;
             reporter.phase("train", steps as u64);
             reporter.advance(step as u64);
         }
@@ -253,21 +266,15 @@ pub fn train_run(
 
     let sample_steps = sampler::num_steps(&cfg.sample.sampler, dc.timesteps);
     reporter.phase("sample", sample_steps as u64);
-    let opts = SampleOptions {
-        target: dc.target,
-        variance: dc.variance,
-        clip_x0: cfg.sample.clip_x0,
-        trajectory: &cfg.sample.trajectory_steps(dc.timesteps),
-    };
     reseed(seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];
     // A class-conditional run's samples: image i of class i mod K, so column j of the grid is class j.
     let labels = classes.map(|k| models::balanced_labels(0, cfg.sample.num_samples, k, device));
     let mut eps_model = models::sampling_fn(sampling_model.as_ref(), labels, cfg.sample.guidance_scale);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
-    let out = sampler::sample(&cfg.sample.sampler, &schedule, x_t, &opts, &mut eps_model, &mut |k| {
-        reporter.advance(k as u64)
-    });
+    let trajectory = cfg.sample.trajectory_steps(dc.timesteps);
+    let out =
+        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k| reporter.advance(k as u64));
     let ncol = match classes {
         Some(k) => k as usize,
         None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,
@@ -291,7 +298,7 @@ pub fn train_run(
         ema_sha256,
         parameters,
         resumed_from: (start > 0).then_some(start),
-        best_fid_during: during.and_then(|d| d.best),
+        best_fid_during: during.and_then(|d| d.best()),
     })
 }
 

@@ -1,0 +1,64 @@
+//! `ddpm bench`: training images/s, sampling evaluations/s, Inception images/s and peak memory of each
+//! recipe's model on this device.
+use anyhow::Result;
+use std::path::PathBuf;
+
+/// `ddpm bench`'s options.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Models to measure [default: simple, simple_bn, unet, ddpm_cifar]
+    #[arg(long, value_delimiter = ',')]
+    models: Vec<String>,
+    /// A run key for every model, e.g. --set train.precision=bf16 (to measure an option)
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Steps per window: one window of warm-up, one measured [default: per model and device]
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Training batch [default: each recipe's, 128]
+    #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1024))]
+    batch: Option<i64>,
+    /// Batch of the sampling and Inception measurements.
+    #[arg(long, default_value_t = 64)]
+    eval_batch: i64,
+    /// Model calls and Inception batches timed [default: 3 on CPU, 50 on CUDA]
+    #[arg(long)]
+    eval_calls: Option<usize>,
+    /// Also run bench/pytorch_reference.py (PyTorch eager) and print ddpm / PyTorch.
+    #[arg(long)]
+    compare: bool,
+    /// Time the phases of a training step; writes analysis/bench/profile-<device>.csv.
+    #[arg(long)]
+    profile: bool,
+    #[arg(long, default_value = "analysis/bench")]
+    out: PathBuf,
+    /// The Python with torch 2.11.0 for --compare.
+    #[arg(long, default_value = ".venv/bin/python")]
+    python: PathBuf,
+}
+
+impl Args {
+    pub fn exec(self) -> Result<bool> {
+        let device = ddpm::device::parse(&self.device)?;
+        let out = self.out.clone();
+        let opts = ddpm::bench::BenchOptions {
+            models: self.models,
+            sets: self.sets,
+            device,
+            steps: self.steps,
+            batch: self.batch,
+            eval_batch: self.eval_batch,
+            eval_calls: self.eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
+            compare: self.compare,
+            profile: self.profile,
+            data_dir: ddpm::data::data_dir(),
+            out_dir: self.out,
+            python: self.python,
+        };
+        print!("{}", ddpm::bench::run(&opts)?);
+        println!("written to {}", out.display());
+        Ok(true)
+    }
+}

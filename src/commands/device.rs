@@ -1,0 +1,8 @@
+//! `ddpm device`: the device `--device auto` picks and what CUDA libtorch sees.
+use anyhow::Result;
+
+pub fn exec() -> Result<bool> {
+    println!("device: {}", ddpm::device::describe(tch::Device::cuda_if_available()));
+    println!("cuda available: {}, devices: {}", tch::Cuda::is_available(), tch::Cuda::device_count());
+    Ok(true)
+}

@@ -1,0 +1,132 @@
+//! The commands of the binary, one module each (cargo's layout): its clap `Args` and its `exec`.
+//! The arguments every experiment command shares live here.
+pub mod analyze;
+pub mod bench;
+pub mod cancel;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod fid;
+pub mod logdir;
+pub mod models;
+pub mod plan;
+pub mod reproduce;
+pub mod run;
+pub mod run_one;
+pub mod sample;
+pub mod schedules;
+pub mod show;
+pub mod status;
+pub mod verify;
+
+use anyhow::Result;
+use ddpm::experiment::{load_experiment, Experiment, LoadOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ExperimentArgs {
+    /// The experiment file, e.g. experiments/cosine_vs_linear.toml
+    pub experiment: PathBuf,
+    #[command(flatten)]
+    pub layers: Layers,
+}
+
+/// How an experiment file is resolved, and where its runs live.
+#[derive(clap::Args)]
+pub struct Layers {
+    /// A profile of the experiment file (e.g. `full`), applied over its base.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// Override a run key for every run, e.g. --set train.steps=100 (TOML value syntax).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Where run directories go [default: $DDPM_RESULTS_DIR or results/]
+    #[arg(long)]
+    pub results: Option<PathBuf>,
+    /// Why `profile` is what it is (set by `run`; recorded in provenance).
+    #[arg(skip)]
+    pub profile_reason: Option<String>,
+}
+
+impl Layers {
+    /// `run` without `--profile`: on a machine where `--device auto` finds CUDA, the experiment's
+    /// `full` profile (the recipe's real length) when it has one; elsewhere the file's CPU-sized
+    /// default. Says which at the start.
+    pub fn choose_profile(&mut self, experiment: &std::path::Path, device: &str, devices: &[usize]) {
+        if self.profile.is_some() {
+            self.profile_reason = Some("--profile".into());
+            return;
+        }
+        let has_full = {
+            let opts = LoadOptions { profile: Some("full".into()), ..self.load_options() };
+            load_experiment(experiment, &opts).is_ok()
+        };
+        let cuda = (device == "auto" || !devices.is_empty()) && tch::Cuda::is_available();
+        if cuda && has_full {
+            println!(
+                "profile: `full` (the recipe's real length): --device auto found CUDA and no --profile was given; \
+                 --profile <name> overrides"
+            );
+            self.profile = Some("full".into());
+            self.profile_reason = Some("default on CUDA (--device auto found a GPU, no --profile)".into());
+        } else {
+            let why = if cuda { "no `full` profile in the file" } else { "no CUDA device" };
+            if has_full {
+                println!("profile: the file's CPU-sized default ({why}); --profile full runs the recipe's real length");
+            }
+            self.profile_reason = Some(format!("default ({why}, no --profile)"));
+        }
+    }
+}
+
+impl ExperimentArgs {
+    pub fn load_options(&self) -> LoadOptions {
+        self.layers.load_options()
+    }
+
+    pub fn results_root(&self) -> PathBuf {
+        self.layers.results_root()
+    }
+}
+
+impl Layers {
+    /// `analysis/` beside the default `results/`; `<results>/analysis` for any other results folder, so
+    /// that runs kept elsewhere (tests, scratch sweeps) do not write into the repository's record.
+    pub fn analysis_root(&self) -> PathBuf {
+        let root = self.results_root();
+        if root == std::path::Path::new("results") {
+            "analysis".into()
+        } else {
+            root.join("analysis")
+        }
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            profile: self.profile.clone(),
+            sets: self.sets.clone(),
+            use_env: true,
+            profile_reason: self.profile_reason.clone(),
+        }
+    }
+
+    pub fn results_root(&self) -> PathBuf {
+        self.results
+            .clone()
+            .or_else(|| std::env::var_os("DDPM_RESULTS_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| "results".into())
+    }
+}
+
+/// Writes the analysis of `exp` and prints its verdicts.
+pub fn analyze_and_print(exp: &Experiment, layers: &Layers) -> Result<()> {
+    let a = ddpm::analysis::analyze(exp, &layers.results_root(), &layers.analysis_root())?;
+    println!("\nanalysis: {}", a.dir.display());
+    for v in &a.verdicts {
+        println!("  {v}");
+    }
+    if !a.left_out.is_empty() {
+        println!("  warning: left out of the statistics (not done): {}", a.left_out.join(", "));
+    }
+    Ok(())
+}

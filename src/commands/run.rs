@@ -1,0 +1,173 @@
+//! `ddpm run`: every run of an experiment that is not done yet, on this machine's devices or as a Slurm job array.
+use super::{analyze_and_print, ExperimentArgs};
+use anyhow::Result;
+use ddpm::runner::{self, RunOptions};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub args: ExperimentArgs,
+    /// auto (every CUDA device, else the CPU), cpu, cuda or cuda:N
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// CUDA devices to use, one run at a time on each, e.g. 0,2 (overrides --device).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<usize>,
+    /// Runs at once on each device (small models leave a large GPU idle otherwise).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub runs_per_device: u32,
+    /// List the runs and whether they are done, without running anything.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// local (this machine's devices) or slurm (one job array on the cluster; see README).
+    #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
+    pub launcher: String,
+    #[command(flatten)]
+    pub slurm: SlurmArgs,
+}
+
+/// Trains (and evaluates) every run of the experiment that is not done, here or on Slurm, then
+/// writes the analysis.
+pub fn exec(a: Args) -> Result<bool> {
+    let Args { mut args, device, devices: list, runs_per_device, dry_run, launcher, slurm } = a;
+    if launcher != "slurm" {
+        args.layers.choose_profile(&args.experiment.clone(), &device, &list);
+    }
+    if dry_run {
+        super::plan::plan(&args).map(|_| true)
+    } else if launcher == "slurm" {
+        if list.is_empty() {
+            submit_slurm(&args, &device, &slurm).map(|_| true)
+        } else {
+            Err(anyhow::anyhow!("--devices: not with --launcher slurm (ask for GPUs with --gres=gpu:N)"))
+        }
+    } else if slurm.any() {
+        Err(anyhow::anyhow!("the Slurm options (--partition, --gres, ...) need --launcher slurm"))
+    } else {
+        devices(&device, &list).and_then(|devices| {
+            let opts = RunOptions {
+                experiment: args.experiment.clone(),
+                load: args.load_options(),
+                devices,
+                runs_per_device: runs_per_device as usize,
+                results_root: args.results_root(),
+                data_dir: ddpm::data::data_dir(),
+            };
+            let report = runner::run(&opts)?;
+            let nothing_new = report.outcomes.iter().all(|(_, _, o)| matches!(o, runner::Outcome::Skipped(_)));
+            match analyze_and_print(&report.experiment, &args.layers) {
+                // Every run was done: the analysis of those runs is what was there (a
+                // read-only results folder cannot take a new copy).
+                Err(e) if nothing_new => eprintln!("warning: the analysis was not written: {e:#}"),
+                other => other?,
+            }
+            Ok(report.failures() == 0)
+        })
+    }
+}
+
+/// `run --launcher slurm`: submits the job array (and the analysis job after it).
+fn submit_slurm(args: &ExperimentArgs, device: &str, slurm: &SlurmArgs) -> Result<()> {
+    use ddpm::runner::slurm::{self, config};
+    let files: Vec<PathBuf> = config::user_file().into_iter().chain([PathBuf::from("ddpm.toml")]).collect();
+    let config = config::load(&files, &slurm.overrides())?;
+    let mut analyze_args = vec![std::path::absolute(&args.experiment)?.display().to_string()];
+    if let Some(p) = &args.layers.profile {
+        analyze_args.extend(["--profile".into(), p.clone()]);
+    }
+    for s in &args.layers.sets {
+        analyze_args.extend(["--set".into(), s.clone()]);
+    }
+    analyze_args.extend(["--results".into(), args.results_root().display().to_string()]);
+    slurm::submit(&slurm::SubmitOptions {
+        experiment: args.experiment.clone(),
+        load: args.load_options(),
+        results_root: args.results_root(),
+        data_dir: ddpm::data::data_dir(),
+        device: device.to_string(),
+        analyze_args,
+        config,
+    })?;
+    Ok(())
+}
+
+/// `--devices 0,2`, or `--device`: auto means every CUDA device, else the CPU.
+fn devices(device: &str, devices: &[usize]) -> Result<Vec<tch::Device>> {
+    if !devices.is_empty() {
+        return devices.iter().map(|n| ddpm::device::parse(&format!("cuda:{n}"))).collect();
+    }
+    match device {
+        "auto" if tch::Cuda::is_available() => {
+            Ok((0..tch::Cuda::device_count() as usize).map(tch::Device::Cuda).collect())
+        }
+        other => Ok(vec![ddpm::device::parse(other)?]),
+    }
+}
+
+/// The Slurm launcher's options; each overrides the same key of `[slurm]` in ddpm.toml or
+/// ~/.config/ddpm/launcher.toml.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Slurm (with --launcher slurm)")]
+pub struct SlurmArgs {
+    /// Partition of every task
+    #[arg(long)]
+    partition: Option<String>,
+    /// Account charged
+    #[arg(long)]
+    account: Option<String>,
+    /// Quality of service
+    #[arg(long)]
+    qos: Option<String>,
+    /// Time limit per run, e.g. 04:00:00
+    #[arg(long)]
+    time: Option<String>,
+    /// Generic resources per run, e.g. gpu:1
+    #[arg(long)]
+    gres: Option<String>,
+    /// CPUs per run (--cpus-per-task)
+    #[arg(long)]
+    cpus_per_run: Option<u32>,
+    /// Memory per run, e.g. 32G
+    #[arg(long)]
+    mem: Option<String>,
+    /// At most this many runs at once
+    #[arg(long)]
+    max_parallel: Option<u32>,
+    /// SIGUSR1 this many seconds before the time limit (checkpoint, then requeue) [default: 120]
+    #[arg(long)]
+    signal_seconds: Option<u32>,
+    /// A further sbatch argument, e.g. --sbatch-arg=--constraint=a100 (repeatable)
+    #[arg(long = "sbatch-arg", value_name = "ARG", allow_hyphen_values = true)]
+    sbatch_args: Vec<String>,
+    /// The ddpm executable as the compute nodes see it [default: this one]
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Do not submit the analysis job that follows the array
+    #[arg(long)]
+    no_analyze_job: bool,
+}
+
+impl SlurmArgs {
+    fn overrides(&self) -> ddpm::runner::slurm::config::Overrides {
+        ddpm::runner::slurm::config::Overrides {
+            partition: self.partition.clone(),
+            account: self.account.clone(),
+            qos: self.qos.clone(),
+            time: self.time.clone(),
+            gres: self.gres.clone(),
+            cpus_per_run: self.cpus_per_run,
+            mem: self.mem.clone(),
+            max_parallel: self.max_parallel,
+            signal_seconds: self.signal_seconds,
+            extra_args: self.sbatch_args.clone(),
+            binary: self.binary.clone(),
+            analyze: self.no_analyze_job.then_some(false),
+        }
+    }
+
+    fn any(&self) -> bool {
+        let o = self.overrides();
+        serde_json::to_value(&o).is_ok_and(|v| v.as_object().is_some_and(|m| !m.is_empty()))
+    }
+}
