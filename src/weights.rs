@@ -13,6 +13,8 @@ pub struct Loaded {
     pub config: RunConfig,
     pub vs: nn::VarStore,
     pub model: Box<dyn Denoiser>,
+    /// The classes the model is conditioned on (None: unconditional).
+    pub classes: Option<i64>,
     pub step: usize,
     pub sha256: String,
 }
@@ -25,7 +27,8 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
         dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
     let config = dir.load_config()?;
     let mut vs = nn::VarStore::new(device);
-    let model = models::build_for(&config, &vs.root())?;
+    let classes = models::num_classes(&config)?;
+    let model = models::build_for(&config, classes, &vs.root());
     let (step, sha256) = match checkpoint {
         None => {
             if status.state != State::Done {
@@ -67,5 +70,5 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
             (step, format!("checkpoint {step} ({prefix})"))
         }
     };
-    Ok(Loaded { config, vs, model, step, sha256 })
+    Ok(Loaded { config, vs, model, classes, step, sha256 })
 }

@@ -202,7 +202,10 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
     let status: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("status.json")).unwrap()).unwrap();
     let fid = status["metrics"]["fid"].as_f64().unwrap();
-    assert!(fid > 0.0 && status["metrics"]["kid"].as_f64().is_some() && status["metrics"]["bpd"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(
+        fid > 0.0 && status["metrics"]["kid"].as_f64().is_some() && status["metrics"]["bpd"].as_f64().unwrap() > 0.0,
+        "{status}"
+    );
     assert!(status["eval_spec"].as_str().unwrap().contains("16 samples (DDIM 5 steps"), "{status}");
     assert_eq!(status["best_fid_during"][0], 10, "{status}");
     let history = std::fs::read_to_string(run.join("eval_history.jsonl")).unwrap();
@@ -255,7 +258,8 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
         .unwrap();
     let tb: serde_json::Value = serde_json::from_str(&text(&read.stdout)).unwrap();
     let tag = format!("eval@{}/fid", other_metrics["spec_hash"].as_str().unwrap());
-    let (logged, stored) = (tb["scalars"][&tag][0][1].as_f64().unwrap(), other_metrics["metrics"]["fid"].as_f64().unwrap());
+    let (logged, stored) =
+        (tb["scalars"][&tag][0][1].as_f64().unwrap(), other_metrics["metrics"]["fid"].as_f64().unwrap());
     assert!((logged - stored).abs() < 1e-5 * stored, "{tag}: {logged} vs {stored}");
     assert_eq!(tb["scalars"]["eval/fid"].as_array().unwrap().len(), 1, "other specs do not mix into eval/fid");
     let bad = ddpm(&["eval", run.to_str().unwrap(), "--spec", "num_sample=12"], &d);

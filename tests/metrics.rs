@@ -31,10 +31,8 @@ fn precision_and_recall_are_prdcs() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let theirs: serde_json::Value = serde_json::from_slice(
-            String::from_utf8_lossy(&out.stdout).lines().last().unwrap().as_bytes(),
-        )
-        .unwrap();
+        let theirs: serde_json::Value =
+            serde_json::from_slice(String::from_utf8_lossy(&out.stdout).lines().last().unwrap().as_bytes()).unwrap();
         let (p, r) = precision_recall(&real, &fake, k);
         println!("seed {seed}: ours ({p}, {r}), prdc {theirs}");
         assert_eq!(p, theirs["precision"].as_f64().unwrap(), "seed {seed}: precision");

@@ -492,7 +492,8 @@ fn evaluation_only_variations_share_one_training() {
     assert_eq!(nfes, vec![3, 6]);
     assert!(evaluations(&dir)
         .iter()
-        .all(|r| r["metrics"]["fid"].as_f64().unwrap().is_finite() && r["metrics"]["sample_seconds"].as_f64().unwrap() > 0.0));
+        .all(|r| r["metrics"]["fid"].as_f64().unwrap().is_finite()
+            && r["metrics"]["sample_seconds"].as_f64().unwrap() > 0.0));
 
     let again = run(&exp);
     assert!(!again.lines().any(|l| l.starts_with("run ") || l.starts_with("eval ")), "{again}");

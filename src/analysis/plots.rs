@@ -169,7 +169,6 @@ pub fn sample_grids(records: &[RunRecord], order: &[String]) -> Result<Option<Ve
 /// per image, and against its wall seconds per image, one line per sampler (DDPM, DDIM at each η, and
 /// any other varied key), each point the mean over seeds (band: lowest to highest seed).
 pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<(Figure, Figure)>> {
-    use crate::config::SamplerConfig;
     if !exp.runs.iter().any(|r| r.config.eval.sampler != exp.runs[0].config.eval.sampler) {
         return Ok(None);
     }
@@ -180,10 +179,7 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
         let (Some(nfe), Some(fid), "done") = (r.model_evaluations, r.metrics.get("fid"), r.state.as_str()) else {
             continue;
         };
-        let sampler = match spec.config.eval.sampler {
-            SamplerConfig::Ddpm { .. } => "DDPM".to_string(),
-            SamplerConfig::Ddim { eta, .. } => format!("DDIM eta={eta}"),
-        };
+        let sampler = spec.config.eval.sampler.label(None);
         let others: Vec<String> = r
             .varied
             .iter()

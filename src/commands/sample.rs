@@ -1,7 +1,7 @@
 //! `ddpm sample`: images from a run's final weights or a checkpoint, as a grid and/or one PNG each.
 use anyhow::{bail, Result};
 use ddpm::config::{SamplerConfig, Spacing};
-use ddpm::diffusion::{sampler, Diffusion};
+use ddpm::diffusion::Diffusion;
 use ddpm::eval::images::write_pngs;
 use std::path::PathBuf;
 use tch::{Kind, Tensor};
@@ -73,11 +73,11 @@ pub fn exec(a: Args) -> Result<bool> {
         "ddim" => SamplerConfig::Ddim { steps: a.steps.unwrap_or(50), eta: a.eta, spacing: Spacing::Linspace },
         other => bail!("--sampler {other:?}: allowed are ddpm, ddim"),
     };
-    if sampler::num_steps(&cfg, t_max) < 1 || a.steps.is_some_and(|k| k < 1 || k > t_max) {
+    if cfg.num_steps(t_max) < 1 || a.steps.is_some_and(|k| k < 1 || k > t_max) {
         bail!("--steps: allowed are 1 to T ({t_max})");
     }
     let diffusion = Diffusion::new(c, device);
-    let classes = ddpm::models::num_classes(c)?;
+    let classes = loaded.classes;
     match (classes, a.class) {
         (None, Some(_)) => bail!("--class: the run is not class-conditional (conditioning.classes = false)"),
         (None, None) if a.guidance != 0.0 => bail!("--guidance: the run is not class-conditional"),

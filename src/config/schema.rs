@@ -3,6 +3,8 @@
 //! Unknown keys are errors (`deny_unknown_fields`). Defaults live here, in serde, rather than in a
 //! configuration layer, so that replacing a whole table (e.g. the schedule) in a sweep does not mix
 //! its keys with a default table of another kind.
+pub use super::model::unet::{TimeEmbedding, UnetBlock};
+pub use super::model::ModelConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -141,321 +143,6 @@ impl DataConfig {
     /// Whether the dataset has a test split (an image folder only with `test_images`).
     pub fn has_test_split(&self) -> bool {
         self.name != DatasetName::ImageFolder || self.test_images > 0
-    }
-}
-
-/// The network, chosen by `name`; each architecture has its own keys (see `models/`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ModelConfig {
-    /// The blog recipe's SimpleUNet: GroupNorm, ReLU, max-pool down, bilinear up (858,753 parameters).
-    Simple {
-        #[serde(default = "default_time_emb_dim")]
-        time_emb_dim: i64,
-    },
-    /// The notebook recipe's SimpleUnet: BatchNorm, ReLU, strided 4×4 convolutions down,
-    /// transposed convolutions up (62,437,601 parameters for one channel).
-    SimpleBn {
-        #[serde(default = "default_time_emb_dim")]
-        time_emb_dim: i64,
-        #[serde(default = "default_bn_channels")]
-        channels: Vec<i64>,
-    },
-    /// The practical work's and lucidrains' U-Net: ResNet (or ConvNeXt) blocks with the time
-    /// embedding as scale and shift, linear attention at each level, full attention in the middle.
-    Unet {
-        #[serde(default = "default_unet_dim")]
-        dim: i64,
-        /// Width after the 7×7 input convolution (default: `dim`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init_dim: Option<i64>,
-        #[serde(default = "default_dim_mults")]
-        dim_mults: Vec<i64>,
-        #[serde(default = "default_groups")]
-        resnet_block_groups: i64,
-        #[serde(default)]
-        dropout: f64,
-        #[serde(default)]
-        block: UnetBlock,
-        /// Width multiplier inside ConvNeXt blocks.
-        #[serde(default = "default_convnext_mult")]
-        convnext_mult: i64,
-        #[serde(default)]
-        time_embedding: TimeEmbedding,
-        /// Frequencies (half the width) of the learned sinusoidal embedding.
-        #[serde(default = "default_learned_sinusoidal_dim")]
-        learned_sinusoidal_dim: i64,
-        #[serde(default = "default_attn_heads")]
-        attn_heads: i64,
-        #[serde(default = "default_attn_dim_head")]
-        attn_dim_head: i64,
-    },
-    /// lucidrains' `Unet` of denoising-diffusion-pytorch 2.3.4 as seed 001 builds it
-    /// (`Unet(dim=64, dim_mults=(1, 2, 4, 8), flash_attn=True)`): RMSNorm ResNet blocks, linear
-    /// attention with memory key/values, full attention at the innermost level and the middle.
-    Lucidrains {
-        #[serde(default = "default_unet_dim")]
-        dim: i64,
-        /// Width after the 7×7 input convolution (default: `dim`).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        init_dim: Option<i64>,
-        #[serde(default = "default_lucidrains_dim_mults")]
-        dim_mults: Vec<i64>,
-        #[serde(default)]
-        dropout: f64,
-        #[serde(default = "default_attn_heads")]
-        attn_heads: i64,
-        #[serde(default = "default_attn_dim_head")]
-        attn_dim_head: i64,
-        /// Full (true) or linear attention per level (default: full at the innermost level only).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        full_attn: Option<Vec<bool>>,
-        /// Full attention through `scaled_dot_product_attention` (the seed's `flash_attn=True`), off
-        /// through the explicit softmax(q·kᵀ/√d)·v: the same function, another kernel.
-        #[serde(default = "default_true")]
-        flash_attn: bool,
-    },
-    /// Ho et al. 2020's CIFAR-10 model (Appendix B; 35.7M parameters).
-    DdpmCifar {
-        #[serde(default = "default_ddpm_ch")]
-        ch: i64,
-        #[serde(default = "default_ddpm_ch_mult")]
-        ch_mult: Vec<i64>,
-        #[serde(default = "default_num_res_blocks")]
-        num_res_blocks: i64,
-        /// Image sides (in pixels) at which the residual blocks are followed by self-attention.
-        #[serde(default = "default_attn_resolutions")]
-        attn_resolutions: Vec<i64>,
-        #[serde(default = "default_ddpm_dropout")]
-        dropout: f64,
-    },
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnetBlock {
-    #[default]
-    Resnet,
-    Convnext,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeEmbedding {
-    /// Fixed sinusoidal features of width `dim`.
-    #[default]
-    Sinusoidal,
-    /// lucidrains' learned sinusoidal features: t and sin/cos of t times learned frequencies.
-    Learned,
-}
-
-fn default_time_emb_dim() -> i64 {
-    32
-}
-fn default_bn_channels() -> Vec<i64> {
-    vec![64, 128, 256, 512, 1024]
-}
-fn default_unet_dim() -> i64 {
-    64
-}
-fn default_dim_mults() -> Vec<i64> {
-    vec![1, 2, 4]
-}
-fn default_lucidrains_dim_mults() -> Vec<i64> {
-    vec![1, 2, 4, 8]
-}
-fn default_true() -> bool {
-    true
-}
-fn default_groups() -> i64 {
-    8
-}
-fn default_convnext_mult() -> i64 {
-    2
-}
-fn default_learned_sinusoidal_dim() -> i64 {
-    16
-}
-fn default_attn_heads() -> i64 {
-    4
-}
-fn default_attn_dim_head() -> i64 {
-    32
-}
-fn default_ddpm_ch() -> i64 {
-    128
-}
-fn default_ddpm_ch_mult() -> Vec<i64> {
-    vec![1, 2, 2, 2]
-}
-fn default_num_res_blocks() -> i64 {
-    2
-}
-fn default_attn_resolutions() -> Vec<i64> {
-    vec![16]
-}
-fn default_ddpm_dropout() -> f64 {
-    0.1
-}
-
-impl Default for ModelConfig {
-    fn default() -> Self {
-        ModelConfig::Simple { time_emb_dim: default_time_emb_dim() }
-    }
-}
-
-impl ModelConfig {
-    pub const NAMES: [&'static str; 5] = ["simple", "simple_bn", "unet", "lucidrains", "ddpm_cifar"];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ModelConfig::Simple { .. } => "simple",
-            ModelConfig::SimpleBn { .. } => "simple_bn",
-            ModelConfig::Unet { .. } => "unet",
-            ModelConfig::Lucidrains { .. } => "lucidrains",
-            ModelConfig::DdpmCifar { .. } => "ddpm_cifar",
-        }
-    }
-
-    /// The model of that name with its default keys.
-    pub fn default_named(name: &str) -> Option<Self> {
-        let table = toml::Table::from_iter([("name".to_string(), toml::Value::String(name.to_string()))]);
-        toml::Value::Table(table).try_into().ok()
-    }
-
-    /// How many times the model halves the image side: sides must be multiples of 2^this.
-    pub fn downsamplings(&self) -> u32 {
-        match self {
-            ModelConfig::Simple { .. } => 3,
-            ModelConfig::SimpleBn { channels, .. } => channels.len().saturating_sub(1) as u32,
-            ModelConfig::Unet { dim_mults, .. } | ModelConfig::Lucidrains { dim_mults, .. } => {
-                dim_mults.len().saturating_sub(1) as u32
-            }
-            ModelConfig::DdpmCifar { ch_mult, .. } => ch_mult.len().saturating_sub(1) as u32,
-        }
-    }
-
-    /// Problems with the model's own keys, and whether it can take images of side `size`.
-    fn check(&self, size: i64, check: &mut dyn FnMut(bool, &'static str, String, &str)) {
-        let factor = 1i64 << self.downsamplings();
-        check(
-            size >= factor && size % factor == 0,
-            "data.image_size",
-            size.to_string(),
-            &format!(
-                "a multiple of {factor} for model `{}` ({} halvings of the side), e.g. {}; MNIST's 28 must be resized",
-                self.name(),
-                self.downsamplings(),
-                factor * (32 / factor).max(1)
-            ),
-        );
-        match self {
-            ModelConfig::Simple { time_emb_dim } | ModelConfig::SimpleBn { time_emb_dim, .. } => {
-                check(
-                    *time_emb_dim >= 4 && time_emb_dim % 2 == 0,
-                    "model.time_emb_dim",
-                    time_emb_dim.to_string(),
-                    "an even integer >= 4",
-                );
-            }
-            _ => {}
-        }
-        match self {
-            ModelConfig::Simple { .. } => {}
-            ModelConfig::SimpleBn { channels, .. } => {
-                check(
-                    channels.len() >= 2 && positive(channels),
-                    "model.channels",
-                    format!("{channels:?}"),
-                    "at least two positive widths",
-                );
-            }
-            ModelConfig::Unet {
-                dim,
-                init_dim,
-                dim_mults,
-                resnet_block_groups,
-                dropout,
-                convnext_mult,
-                learned_sinusoidal_dim,
-                attn_heads,
-                attn_dim_head,
-                ..
-            } => {
-                check_unet_keys(*dim, *init_dim, dim_mults, *dropout, *attn_heads, *attn_dim_head, check);
-                let g = *resnet_block_groups;
-                let widths: Vec<i64> =
-                    std::iter::once(init_dim.unwrap_or(*dim)).chain(dim_mults.iter().map(|m| dim * m)).collect();
-                check(
-                    g >= 1 && widths.iter().all(|w| w % g == 0),
-                    "model.resnet_block_groups",
-                    g.to_string(),
-                    &format!("a divisor of every block width {widths:?}"),
-                );
-                check(*convnext_mult >= 1, "model.convnext_mult", convnext_mult.to_string(), "an integer >= 1");
-                let lsd = *learned_sinusoidal_dim;
-                check(
-                    lsd >= 2 && lsd % 2 == 0,
-                    "model.learned_sinusoidal_dim",
-                    lsd.to_string(),
-                    "an even integer >= 2",
-                );
-            }
-            ModelConfig::Lucidrains {
-                dim, init_dim, dim_mults, dropout, attn_heads, attn_dim_head, full_attn, ..
-            } => {
-                check_unet_keys(*dim, *init_dim, dim_mults, *dropout, *attn_heads, *attn_dim_head, check);
-                if let Some(f) = full_attn {
-                    check(
-                        f.len() == dim_mults.len(),
-                        "model.full_attn",
-                        format!("{f:?}"),
-                        &format!("one true/false per level: {} values, as many as model.dim_mults", dim_mults.len()),
-                    );
-                }
-            }
-            ModelConfig::DdpmCifar { ch, ch_mult, num_res_blocks, dropout, .. } => {
-                check(
-                    positive(ch_mult),
-                    "model.ch_mult",
-                    format!("{ch_mult:?}"),
-                    "a non-empty list of positive integers",
-                );
-                check(
-                    *ch >= 32 && ch_mult.iter().all(|m| (ch * m) % 32 == 0) && ch % 2 == 0,
-                    "model.ch",
-                    ch.to_string(),
-                    "a width whose multiples ch·ch_mult are divisible by 32 (GroupNorm with 32 groups)",
-                );
-                check(*num_res_blocks >= 1, "model.num_res_blocks", num_res_blocks.to_string(), "an integer >= 1");
-                check((0.0..1.0).contains(dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
-            }
-        }
-    }
-}
-
-/// A non-empty list of integers >= 1.
-fn positive(v: &[i64]) -> bool {
-    !v.is_empty() && v.iter().all(|&x| x >= 1)
-}
-
-/// The keys the `unet` and `lucidrains` models share.
-fn check_unet_keys(
-    dim: i64,
-    init_dim: Option<i64>,
-    dim_mults: &[i64],
-    dropout: f64,
-    attn_heads: i64,
-    attn_dim_head: i64,
-    check: &mut dyn FnMut(bool, &'static str, String, &str),
-) {
-    check(dim >= 4 && dim % 2 == 0, "model.dim", dim.to_string(), "an even integer >= 4");
-    check(positive(dim_mults), "model.dim_mults", format!("{dim_mults:?}"), "a non-empty list of positive integers");
-    check((0.0..1.0).contains(&dropout), "model.dropout", dropout.to_string(), "0 <= dropout < 1");
-    check(attn_heads >= 1, "model.attn_heads", attn_heads.to_string(), "an integer >= 1");
-    check(attn_dim_head >= 1, "model.attn_dim_head", attn_dim_head.to_string(), "an integer >= 1");
-    if let Some(i) = init_dim {
-        check(i >= 1, "model.init_dim", i.to_string(), "an integer >= 1");
     }
 }
 
@@ -816,6 +503,25 @@ fn default_ddim_steps() -> usize {
 impl Default for SamplerConfig {
     fn default() -> Self {
         SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace }
+    }
+}
+
+impl SamplerConfig {
+    /// The number of model calls with T = `timesteps`.
+    pub fn num_steps(&self, timesteps: usize) -> usize {
+        match *self {
+            SamplerConfig::Ddpm { steps, .. } => steps.map_or(timesteps, |k| k.min(timesteps)),
+            SamplerConfig::Ddim { steps, .. } => steps.min(timesteps),
+        }
+    }
+
+    /// `DDIM 50 steps eta=0` with T = `timesteps`, `DDIM eta=0` (the family) with None.
+    pub fn label(&self, timesteps: Option<usize>) -> String {
+        let steps = timesteps.map_or(String::new(), |t| format!(" {} steps", self.num_steps(t)));
+        match self {
+            SamplerConfig::Ddpm { .. } => format!("DDPM{steps}"),
+            SamplerConfig::Ddim { eta, .. } => format!("DDIM{steps} eta={eta}"),
+        }
     }
 }
 

@@ -171,6 +171,8 @@ pub struct Dataset {
     pub images: Tensor,
     /// Class labels `[N]` (i64) on the device; −1 for images without a class.
     pub labels: Tensor,
+    /// How many classes the dataset has (0: none), so that nothing reads the dataset again for it.
+    pub classes: usize,
 }
 
 impl Dataset {
@@ -182,7 +184,8 @@ impl Dataset {
             labels = labels.narrow(0, 0, n);
         }
         let pixels = resize_pixels(&images.to_device(device), cfg.image_size);
-        Ok(Self { images: pixels / 127.5 - 1.0, labels: labels.to_device(device) })
+        let classes = class_names(cfg)?.len();
+        Ok(Self { images: pixels / 127.5 - 1.0, labels: labels.to_device(device), classes })
     }
 
     pub fn load_train(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<Self> {

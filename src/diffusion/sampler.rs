@@ -41,14 +41,6 @@ pub fn spaced_timesteps(timesteps: usize, k: usize, spacing: Spacing) -> Vec<usi
     steps
 }
 
-/// The number of model calls the configured sampler makes.
-pub fn num_steps(cfg: &SamplerConfig, timesteps: usize) -> usize {
-    match *cfg {
-        SamplerConfig::Ddpm { steps, .. } => steps.map_or(timesteps, |k| k.min(timesteps)),
-        SamplerConfig::Ddim { steps, .. } => steps.min(timesteps),
-    }
-}
-
 /// Samples with the configured sampler, starting from the batch `x_t` = x_T (usually drawn from
 /// N(0, I) by the caller). `on_step` is called after each step with the number of steps done.
 pub fn sample(

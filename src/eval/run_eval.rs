@@ -10,9 +10,9 @@ use super::images::ImageSet;
 use super::inception::{self, Inception};
 use super::metric;
 use super::reference::{dataset_stats, Collector, SetStats};
-use crate::config::{EvalClasses, EvalConfig, RunConfig, SamplerConfig, SplitName};
+use crate::config::{EvalClasses, EvalConfig, RunConfig, SplitName};
 use crate::data::Split;
-use crate::diffusion::{sampler, Diffusion};
+use crate::diffusion::Diffusion;
 use crate::grid::make_grid;
 use crate::models::{self, Denoiser};
 use crate::progress::Reporter;
@@ -39,13 +39,6 @@ pub fn spec_hash(cfg: &EvalConfig) -> String {
     }
     let identity = serde_json::json!({ "format": 1, "eval": v, "inception_sha256": inception::SHA256 });
     sha256_hex(identity.to_string().as_bytes())[..12].to_string()
-}
-
-pub fn sampler_name(s: &SamplerConfig, timesteps: usize) -> String {
-    match s {
-        SamplerConfig::Ddpm { .. } => format!("DDPM {} steps", sampler::num_steps(s, timesteps)),
-        SamplerConfig::Ddim { eta, .. } => format!("DDIM {} steps eta={eta}", sampler::num_steps(s, timesteps)),
-    }
 }
 
 /// The reference images of a run's evaluation: the first `reference_images` of the split, resized as
@@ -76,7 +69,7 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     };
     format!(
         "{num_samples} samples ({}, {weights} weights, {at}{classes}) vs {}",
-        sampler_name(&e.sampler, config.diffusion.timesteps),
+        e.sampler.label(Some(config.diffusion.timesteps)),
         reference_set(config).describe()
     )
 }
@@ -225,9 +218,11 @@ impl Sampled {
 
 /// `n` images sampled from `model` with the spec's sampler and their Inception features. Noise comes
 /// from stream `eval-sample-<stream>`, index = batch, so it does not depend on what ran before.
+#[allow(clippy::too_many_arguments)]
 pub fn sample_features(
     model: &dyn Denoiser,
     config: &RunConfig,
+    classes: Option<i64>,
     n: i64,
     stream: u64,
     net: &Inception,
@@ -243,7 +238,7 @@ pub fn sample_features(
     let batches = (n + e.batch_size - 1) / e.batch_size;
     progress.phase("fid", n as u64);
     // A class-conditional model's images: class-balanced with guidance, or unconditional.
-    let balanced = match (models::num_classes(config)?, e.classes) {
+    let balanced = match (classes, e.classes) {
         (Some(k), EvalClasses::Balanced) => Some(k),
         _ => None,
     };
@@ -411,9 +406,18 @@ pub fn evaluate_run(
     if eval.fid && !result.metrics.contains_key("fid") {
         let net = Inception::load(data_dir, device)?;
         let reference = reference_stats(config, &net, data_dir, progress)?;
-        let sampled = sample_features(loaded.model.as_ref(), config, eval.num_samples, 0, &net, device, progress)?;
+        let sampled = sample_features(
+            loaded.model.as_ref(),
+            config,
+            loaded.classes,
+            eval.num_samples,
+            0,
+            &net,
+            device,
+            progress,
+        )?;
         let values = sample_metrics(config, &sampled, &net, &reference, data_dir, device, &mut result, progress)?;
-        result.model_evaluations = Some(sampler::num_steps(&eval.sampler, config.diffusion.timesteps));
+        result.model_evaluations = Some(eval.sampler.num_steps(config.diffusion.timesteps));
         let first = sampled.first();
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
@@ -464,6 +468,7 @@ struct DuringState {
     /// Where training copies the weights to evaluate (EMA or raw, as `eval.use_ema` says).
     vs: nn::VarStore,
     model: Box<dyn Denoiser>,
+    classes: Option<i64>,
     history: crate::track::metrics::MetricsWriter,
 }
 
@@ -504,12 +509,12 @@ impl crate::train::DuringHook for DuringTraining {
     }
 
     /// Loads the network and the reference statistics; resumes the history at `start`.
-    fn start(&mut self, start: usize, progress: &mut dyn Reporter) -> Result<()> {
+    fn start(&mut self, start: usize, classes: Option<i64>, progress: &mut dyn Reporter) -> Result<()> {
         use crate::track::metrics::MetricsWriter;
         let net = Inception::load(&self.data_dir, self.device)?;
         let reference = reference_stats(&self.config, &net, &self.data_dir, progress)?;
         let vs = nn::VarStore::new(self.device);
-        let model = models::build_for(&self.config, &vs.root())?;
+        let model = models::build_for(&self.config, classes, &vs.root());
         let path = self.run_dir.join("eval_history.jsonl");
         let history = if start > 0 { MetricsWriter::resume(&path, start)? } else { MetricsWriter::create(&path)? };
         self.best = std::fs::read_to_string(&path)
@@ -518,7 +523,7 @@ impl crate::train::DuringHook for DuringTraining {
             .filter_map(|l| serde_json::from_str::<DuringRecord>(l).ok())
             .map(|r| (r.step, r.fid))
             .min_by(|a, b| a.1.total_cmp(&b.1));
-        self.state = Some(DuringState { net, reference, vs, model, history });
+        self.state = Some(DuringState { net, reference, vs, model, classes, history });
         Ok(())
     }
 
@@ -531,7 +536,7 @@ impl crate::train::DuringHook for DuringTraining {
         let (config, device, dir) = (self.config.clone(), self.device, self.run_dir.join("eval_during"));
         let s = self.state()?;
         let n = config.eval.every_num_samples;
-        let sampled = sample_features(s.model.as_ref(), &config, n, 1, &s.net, device, progress)?;
+        let sampled = sample_features(s.model.as_ref(), &config, s.classes, n, 1, &s.net, device, progress)?;
         let fid = frechet_distance(&sampled.generated.gaussian, &s.reference.gaussian);
         reseed(config.seed, "eval-kid", 1);
         let e = &config.eval;

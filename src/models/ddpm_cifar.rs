@@ -115,6 +115,20 @@ pub struct DdpmCifarOptions {
     pub image_size: i64,
 }
 
+impl DdpmCifarOptions {
+    /// The network's options: the run's keys and the image side.
+    pub fn of(c: &crate::config::model::ddpm_cifar::Config, image_size: i64) -> Self {
+        DdpmCifarOptions {
+            ch: c.ch,
+            ch_mult: c.ch_mult.clone(),
+            num_res_blocks: c.num_res_blocks,
+            attn_resolutions: c.attn_resolutions.clone(),
+            dropout: c.dropout,
+            image_size,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct DdpmCifar {
     ch: i64,

@@ -41,6 +41,21 @@ pub struct LucidrainsOptions {
     pub flash_attn: bool,
 }
 
+impl From<&crate::config::model::lucidrains::Config> for LucidrainsOptions {
+    fn from(c: &crate::config::model::lucidrains::Config) -> Self {
+        LucidrainsOptions {
+            dim: c.dim,
+            init_dim: c.init_dim.unwrap_or(c.dim),
+            dim_mults: c.dim_mults.clone(),
+            dropout: c.dropout,
+            attn_heads: c.attn_heads,
+            attn_dim_head: c.attn_dim_head,
+            full_attn: c.full_attention(),
+            flash_attn: c.flash_attn,
+        }
+    }
+}
+
 /// Memory key/value pairs per attention head (the package's `num_mem_kv`).
 const MEM_KV: i64 = 4;
 

@@ -29,25 +29,33 @@ pub trait Denoiser {
 
 /// The run's model: its architecture for the dataset's channels and image size, class-conditional
 /// (with the dataset's classes) when `conditioning.classes` is on.
-pub fn build_for(config: &RunConfig, path: &nn::Path) -> anyhow::Result<Box<dyn Denoiser>> {
-    let classes = num_classes(config)?;
-    Ok(build(&config.model, config.data.channels(), config.data.image_size, classes, path))
+/// `classes`: what `num_classes` or `classes_of` says.
+pub fn build_for(config: &RunConfig, classes: Option<i64>, path: &nn::Path) -> Box<dyn Denoiser> {
+    build(&config.model, config.data.channels(), config.data.image_size, classes, path)
 }
 
-/// The number of classes a run's model is conditioned on (None: unconditional).
+/// The number of classes a run's model is conditioned on (None: unconditional), from the dataset's
+/// class names.
 pub fn num_classes(config: &RunConfig) -> anyhow::Result<Option<i64>> {
     if !config.conditioning.classes {
         return Ok(None);
     }
-    let names = crate::data::class_names(&config.data)?;
-    if names.is_empty() {
+    classes_of(config, crate::data::class_names(&config.data)?.len())
+}
+
+/// The same for a loaded dataset with `available` classes.
+pub fn classes_of(config: &RunConfig, available: usize) -> anyhow::Result<Option<i64>> {
+    if !config.conditioning.classes {
+        return Ok(None);
+    }
+    if available == 0 {
         anyhow::bail!(
             "conditioning.classes = true: dataset `{}` has no classes (an image folder has them when its images lie \
              in sub-folders)",
             config.data.name.as_str()
         );
     }
-    Ok(Some(names.len() as i64))
+    Ok(Some(available as i64))
 }
 
 /// Builds the configured model for images of `channels` × `image_size`², with its parameters under
@@ -62,74 +70,18 @@ pub fn build(
     path: &nn::Path,
 ) -> Box<dyn Denoiser> {
     match cfg {
-        ModelConfig::Simple { time_emb_dim } => {
-            Box::new(simple_unet::SimpleUNet::new(path, channels, *time_emb_dim, classes))
+        ModelConfig::Simple(c) => Box::new(simple_unet::SimpleUNet::new(path, channels, c.time_emb_dim, classes)),
+        ModelConfig::SimpleBn(c) => {
+            Box::new(simple_bn::SimpleBnUnet::new(path, channels, c.time_emb_dim, &c.channels, classes))
         }
-        ModelConfig::SimpleBn { time_emb_dim, channels: widths } => {
-            Box::new(simple_bn::SimpleBnUnet::new(path, channels, *time_emb_dim, widths, classes))
-        }
-        ModelConfig::Unet {
-            dim,
-            init_dim,
-            dim_mults,
-            resnet_block_groups,
-            dropout,
-            block,
-            convnext_mult,
-            time_embedding,
-            learned_sinusoidal_dim,
-            attn_heads,
-            attn_dim_head,
-        } => {
-            let o = unet::UnetOptions {
-                dim: *dim,
-                init_dim: init_dim.unwrap_or(*dim),
-                dim_mults: dim_mults.clone(),
-                groups: *resnet_block_groups,
-                dropout: *dropout,
-                block: *block,
-                convnext_mult: *convnext_mult,
-                time_embedding: *time_embedding,
-                learned_sinusoidal_dim: *learned_sinusoidal_dim,
-                attn_heads: *attn_heads,
-                attn_dim_head: *attn_dim_head,
-            };
-            Box::new(unet::Unet::new(path, channels, &o, classes))
-        }
-        ModelConfig::Lucidrains {
-            dim,
-            init_dim,
-            dim_mults,
-            dropout,
-            attn_heads,
-            attn_dim_head,
-            full_attn,
-            flash_attn,
-        } => {
-            let levels = dim_mults.len();
-            let o = lucidrains::LucidrainsOptions {
-                dim: *dim,
-                init_dim: init_dim.unwrap_or(*dim),
-                dim_mults: dim_mults.clone(),
-                dropout: *dropout,
-                attn_heads: *attn_heads,
-                attn_dim_head: *attn_dim_head,
-                full_attn: full_attn.clone().unwrap_or_else(|| (0..levels).map(|i| i + 1 == levels).collect()),
-                flash_attn: *flash_attn,
-            };
-            Box::new(lucidrains::LucidrainsUnet::new(path, channels, &o, classes))
-        }
-        ModelConfig::DdpmCifar { ch, ch_mult, num_res_blocks, attn_resolutions, dropout } => {
-            let o = ddpm_cifar::DdpmCifarOptions {
-                ch: *ch,
-                ch_mult: ch_mult.clone(),
-                num_res_blocks: *num_res_blocks,
-                attn_resolutions: attn_resolutions.clone(),
-                dropout: *dropout,
-                image_size,
-            };
-            Box::new(ddpm_cifar::DdpmCifar::new(path, channels, &o, classes))
-        }
+        ModelConfig::Unet(c) => Box::new(unet::Unet::new(path, channels, &c.into(), classes)),
+        ModelConfig::Lucidrains(c) => Box::new(lucidrains::LucidrainsUnet::new(path, channels, &c.into(), classes)),
+        ModelConfig::DdpmCifar(c) => Box::new(ddpm_cifar::DdpmCifar::new(
+            path,
+            channels,
+            &ddpm_cifar::DdpmCifarOptions::of(c, image_size),
+            classes,
+        )),
     }
 }
 

@@ -30,6 +30,24 @@ pub struct UnetOptions {
     pub attn_dim_head: i64,
 }
 
+impl From<&crate::config::model::unet::Config> for UnetOptions {
+    fn from(c: &crate::config::model::unet::Config) -> Self {
+        UnetOptions {
+            dim: c.dim,
+            init_dim: c.init_width(),
+            dim_mults: c.dim_mults.clone(),
+            groups: c.resnet_block_groups,
+            dropout: c.dropout,
+            block: c.block,
+            convnext_mult: c.convnext_mult,
+            time_embedding: c.time_embedding,
+            learned_sinusoidal_dim: c.learned_sinusoidal_dim,
+            attn_heads: c.attn_heads,
+            attn_dim_head: c.attn_dim_head,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct ResnetBlock {
     mlp: nn::Linear,

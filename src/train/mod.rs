@@ -12,7 +12,6 @@ mod window;
 
 use crate::config::{LossKind, RunSpec, TimestepSampling};
 use crate::data::Dataset;
-use crate::diffusion::sampler;
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::{forward::q_sample, Diffusion, NoiseSchedule};
 use crate::grid::{make_grid, trajectory_grid, Image};
@@ -37,8 +36,9 @@ pub trait DuringHook {
     fn every(&self) -> usize;
     /// Whether it evaluates the EMA weights (else the raw ones).
     fn use_ema(&self) -> bool;
-    /// Called once before the first step, with the step this attempt starts from.
-    fn start(&mut self, start: usize, reporter: &mut dyn Reporter) -> Result<()>;
+    /// Called once before the first step, with the step this attempt starts from and the classes
+    /// the model is conditioned on.
+    fn start(&mut self, start: usize, classes: Option<i64>, reporter: &mut dyn Reporter) -> Result<()>;
     /// Where the weights to evaluate are copied before `evaluate`.
     fn weights(&mut self) -> Result<&mut nn::VarStore>;
     fn evaluate(&mut self, step: usize, events: &mut EventWriter, reporter: &mut dyn Reporter) -> Result<()>;
@@ -81,8 +81,8 @@ pub fn train_run(
     let [channels, height, width] = data.image_shape();
     reseed(seed, "init", 0);
     let vs = nn::VarStore::new(device);
-    let model = models::build_for(cfg, &vs.root())?;
-    let classes = models::num_classes(cfg)?;
+    let classes = models::classes_of(cfg, data.classes)?;
+    let model = models::build_for(cfg, classes, &vs.root());
     if tc.channels_last {
         for (_, mut v) in vs.variables() {
             v.set_data(&crate::device::channels_last(&v));
@@ -134,7 +134,7 @@ pub fn train_run(
     }
 
     if let Some(d) = during.as_mut() {
-        d.start(start, reporter)?;
+        d.start(start, classes, reporter)?;
     }
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
@@ -258,13 +258,13 @@ pub fn train_run(
 
     // The final weights and their average; sampling uses the one configured.
     let ema_vs = nn::VarStore::new(device);
-    let ema_model = models::build_for(cfg, &ema_vs.root())?;
+    let ema_model = models::build_for(cfg, classes, &ema_vs.root());
     ema.copy_to(&ema_vs);
     let weights_sha256 = save_weights(&vs, &dir.path.join("model.safetensors"))?;
     let ema_sha256 = save_weights(&ema_vs, &dir.path.join("ema.safetensors"))?;
     let sampling_model = if cfg.sample.use_ema { &ema_model } else { &model };
 
-    let sample_steps = sampler::num_steps(&cfg.sample.sampler, dc.timesteps);
+    let sample_steps = cfg.sample.sampler.num_steps(dc.timesteps);
     reporter.phase("sample", sample_steps as u64);
     reseed(seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];

@@ -1,0 +1,40 @@
+//! `simple_bn`: the notebook recipe's SimpleUnet: BatchNorm, ReLU, strided 4×4 convolutions down,
+//! transposed convolutions up (62,437,601 parameters for one channel); network in `models::simple_bn`.
+use super::{positive, Check};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "super::default_time_emb_dim")]
+    pub time_emb_dim: i64,
+    #[serde(default = "default_channels")]
+    pub channels: Vec<i64>,
+}
+
+fn default_channels() -> Vec<i64> {
+    vec![64, 128, 256, 512, 1024]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { time_emb_dim: super::default_time_emb_dim(), channels: default_channels() }
+    }
+}
+
+impl Config {
+    pub fn downsamplings(&self) -> u32 {
+        self.channels.len().saturating_sub(1) as u32
+    }
+
+    pub fn check(&self, check: &mut Check) {
+        super::check_time_emb_dim(self.time_emb_dim, check);
+        let channels = &self.channels;
+        check(
+            channels.len() >= 2 && positive(channels),
+            "model.channels",
+            format!("{channels:?}"),
+            "at least two positive widths",
+        );
+    }
+}
