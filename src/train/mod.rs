@@ -264,26 +264,8 @@ pub fn train_run(
     let ema_sha256 = save_weights(&ema_vs, &dir.path.join("ema.safetensors"))?;
     let sampling_model = if cfg.sample.use_ema { &ema_model } else { &model };
 
-    let sample_steps = cfg.sample.sampler.num_steps(dc.timesteps);
-    reporter.phase("sample", sample_steps as u64);
-    reseed(seed, "sample", 0);
-    let shape = [cfg.sample.num_samples, channels, height, width];
-    // A class-conditional run's samples: image i of class i mod K, so column j of the grid is class j.
-    let labels = classes.map(|k| models::balanced_labels(0, cfg.sample.num_samples, k, device));
-    let mut eps_model = models::sampling_fn(sampling_model.as_ref(), labels, cfg.sample.guidance_scale);
-    let x_t = Tensor::randn(shape, (Kind::Float, device));
-    let trajectory = cfg.sample.trajectory_steps(dc.timesteps);
-    let out =
-        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k| reporter.advance(k as u64));
-    let ncol = match classes {
-        Some(k) => k as usize,
-        None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,
-    };
-    save_image(&dir.path.join("samples.png"), &make_grid(&out.x0, ncol, 2)?, "samples", steps, &mut events)?;
-    if !out.trajectory.is_empty() {
-        let grid = trajectory_grid(&out.trajectory, 8)?;
-        save_image(&dir.path.join("trajectory.png"), &grid, "reverse_process", steps, &mut events)?;
-    }
+    let image_shape = [channels, height, width];
+    draw_samples(cfg, &diffusion, sampling_model.as_ref(), classes, image_shape, dir, &mut events, reporter)?;
     events.flush()?;
 
     let final_loss = match last {
@@ -300,6 +282,44 @@ pub fn train_run(
         resumed_from: (start > 0).then_some(start),
         best_fid_during: during.and_then(|d| d.best()),
     })
+}
+
+/// The end of a run: `sample.num_samples` images from the trained network with `[sample]`'s sampler
+/// (a class-conditional run's image i of class i mod K, so column j of the grid is class j), written
+/// as `samples.png` and, when asked, the reverse process as `trajectory.png`; both in TensorBoard.
+#[allow(clippy::too_many_arguments)]
+fn draw_samples(
+    cfg: &crate::config::RunConfig,
+    diffusion: &Diffusion,
+    model: &dyn models::Denoiser,
+    classes: Option<i64>,
+    [channels, height, width]: [i64; 3],
+    dir: &RunDir,
+    events: &mut EventWriter,
+    reporter: &mut dyn Reporter,
+) -> Result<()> {
+    let (device, timesteps, steps) =
+        (diffusion.schedule.sqrt_alpha_bar.device(), diffusion.timesteps(), cfg.train.steps);
+    let sample_steps = cfg.sample.sampler.num_steps(timesteps);
+    reporter.phase("sample", sample_steps as u64);
+    reseed(cfg.seed, "sample", 0);
+    let shape = [cfg.sample.num_samples, channels, height, width];
+    let labels = classes.map(|k| models::balanced_labels(0, cfg.sample.num_samples, k, device));
+    let mut eps_model = models::sampling_fn(model, labels, cfg.sample.guidance_scale);
+    let x_t = Tensor::randn(shape, (Kind::Float, device));
+    let trajectory = cfg.sample.trajectory_steps(timesteps);
+    let out =
+        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k| reporter.advance(k as u64));
+    let ncol = match classes {
+        Some(k) => k as usize,
+        None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,
+    };
+    save_image(&dir.path.join("samples.png"), &make_grid(&out.x0, ncol, 2)?, "samples", steps, events)?;
+    if !out.trajectory.is_empty() {
+        let grid = trajectory_grid(&out.trajectory, 8)?;
+        save_image(&dir.path.join("trajectory.png"), &grid, "reverse_process", steps, events)?;
+    }
+    Ok(())
 }
 
 /// What a run logs once, at its start: the resolved configuration and the provenance as text, and
