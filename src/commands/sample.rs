@@ -1,5 +1,6 @@
 //! `ddpm sample`: images from a run's final weights or a checkpoint, as a grid and/or one PNG each.
 use anyhow::{bail, Result};
+use ddpm::config::sampler;
 use ddpm::config::{SamplerConfig, Spacing};
 use ddpm::diffusion::Diffusion;
 use ddpm::eval::images::write_pngs;
@@ -69,8 +70,12 @@ pub fn exec(a: Args) -> Result<bool> {
     let c = &loaded.config;
     let t_max = c.diffusion.timesteps;
     let cfg = match a.sampler.as_str() {
-        "ddpm" => SamplerConfig::Ddpm { steps: a.steps, spacing: Spacing::Linspace },
-        "ddim" => SamplerConfig::Ddim { steps: a.steps.unwrap_or(50), eta: a.eta, spacing: Spacing::Linspace },
+        "ddpm" => SamplerConfig::Ddpm(sampler::ddpm::Config { steps: a.steps, spacing: Spacing::Linspace }),
+        "ddim" => SamplerConfig::Ddim(sampler::ddim::Config {
+            steps: a.steps.unwrap_or(50),
+            eta: a.eta,
+            spacing: Spacing::Linspace,
+        }),
         other => bail!("--sampler {other:?}: allowed are ddpm, ddim"),
     };
     if cfg.num_steps(t_max) < 1 || a.steps.is_some_and(|k| k < 1 || k > t_max) {

@@ -1,6 +1,8 @@
 //! The vocabulary of the program: the TOML schema of a run (`schema`, with its validation) and the
 //! plain `RunSpec`. Imports nothing of the crate; loading and hashing live in `experiment`.
 pub mod model;
+pub mod sampler;
+pub mod schedule;
 mod schema;
 mod spec;
 

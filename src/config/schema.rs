@@ -5,6 +5,9 @@
 //! its keys with a default table of another kind.
 pub use super::model::unet::{TimeEmbedding, UnetBlock};
 pub use super::model::ModelConfig;
+use super::sampler;
+pub use super::sampler::{SamplerConfig, Spacing};
+pub use super::schedule::ScheduleConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -187,116 +190,6 @@ pub enum Variance {
     Beta,
 }
 
-/// The variance schedule, chosen by `name`; each kind has its own keys.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ScheduleConfig {
-    /// Ho et al. 2020: β linear from `beta_start` to `beta_end`. With `scale_to_T`, both ends are
-    /// multiplied by 1000/T first, as improved-diffusion does (off by default, as in the paper).
-    Linear {
-        #[serde(default = "default_beta_start")]
-        beta_start: f64,
-        #[serde(default = "default_beta_end")]
-        beta_end: f64,
-        #[serde(default, rename = "scale_to_T", alias = "scale_to_t")]
-        scale_to_t: bool,
-    },
-    /// Nichol & Dhariwal 2021: ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2), β clipped to [`min_beta`, `max_beta`].
-    Cosine {
-        #[serde(default = "default_cosine_s")]
-        s: f64,
-        #[serde(default = "default_max_beta")]
-        max_beta: f64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        min_beta: Option<f64>,
-    },
-    /// Ho et al.'s code ("quad"): √β linear from √beta_start to √beta_end.
-    Quadratic {
-        #[serde(default = "default_beta_start")]
-        beta_start: f64,
-        #[serde(default = "default_beta_end")]
-        beta_end: f64,
-    },
-    /// β = sigmoid(linspace(−6, 6, T)) · (beta_end − beta_start) + beta_start.
-    Sigmoid {
-        #[serde(default = "default_beta_start")]
-        beta_start: f64,
-        #[serde(default = "default_beta_end")]
-        beta_end: f64,
-    },
-    /// lucidrains' `sigmoid_beta_schedule` (Jabri et al. 2022, Fig. 8), the default of
-    /// denoising-diffusion-pytorch's `GaussianDiffusion` and so of seed 001: ᾱ(τ) ∝ σ(end/τ_s) −
-    /// σ((τ(end − start) + start)/τ_s) for τ = t/T, normalised to ᾱ(0) = 1, β clipped to [0, 0.999].
-    LucidrainsSigmoid {
-        #[serde(default = "default_sigmoid_start")]
-        start: f64,
-        #[serde(default = "default_sigmoid_end")]
-        end: f64,
-        #[serde(default = "default_sigmoid_tau")]
-        tau: f64,
-    },
-}
-
-fn default_sigmoid_start() -> f64 {
-    -3.0
-}
-fn default_sigmoid_end() -> f64 {
-    3.0
-}
-fn default_sigmoid_tau() -> f64 {
-    1.0
-}
-
-fn default_beta_start() -> f64 {
-    1e-4
-}
-fn default_beta_end() -> f64 {
-    0.02
-}
-fn default_cosine_s() -> f64 {
-    0.008
-}
-fn default_max_beta() -> f64 {
-    0.999
-}
-
-impl Default for ScheduleConfig {
-    fn default() -> Self {
-        ScheduleConfig::Linear { beta_start: default_beta_start(), beta_end: default_beta_end(), scale_to_t: false }
-    }
-}
-
-impl ScheduleConfig {
-    pub const NAMES: [&'static str; 5] = ["linear", "cosine", "quadratic", "sigmoid", "lucidrains_sigmoid"];
-
-    pub fn name(&self) -> &'static str {
-        match self {
-            ScheduleConfig::Linear { .. } => "linear",
-            ScheduleConfig::Cosine { .. } => "cosine",
-            ScheduleConfig::Quadratic { .. } => "quadratic",
-            ScheduleConfig::Sigmoid { .. } => "sigmoid",
-            ScheduleConfig::LucidrainsSigmoid { .. } => "lucidrains_sigmoid",
-        }
-    }
-
-    /// The schedule of that name with its default keys.
-    pub fn default_named(name: &str) -> Option<Self> {
-        let (start, end) = (default_beta_start(), default_beta_end());
-        Some(match name {
-            "linear" => ScheduleConfig::Linear { beta_start: start, beta_end: end, scale_to_t: false },
-            "cosine" => ScheduleConfig::Cosine { s: default_cosine_s(), max_beta: default_max_beta(), min_beta: None },
-            "quadratic" => ScheduleConfig::Quadratic { beta_start: start, beta_end: end },
-            "sigmoid" => ScheduleConfig::Sigmoid { beta_start: start, beta_end: end },
-            "lucidrains_sigmoid" => ScheduleConfig::LucidrainsSigmoid {
-                start: default_sigmoid_start(),
-                end: default_sigmoid_end(),
-                tau: default_sigmoid_tau(),
-            },
-            _ => return None,
-        })
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
@@ -472,72 +365,6 @@ impl Default for SampleConfig {
     }
 }
 
-/// The reverse-process sampler, chosen by `name`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
-pub enum SamplerConfig {
-    /// Ancestral sampling (Ho et al. Algorithm 2) with σ_t² from `diffusion.variance`. With `steps`
-    /// below T it samples a subset of the timesteps with recomputed β's (improved-diffusion's
-    /// timestep respacing).
-    Ddpm {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        steps: Option<usize>,
-        #[serde(default)]
-        spacing: Spacing,
-    },
-    /// DDIM (Song et al. 2021, eq. 12): `steps` timesteps, stochasticity `eta` in [0, 1].
-    Ddim {
-        #[serde(default = "default_ddim_steps")]
-        steps: usize,
-        #[serde(default)]
-        eta: f64,
-        #[serde(default)]
-        spacing: Spacing,
-    },
-}
-
-fn default_ddim_steps() -> usize {
-    50
-}
-
-impl Default for SamplerConfig {
-    fn default() -> Self {
-        SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace }
-    }
-}
-
-impl SamplerConfig {
-    /// The number of model calls with T = `timesteps`.
-    pub fn num_steps(&self, timesteps: usize) -> usize {
-        match *self {
-            SamplerConfig::Ddpm { steps, .. } => steps.map_or(timesteps, |k| k.min(timesteps)),
-            SamplerConfig::Ddim { steps, .. } => steps.min(timesteps),
-        }
-    }
-
-    /// `DDIM 50 steps eta=0` with T = `timesteps`, `DDIM eta=0` (the family) with None.
-    pub fn label(&self, timesteps: Option<usize>) -> String {
-        let steps = timesteps.map_or(String::new(), |t| format!(" {} steps", self.num_steps(t)));
-        match self {
-            SamplerConfig::Ddpm { .. } => format!("DDPM{steps}"),
-            SamplerConfig::Ddim { eta, .. } => format!("DDIM{steps} eta={eta}"),
-        }
-    }
-}
-
-/// Which K of the T timesteps a shortened sampler visits (the names of diffusers' `timestep_spacing`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Spacing {
-    /// round(linspace(0, T − 1, K)): both ends included.
-    #[default]
-    Linspace,
-    /// 0, T/K, 2T/K, …: starts at the first step, stops short of the last.
-    Leading,
-    /// round(T − i·T/K) − 1: ends at the last step.
-    Trailing,
-}
-
 /// The evaluation of a run: FID and KID of generated samples against a reference split (through the
 /// Inception-v3 of pytorch-fid/StyleGAN3) and the variational bound in bits/dim on test images.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -586,7 +413,7 @@ impl Default for EvalConfig {
             fid: true,
             bpd: true,
             num_samples: 256,
-            sampler: SamplerConfig::Ddim { steps: 50, eta: 0.0, spacing: Spacing::Linspace },
+            sampler: SamplerConfig::Ddim(sampler::ddim::Config::default()),
             classes: EvalClasses::Balanced,
             guidance_scale: 0.0,
             use_ema: true,
@@ -656,48 +483,7 @@ impl RunConfig {
         let d = &self.diffusion;
         let t_max = d.timesteps;
         check(t_max >= 2, "diffusion.timesteps", t_max.to_string(), "an integer >= 2");
-        let in_unit = |b: f64| b > 0.0 && b < 1.0;
-        let mut check_range = |start: f64, end: f64, scale: f64| {
-            let (s, e) = (start * scale, end * scale);
-            check(in_unit(s), "diffusion.schedule.beta_start", start.to_string(), "0 < beta_start < 1 (after scaling)");
-            check(in_unit(e), "diffusion.schedule.beta_end", end.to_string(), "0 < beta_end < 1 (after scaling)");
-            check(s <= e, "diffusion.schedule.beta_end", end.to_string(), &format!("beta_end >= beta_start ({start})"));
-        };
-        match d.schedule {
-            ScheduleConfig::Linear { beta_start, beta_end, scale_to_t } => {
-                let scale = if scale_to_t { 1000.0 / t_max.max(1) as f64 } else { 1.0 };
-                check_range(beta_start, beta_end, scale);
-            }
-            ScheduleConfig::Quadratic { beta_start, beta_end } | ScheduleConfig::Sigmoid { beta_start, beta_end } => {
-                check_range(beta_start, beta_end, 1.0)
-            }
-            ScheduleConfig::LucidrainsSigmoid { start, end, tau } => {
-                check(
-                    start < end && start.is_finite() && end.is_finite(),
-                    "diffusion.schedule.end",
-                    end.to_string(),
-                    &format!("a finite end > start ({start})"),
-                );
-                check(tau > 0.0 && tau.is_finite(), "diffusion.schedule.tau", tau.to_string(), "a finite tau > 0");
-            }
-            ScheduleConfig::Cosine { s, max_beta, min_beta } => {
-                check(s >= 0.0 && s.is_finite(), "diffusion.schedule.s", s.to_string(), "a finite s >= 0");
-                check(
-                    max_beta > 0.0 && max_beta <= 1.0,
-                    "diffusion.schedule.max_beta",
-                    max_beta.to_string(),
-                    "0 < max_beta <= 1",
-                );
-                if let Some(min) = min_beta {
-                    check(
-                        min > 0.0 && min < max_beta,
-                        "diffusion.schedule.min_beta",
-                        min.to_string(),
-                        &format!("0 < min_beta < max_beta ({max_beta})"),
-                    );
-                }
-            }
-        }
+        d.schedule.check(t_max, &mut check);
         let data = &self.data;
         let side = data.image_size;
         let known = data.name.known_size();
@@ -857,23 +643,16 @@ impl RunConfig {
         }
         let steps_allowed = format!("1 <= steps <= diffusion.timesteps ({t_max})");
         // The evaluation's sampler is shared by runs of any T: it takes min(steps, T) steps.
-        let samplers = [
-            (&sample.sampler, "sample.sampler.steps", "sample.sampler.eta", t_max),
-            (&self.eval.sampler, "eval.sampler.steps", "eval.sampler.eta", usize::MAX),
-        ];
-        for (sampler, steps_key, eta_key, max) in samplers {
-            let steps_allowed = if max == usize::MAX { "an integer >= 1" } else { steps_allowed.as_str() };
-            match *sampler {
-                SamplerConfig::Ddpm { steps: Some(k), .. } => {
-                    check(k >= 1 && k <= max, steps_key, k.to_string(), steps_allowed)
-                }
-                SamplerConfig::Ddpm { steps: None, .. } => {}
-                SamplerConfig::Ddim { steps, eta, .. } => {
-                    check(steps >= 1 && steps <= max, steps_key, steps.to_string(), steps_allowed);
-                    check((0.0..=1.0).contains(&eta), eta_key, eta.to_string(), "0 <= eta <= 1");
-                }
-            }
-        }
+        let keys =
+            sampler::Keys { steps: "sample.sampler.steps", eta: "sample.sampler.eta", steps_allowed, max_steps: t_max };
+        sample.sampler.check(&keys, &mut check);
+        let keys = sampler::Keys {
+            steps: "eval.sampler.steps",
+            eta: "eval.sampler.eta",
+            steps_allowed: "an integer >= 1".into(),
+            max_steps: usize::MAX,
+        };
+        self.eval.sampler.check(&keys, &mut check);
         let e = &self.eval;
         check(
             e.num_samples >= 2,

@@ -53,19 +53,19 @@ pub fn sample(
 ) -> SampleOutput {
     let _guard = tch::no_grad_guard();
     let (device, t_max) = (x_t.device(), s.timesteps());
-    match *cfg {
-        SamplerConfig::Ddpm { steps, spacing } => match steps.filter(|&k| k < t_max) {
+    match cfg {
+        SamplerConfig::Ddpm(c) => match c.steps.filter(|&k| k < t_max) {
             None => {
                 let all: Vec<usize> = (0..t_max).collect();
                 ddpm(s, &all, x_t, opts, model, on_step)
             }
             Some(k) => {
-                let kept = spaced_timesteps(t_max, k, spacing);
+                let kept = spaced_timesteps(t_max, k, c.spacing);
                 ddpm(&s.respaced(&kept, device), &kept, x_t, opts, model, on_step)
             }
         },
-        SamplerConfig::Ddim { steps, eta, spacing } => {
-            ddim(s, &spaced_timesteps(t_max, steps, spacing), eta, x_t, opts, model, on_step)
+        SamplerConfig::Ddim(c) => {
+            ddim(s, &spaced_timesteps(t_max, c.steps, c.spacing), c.eta, x_t, opts, model, on_step)
         }
     }
 }
@@ -164,6 +164,7 @@ fn ddim(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::sampler::{ddim, ddpm};
     use crate::diffusion::schedule::linear_betas;
     use crate::diffusion::target::training_target;
     use tch::Device;
@@ -197,11 +198,11 @@ mod tests {
     fn every_sampler_with_an_oracle_ends_at_the_data_point() {
         tch::manual_seed(1);
         let s = NoiseSchedule::from_betas(linear_betas(100, 1e-4, 0.2), Device::Cpu);
-        let mut configs = vec![SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace }];
+        let mut configs = vec![SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace })];
         for spacing in [Spacing::Linspace, Spacing::Leading, Spacing::Trailing] {
-            configs.push(SamplerConfig::Ddpm { steps: Some(10), spacing });
-            configs.push(SamplerConfig::Ddim { steps: 10, eta: 0.0, spacing });
-            configs.push(SamplerConfig::Ddim { steps: 25, eta: 1.0, spacing });
+            configs.push(SamplerConfig::Ddpm(ddpm::Config { steps: Some(10), spacing }));
+            configs.push(SamplerConfig::Ddim(ddim::Config { steps: 10, eta: 0.0, spacing }));
+            configs.push(SamplerConfig::Ddim(ddim::Config { steps: 25, eta: 1.0, spacing }));
         }
         for cfg in &configs {
             for target in [Target::Eps, Target::X0, Target::V] {
@@ -225,7 +226,7 @@ mod tests {
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |eta: f64, seed: i64| {
             tch::manual_seed(seed);
-            let cfg = SamplerConfig::Ddim { steps: 20, eta, spacing: Spacing::Linspace };
+            let cfg = SamplerConfig::Ddim(ddim::Config { steps: 20, eta, spacing: Spacing::Linspace });
             sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {}).x0
         };
         let (a, b) = (go(0.0, 1), go(0.0, 2));
@@ -246,8 +247,8 @@ mod tests {
             tch::manual_seed(7);
             sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {}).x0
         };
-        let ddpm = go(SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace });
-        let ddim = go(SamplerConfig::Ddim { steps: 40, eta: 1.0, spacing: Spacing::Linspace });
+        let ddpm = go(SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace }));
+        let ddim = go(SamplerConfig::Ddim(ddim::Config { steps: 40, eta: 1.0, spacing: Spacing::Linspace }));
         let diff = (ddpm - ddim).abs().max().double_value(&[]);
         assert!(diff < 1e-4, "{diff}");
     }
@@ -273,7 +274,7 @@ mod tests {
             clip_x0: true,
             trajectory: &[20, 10, 0],
         };
-        let cfg = SamplerConfig::Ddpm { steps: None, spacing: Spacing::Linspace };
+        let cfg = SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace });
         let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {});
         let steps: Vec<usize> = out.trajectory.iter().map(|(t, _)| *t).collect();
         assert_eq!(steps, vec![20, 10, 0]);

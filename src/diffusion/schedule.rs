@@ -9,21 +9,21 @@ use tch::{Device, Kind, Tensor};
 
 /// β_t for the configured schedule and number of steps.
 pub fn betas(schedule: &ScheduleConfig, timesteps: usize) -> Vec<f64> {
-    match *schedule {
-        ScheduleConfig::Linear { beta_start, beta_end, scale_to_t } => {
-            let scale = if scale_to_t { 1000.0 / timesteps as f64 } else { 1.0 };
-            linear_betas(timesteps, beta_start * scale, beta_end * scale)
+    match schedule {
+        ScheduleConfig::Linear(c) => {
+            let scale = c.scale(timesteps);
+            linear_betas(timesteps, c.beta_start * scale, c.beta_end * scale)
         }
-        ScheduleConfig::Cosine { s, max_beta, min_beta } => {
-            let betas = cosine_betas(timesteps, s, max_beta);
-            match min_beta {
+        ScheduleConfig::Cosine(c) => {
+            let betas = cosine_betas(timesteps, c.s, c.max_beta);
+            match c.min_beta {
                 Some(min) => betas.into_iter().map(|b| b.max(min)).collect(),
                 None => betas,
             }
         }
-        ScheduleConfig::Quadratic { beta_start, beta_end } => quadratic_betas(timesteps, beta_start, beta_end),
-        ScheduleConfig::Sigmoid { beta_start, beta_end } => sigmoid_betas(timesteps, beta_start, beta_end),
-        ScheduleConfig::LucidrainsSigmoid { start, end, tau } => lucidrains_sigmoid_betas(timesteps, start, end, tau),
+        ScheduleConfig::Quadratic(c) => quadratic_betas(timesteps, c.beta_start, c.beta_end),
+        ScheduleConfig::Sigmoid(c) => sigmoid_betas(timesteps, c.beta_start, c.beta_end),
+        ScheduleConfig::LucidrainsSigmoid(c) => lucidrains_sigmoid_betas(timesteps, c.start, c.end, c.tau),
     }
 }
 
@@ -256,10 +256,18 @@ mod tests {
     /// improved-diffusion's rescaling: at T = 4000, 1000/T = 0.25, so 2.5e-5..0.005.
     #[test]
     fn scale_to_t_and_min_beta() {
-        let cfg = ScheduleConfig::Linear { beta_start: 1e-4, beta_end: 0.02, scale_to_t: true };
+        let cfg = ScheduleConfig::Linear(crate::config::schedule::linear::Config {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            scale_to_t: true,
+        });
         let b = betas(&cfg, 4000);
         assert!((b[0] - 2.5e-5).abs() < 1e-15 && (b[3999] - 0.005).abs() < 1e-15);
-        let clipped = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.02, min_beta: Some(1e-4) };
+        let clipped = ScheduleConfig::Cosine(crate::config::schedule::cosine::Config {
+            s: 0.008,
+            max_beta: 0.02,
+            min_beta: Some(1e-4),
+        });
         let b = betas(&clipped, 600);
         assert!(b.iter().all(|&x| (1e-4..=0.02).contains(&x)));
         assert_eq!(

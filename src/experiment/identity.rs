@@ -100,9 +100,14 @@ mod tests {
     #[test]
     fn schedule_numbers_not_names_identify_the_run() {
         let mut a = RunConfig::default();
-        a.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.999, min_beta: None };
+        a.diffusion.schedule = ScheduleConfig::Cosine(crate::config::schedule::cosine::Config {
+            s: 0.008,
+            max_beta: 0.999,
+            min_beta: None,
+        });
         let mut b = a.clone();
-        b.diffusion.schedule = ScheduleConfig::Cosine { s: 0.008, max_beta: 0.5, min_beta: None };
+        b.diffusion.schedule =
+            ScheduleConfig::Cosine(crate::config::schedule::cosine::Config { s: 0.008, max_beta: 0.5, min_beta: None });
         let (ha, hb) = (RunSpec::new("e", "l".into(), a).unwrap().hash, RunSpec::new("e", "l".into(), b).unwrap().hash);
         assert_ne!(ha, hb);
         assert_eq!(ha.len(), HASH_LEN);
