@@ -6,6 +6,7 @@ pub mod cosine;
 pub mod linear;
 pub mod lucidrains_sigmoid;
 pub mod quadratic;
+mod range;
 pub mod sigmoid;
 
 pub use super::model::Check;
