@@ -122,9 +122,11 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             let evaluation = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
             let mut model_evaluations = None;
             let mut samples = dir.path.join("samples.png");
-            let empty = BTreeMap::new();
-            metrics.extend(metric::of_run(status.as_ref(), Some(evaluation.as_ref().map_or(&empty, |r| &r.metrics))));
+            if let Some(s) = &status {
+                metrics.extend(metric::run::of_status(s));
+            }
             if let Some(r) = evaluation {
+                metrics.extend(r.metrics);
                 model_evaluations = r.model_evaluations;
                 let own = dir.path.join("eval").join(&r.spec_hash).join("samples.png");
                 if eval_varies && own.exists() {
