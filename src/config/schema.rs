@@ -158,8 +158,13 @@ pub struct DiffusionConfig {
     /// What the network predicts: the noise ε, the clean image x_0, or v = √ᾱ ε − √(1−ᾱ) x_0.
     pub target: Target,
     /// σ_t² of the reverse process p_θ(x_{t−1}|x_t) = N(μ_θ, σ_t² I), used by DDPM sampling and by
-    /// the variational bound: the posterior variance β̃_t or β_t (Ho et al. §3.2).
+    /// the variational bound: the posterior variance β̃_t or β_t (Ho et al. §3.2). With
+    /// `model.learn_sigma` the network's second half of channels sets it instead (learned range).
     pub variance: Variance,
+    /// Rescale the schedule's β so that ᾱ_T = 0, zero terminal SNR (Lin et al. 2024, Algorithm 1;
+    /// diffusers' `rescale_betas_zero_snr`): √ᾱ is shifted to 0 at T and scaled back to its value at
+    /// t = 1. Needs a v or x_0 target (ε is undefined at SNR 0).
+    pub zero_terminal_snr: bool,
 }
 
 impl Default for DiffusionConfig {
@@ -169,6 +174,7 @@ impl Default for DiffusionConfig {
             schedule: ScheduleConfig::default(),
             target: Target::Eps,
             variance: Variance::Posterior,
+            zero_terminal_snr: false,
         }
     }
 }
@@ -204,6 +210,11 @@ pub struct TrainConfig {
     /// The learning rate after the warm-up: `constant`, or `cosine` decay from lr to 0 at `train.steps`
     /// (lr·(1 + cos(π·(n − warmup)/(steps − warmup)))/2 at update n).
     pub lr_decay: LrDecay,
+    /// What is minimised: `simple` (Ho et al.'s L_simple, the distance of `loss` to the target),
+    /// `hybrid` (L_simple + λ L_vlb with λ = 0.001, the mean detached in the bound's term: Nichol &
+    /// Dhariwal 2021 §3.1) or `vlb` (the bound alone). `hybrid` and `vlb` train the variance of
+    /// `model.learn_sigma`.
+    pub objective: Objective,
     /// The distance between the prediction and the target, averaged over each sample's pixels.
     pub loss: LossKind,
     /// δ of the Huber loss (PyTorch's smooth_l1 convention: quadratic below δ, linear above).
@@ -212,6 +223,9 @@ pub struct TrainConfig {
     pub weighting: Weighting,
     /// γ of min-SNR-γ weighting.
     pub min_snr_gamma: f64,
+    /// Offset noise (lucidrains' `offset_noise_strength`): ε += s·n with n ~ N(0, I) of shape
+    /// [B, C, 1, 1], one value per image and channel (0: off).
+    pub offset_noise_strength: f64,
     /// How training timesteps are drawn: uniformly, or by importance sampling on the running second
     /// moment of each timestep's loss (improved-diffusion's `loss-second-moment`).
     pub timestep_sampling: TimestepSampling,
@@ -262,10 +276,12 @@ impl Default for TrainConfig {
             lr: 2e-4,
             warmup_steps: 0,
             lr_decay: LrDecay::Constant,
+            objective: Objective::Simple,
             loss: LossKind::L2,
             huber_delta: 1.0,
             weighting: Weighting::Uniform,
             min_snr_gamma: 5.0,
+            offset_noise_strength: 0.0,
             timestep_sampling: TimestepSampling::Uniform,
             ema_decay: 0.9999,
             ema_warmup: true,
@@ -277,6 +293,15 @@ impl Default for TrainConfig {
             tf32: false,
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    #[default]
+    Simple,
+    Hybrid,
+    Vlb,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -472,6 +497,62 @@ pub struct Invalid {
 }
 
 impl RunConfig {
+    /// The combinations of the objective, the learned variance, zero terminal SNR and offset noise.
+    fn check_objective(&self, check: &mut dyn FnMut(bool, &'static str, String, &str)) {
+        let (d, t) = (&self.diffusion, &self.train);
+        let learned = self.model.learn_sigma();
+        let objective = format!("{:?}", t.objective).to_lowercase();
+        check(
+            t.objective != Objective::Hybrid || learned,
+            "train.objective",
+            objective.clone(),
+            "`simple` or `vlb` unless model.learn_sigma = true (the hybrid's bound term trains only the variance: \
+             with a fixed one it is a constant)",
+        );
+        check(
+            !learned || t.objective != Objective::Simple,
+            "model.learn_sigma",
+            "true".into(),
+            "false with train.objective = \"simple\" (L_simple gives the variance channels no gradient); \
+             use train.objective = \"hybrid\" or \"vlb\"",
+        );
+        check(
+            !learned || d.variance == Variance::Posterior,
+            "diffusion.variance",
+            format!("{:?}", d.variance).to_lowercase(),
+            "`posterior` (the default) with model.learn_sigma = true: the network's interpolation between log β and \
+             log β̃ replaces the fixed variance",
+        );
+        check(
+            t.weighting == Weighting::Uniform || t.objective == Objective::Simple,
+            "train.weighting",
+            "min_snr".into(),
+            &format!("`uniform` with train.objective = \"{objective}\" (min-SNR weights L_simple only)"),
+        );
+        check(
+            !d.zero_terminal_snr || d.target != Target::Eps,
+            "diffusion.target",
+            "eps".into(),
+            "`v` or `x0` with diffusion.zero_terminal_snr = true (at SNR 0, x_T is pure noise and ε-prediction \
+             cannot give x_0)",
+        );
+        for (key, w) in [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)] {
+            check(
+                !learned || w == 0.0,
+                key,
+                w.to_string(),
+                "0 with model.learn_sigma = true (guidance would mix the variance channels too)",
+            );
+        }
+        let s = t.offset_noise_strength;
+        check(
+            (0.0..=1.0).contains(&s),
+            "train.offset_noise_strength",
+            s.to_string(),
+            "0 <= offset_noise_strength <= 1 (0: off; lucidrains suggests 0.1)",
+        );
+    }
+
     /// Checks ranges and combinations that serde cannot express. Returns every problem found.
     pub fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
@@ -615,6 +696,7 @@ impl RunConfig {
         check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");
         let gamma = t.min_snr_gamma;
         check(gamma > 0.0 && gamma.is_finite(), "train.min_snr_gamma", gamma.to_string(), "a finite number > 0");
+        self.check_objective(&mut check);
         let cond = &self.conditioning;
         check(
             (0.0..1.0).contains(&cond.label_dropout),

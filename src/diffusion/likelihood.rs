@@ -7,9 +7,7 @@
 //! Each term is reported in bits per dimension: nats / (pixels · ln 2). Data must lie on the 8-bit grid
 //! x = 2k/255 − 1 (k = 0..255).
 use super::posterior::{posterior_log_variance, posterior_mean};
-use super::target::predicted_x0;
-use super::{extract, forward::q_sample, NoiseSchedule};
-use crate::config::{Target, Variance};
+use super::NoiseSchedule;
 use std::f64::consts::LN_2;
 use tch::{Kind, Tensor};
 
@@ -53,35 +51,23 @@ pub fn prior_bpd(s: &NoiseSchedule, x0: &Tensor) -> Tensor {
     (mean_sq * ab + (-(-ab).ln_1p() - ab)) * (0.5 / LN_2)
 }
 
-pub struct TermOptions {
-    pub target: Target,
-    pub variance: Variance,
-    /// Clip the predicted x_0 to [-1, 1] (as at sampling time).
-    pub clip_x0: bool,
-}
-
-/// The bound's term at each sample's own timestep t, in bits/dim: L_0 where t = 0 (index of the
-/// paper's t = 1), L_{t−1} otherwise. x_t = q_sample(x_0, t, ε) with the given noise ε.
-pub fn vlb_terms_bpd(
+/// The bound's term at each sample's own timestep t, in bits/dim, given the model's prediction of
+/// x_0 (`x0_hat`, clipped or not as the caller wants) and its log-variance at x_t: L_0 where t = 0
+/// (index of the paper's t = 1), L_{t−1} = KL(q(x_{t−1} | x_t, x_0) ‖ N(μ̃(x_t, x̂_0), Σ)) otherwise.
+pub fn terms_bpd(
     s: &NoiseSchedule,
     x0: &Tensor,
+    x_t: &Tensor,
     t: &Tensor,
-    eps: &Tensor,
-    opts: &TermOptions,
-    model: &mut dyn FnMut(&Tensor, &Tensor) -> Tensor,
+    x0_hat: &Tensor,
+    model_logvar: &Tensor,
 ) -> Tensor {
     let ndim = x0.dim();
-    let x_t = q_sample(s, x0, t, eps);
-    let output = model(&x_t, t);
-    let mut x0_hat = predicted_x0(opts.target, s, &x_t, t, &output);
-    if opts.clip_x0 {
-        x0_hat = x0_hat.clamp(-1.0, 1.0);
-    }
     // The model runs in f32; the KL and the decoder's log-probabilities are computed in f64.
     let f64 = |x: Tensor| x.to_kind(Kind::Double);
-    let model_mean = f64(posterior_mean(s, &x0_hat, &x_t, t));
-    let model_logvar = f64(extract(s.model_log_variance(opts.variance), t, ndim));
-    let true_mean = f64(posterior_mean(s, x0, &x_t, t));
+    let model_mean = f64(posterior_mean(s, x0_hat, x_t, t));
+    let model_logvar = f64(model_logvar.shallow_clone());
+    let true_mean = f64(posterior_mean(s, x0, x_t, t));
     let true_logvar = f64(posterior_log_variance(s, t, ndim));
     let x0 = &f64(x0.shallow_clone());
     let kl = mean_per_sample_bits(&normal_kl(&true_mean, &true_logvar, &model_mean, &model_logvar));

@@ -25,7 +25,8 @@ pub fn min_snr_weights(target: Target, s: &NoiseSchedule, t: &Tensor, gamma: f64
     let snr = extract(&s.snr, t, 1);
     let clipped = snr.clamp_max(gamma);
     match target {
-        Target::Eps => clipped / snr,
+        // min(SNR, γ)/SNR written as min(1, γ/SNR): 1, not 0/0, at SNR 0 (zero terminal SNR).
+        Target::Eps => (snr.reciprocal() * gamma).clamp_max(1.0),
         Target::X0 => clipped,
         Target::V => clipped / (snr + 1.0),
     }
@@ -75,5 +76,22 @@ mod tests {
         assert!(close(x0[0], 5.0) && close(x0[1], snrt));
         let v = got(Target::V);
         assert!(close(v[0], 5.0 / (snr0 + 1.0)) && close(v[1], snrt / (snrt + 1.0)));
+    }
+
+    /// At SNR 0 (zero terminal SNR: ᾱ_T = 0) every target's weight is finite: the limits
+    /// min(SNR, γ)/SNR → 1 for ε, min(SNR, γ) = 0 for x_0 and min(SNR, γ)/(SNR + 1) = 0 for v.
+    /// (Tools that compute the ε weight as min(SNR, γ)/SNR get 0/0 = NaN here.)
+    #[test]
+    fn min_snr_weights_are_finite_at_zero_snr() {
+        use crate::diffusion::schedule::rescale_zero_terminal_snr;
+        let betas = rescale_zero_terminal_snr(&linear_betas(1000, 1e-4, 0.02));
+        let s = NoiseSchedule::from_betas(betas, Device::Cpu);
+        assert_eq!(s.snr_at(999), 0.0);
+        let t = Tensor::from_slice(&[999i64, 0]);
+        for (target, at_zero) in [(Target::Eps, 1.0), (Target::X0, 0.0), (Target::V, 0.0)] {
+            let w = Vec::<f64>::try_from(min_snr_weights(target, &s, &t, 5.0).to_kind(Kind::Double)).unwrap();
+            assert!(w.iter().all(|x| x.is_finite()), "{target:?}: {w:?}");
+            assert_eq!(w[0], at_zero, "{target:?}");
+        }
     }
 }

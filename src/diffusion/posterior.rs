@@ -13,6 +13,17 @@ pub fn posterior_log_variance(s: &NoiseSchedule, t: &Tensor, ndim: usize) -> Ten
     extract(&s.posterior_log_variance_clipped, t, ndim)
 }
 
+/// The learned range (Nichol & Dhariwal 2021, eq. 15; improved-diffusion's `LEARNED_RANGE`,
+/// diffusers' `learned_range`): log Σ = v' log β_t + (1 − v') log β̃_t with v' = (v + 1)/2 for the
+/// network's variance output v; log β̃_t clipped at t = 1 as improved-diffusion does (diffusers
+/// floors β̃_1 at 1e-20 instead; the two agree from t = 2 on, and t = 1 adds no sampling noise).
+pub fn learned_log_variance(s: &NoiseSchedule, t: &Tensor, v: &Tensor) -> Tensor {
+    let n = v.dim();
+    let frac = (v + 1.0) * 0.5;
+    let (max_log, min_log) = (extract(&s.log_betas, t, n), posterior_log_variance(s, t, n));
+    &frac * max_log + (-&frac + 1.0) * min_log
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

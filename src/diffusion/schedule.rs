@@ -3,7 +3,7 @@
 //! Everything is computed in f64 on the host; the arrays the batched operations gather from are also
 //! held on the device in f32. The realised β array (not the schedule's name) is what identifies a run:
 //! the same name means different numbers in different tools (see `betas_fingerprint`).
-use crate::config::{ScheduleConfig, Variance};
+use crate::config::{DiffusionConfig, ScheduleConfig, Variance};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
@@ -25,6 +25,26 @@ pub fn betas(schedule: &ScheduleConfig, timesteps: usize) -> Vec<f64> {
         ScheduleConfig::Sigmoid(c) => sigmoid_betas(timesteps, c.beta_start, c.beta_end),
         ScheduleConfig::LucidrainsSigmoid(c) => lucidrains_sigmoid_betas(timesteps, c.start, c.end, c.tau),
     }
+}
+
+/// The run's β: its schedule's, rescaled to zero terminal SNR with `diffusion.zero_terminal_snr`.
+pub fn diffusion_betas(d: &DiffusionConfig) -> Vec<f64> {
+    let b = betas(&d.schedule, d.timesteps);
+    if d.zero_terminal_snr {
+        rescale_zero_terminal_snr(&b)
+    } else {
+        b
+    }
+}
+
+/// Lin et al. 2024, Algorithm 1 (diffusers' `rescale_zero_terminal_snr`), in f64: with
+/// r_t = √ᾱ_t, r'_t = (r_t − r_T) · r_1/(r_1 − r_T), so that ᾱ'_T = 0 and ᾱ'_1 = ᾱ_1; then
+/// α'_1 = ᾱ'_1, α'_t = ᾱ'_t/ᾱ'_{t−1} and β' = 1 − α'.
+pub fn rescale_zero_terminal_snr(betas: &[f64]) -> Vec<f64> {
+    let root: Vec<f64> = alpha_bar(betas).into_iter().map(f64::sqrt).collect();
+    let (first, last) = (root[0], root[root.len() - 1]);
+    let ab: Vec<f64> = root.iter().map(|r| ((r - last) * first / (first - last)).powi(2)).collect();
+    (0..ab.len()).map(|t| 1.0 - if t == 0 { ab[0] } else { ab[t] / ab[t - 1] }).collect()
 }
 
 /// `torch.linspace(start, end, n)` in f64: both ends included.
@@ -125,11 +145,14 @@ pub struct NoiseSchedule {
     pub beta_log_variance: Tensor,
     /// SNR_t = ᾱ_t / (1 − ᾱ_t).
     pub snr: Tensor,
+    /// log β_t, unclipped: the upper end of the learned range (improved-diffusion's `max_log`).
+    pub log_betas: Tensor,
 }
 
 impl NoiseSchedule {
-    pub fn new(schedule: &ScheduleConfig, timesteps: usize, device: Device) -> Self {
-        Self::from_betas(betas(schedule, timesteps), device)
+    /// The run's schedule (`diffusion.schedule`, `timesteps`, `zero_terminal_snr`).
+    pub fn new(d: &DiffusionConfig, device: Device) -> Self {
+        Self::from_betas(diffusion_betas(d), device)
     }
 
     pub fn from_betas(betas: Vec<f64>, device: Device) -> Self {
@@ -154,6 +177,7 @@ impl NoiseSchedule {
             posterior_log_variance_clipped: dev(&|t| if t == 0 { first.ln() } else { posterior_variance[t].ln() }),
             beta_log_variance: dev(&|t| if t == 0 { first.ln() } else { betas[t].ln() }),
             snr: dev(&|t| alpha_bar[t] / (1.0 - alpha_bar[t])),
+            log_betas: dev(&|t| betas[t].ln()),
             betas,
             alpha_bar,
             alpha_bar_prev,
@@ -187,6 +211,21 @@ impl NoiseSchedule {
             Variance::Posterior => &self.posterior_log_variance_clipped,
             Variance::Beta => &self.beta_log_variance,
         }
+    }
+
+    /// Whether ᾱ_T = 0 (zero terminal SNR): x_T is pure noise.
+    pub fn zero_terminal_snr(&self) -> bool {
+        self.alpha_bar.last() == Some(&0.0)
+    }
+
+    /// ᾱ as the σ-based samplers (DPM-Solver++, Euler, Heun) read it: with zero terminal SNR, ᾱ_T
+    /// is 2^−24 instead of 0 so that σ_T = √((1 − ᾱ_T)/ᾱ_T) is finite (diffusers does the same).
+    pub fn sampler_alpha_bar(&self) -> Vec<f64> {
+        let mut ab = self.alpha_bar.clone();
+        if let Some(last) = ab.last_mut().filter(|a| **a == 0.0) {
+            *last = 2f64.powi(-24);
+        }
+        ab
     }
 
     /// Signal-to-noise ratio ᾱ_t / (1 − ᾱ_t) at index t.

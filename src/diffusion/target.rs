@@ -30,9 +30,13 @@ pub fn predict_x0_from_eps(s: &NoiseSchedule, x_t: &Tensor, t: &Tensor, eps: &Te
     extract(&s.sqrt_recip_alpha_bar, t, n) * x_t - extract(&s.sqrt_recipm1_alpha_bar, t, n) * eps
 }
 
-/// ε = (x_t/√ᾱ_t − x_0) / √(1/ᾱ_t − 1).
+/// ε = (x_t/√ᾱ_t − x_0) / √(1/ᾱ_t − 1); with zero terminal SNR, where 1/√ᾱ_T is infinite, the
+/// same ε as (x_t − √ᾱ_t x_0) / √(1 − ᾱ_t) (= x_t at T).
 pub fn predict_eps_from_x0(s: &NoiseSchedule, x_t: &Tensor, t: &Tensor, x0: &Tensor) -> Tensor {
     let n = x_t.dim();
+    if s.zero_terminal_snr() {
+        return (x_t - extract(&s.sqrt_alpha_bar, t, n) * x0) / extract(&s.sqrt_one_minus_alpha_bar, t, n);
+    }
     (extract(&s.sqrt_recip_alpha_bar, t, n) * x_t - x0) / extract(&s.sqrt_recipm1_alpha_bar, t, n)
 }
 

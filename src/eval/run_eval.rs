@@ -253,7 +253,7 @@ pub fn sample_features(
         crate::device::synchronize(device);
         let started = Instant::now();
         let mut network = models::sampling_fn(model, labels, e.guidance_scale);
-        let out = diffusion.sample(&e.sampler, x_t, &[], &mut network, &mut |_| {});
+        let out = diffusion.sample(&e.sampler, x_t, &[], &mut network, &mut |_, _| {});
         crate::device::synchronize(device);
         sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);

@@ -35,7 +35,7 @@ fn identity(config: &RunConfig) -> anyhow::Result<Value> {
     }
     // The trajectory's steps as resolved: left out (T, 3T/4, …) and written out are the same run.
     canonical["sample"]["trajectory"] = json!(config.sample.trajectory_steps(config.diffusion.timesteps));
-    let betas = schedule::betas(&config.diffusion.schedule, config.diffusion.timesteps);
+    let betas = schedule::diffusion_betas(&config.diffusion);
     Ok(json!({
         "identity_format": 2,
         "code_sha256": env!("DDPM_CODE_SHA256"),

@@ -146,7 +146,7 @@ pub struct DdpmCifar {
 }
 
 impl DdpmCifar {
-    pub fn new(p: &nn::Path, channels: i64, o: &DdpmCifarOptions, classes: Option<i64>) -> Self {
+    pub fn new(p: &nn::Path, (c_in, c_out): (i64, i64), o: &DdpmCifarOptions, classes: Option<i64>) -> Self {
         let (ch, n) = (o.ch, o.ch_mult.len());
         let temb = 4 * ch;
         let attn_at = |level: usize| o.attn_resolutions.contains(&(o.image_size >> level));
@@ -192,14 +192,14 @@ impl DdpmCifar {
             ch,
             dense0: layers::tf_linear(p / "temb" / "dense0", ch, temb),
             dense1: layers::tf_linear(p / "temb" / "dense1", temb, temb),
-            conv_in: layers::tf_conv2d(p / "conv_in", channels, ch, 3, 1, 1, 1.0),
+            conv_in: layers::tf_conv2d(p / "conv_in", c_in, ch, 3, 1, 1, 1.0),
             down,
             mid_block_1,
             mid_attn_1,
             mid_block_2,
             up,
             norm_out: layers::group_norm(p / "norm_out", GROUPS, c),
-            conv_out: layers::tf_conv2d(p / "conv_out", c, channels, 3, 1, 1, 0.0),
+            conv_out: layers::tf_conv2d(p / "conv_out", c, c_out, 3, 1, 1, 0.0),
         }
     }
 }

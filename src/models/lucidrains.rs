@@ -256,7 +256,7 @@ pub struct LucidrainsUnet {
 }
 
 impl LucidrainsUnet {
-    pub fn new(p: &nn::Path, channels: i64, o: &LucidrainsOptions, classes: Option<i64>) -> Self {
+    pub fn new(p: &nn::Path, (c_in, c_out): (i64, i64), o: &LucidrainsOptions, classes: Option<i64>) -> Self {
         let time_dim = o.dim * 4;
         let mut dims = vec![o.init_dim];
         dims.extend(o.dim_mults.iter().map(|m| o.dim * m));
@@ -305,7 +305,7 @@ impl LucidrainsUnet {
         Self {
             dim: o.dim,
             classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
-            init_conv: layers::conv2d(p / "init_conv", channels, o.init_dim, 7, 3),
+            init_conv: layers::conv2d(p / "init_conv", c_in, o.init_dim, 7, 3),
             time1: layers::linear(p / "time_mlp" / 1, o.dim, time_dim),
             time2: layers::linear(p / "time_mlp" / 3, time_dim, time_dim),
             downs,
@@ -314,7 +314,7 @@ impl LucidrainsUnet {
             mid_block2: block(p / "mid_block2", mid, mid),
             ups,
             final_res_block: block(p / "final_res_block", o.init_dim * 2, o.init_dim),
-            final_conv: layers::conv2d(p / "final_conv", o.init_dim, channels, 1, 0),
+            final_conv: layers::conv2d(p / "final_conv", o.init_dim, c_out, 1, 0),
         }
     }
 }

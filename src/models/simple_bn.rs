@@ -74,19 +74,19 @@ pub struct SimpleBnUnet {
 }
 
 impl SimpleBnUnet {
-    pub fn new(p: &nn::Path, channels: i64, time_dim: i64, widths: &[i64], classes: Option<i64>) -> Self {
+    pub fn new(p: &nn::Path, (c_in, c_out): (i64, i64), time_dim: i64, widths: &[i64], classes: Option<i64>) -> Self {
         let n = widths.len();
         let up_widths: Vec<i64> = widths.iter().rev().copied().collect();
         Self {
             time_dim,
             classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
             time_mlp: layers::linear(p / "time_mlp", time_dim, time_dim),
-            conv0: layers::conv2d(p / "conv0", channels, widths[0], 3, 1),
+            conv0: layers::conv2d(p / "conv0", c_in, widths[0], 3, 1),
             downs: (0..n - 1).map(|i| Block::new(p / "downs" / i, widths[i], widths[i + 1], time_dim, false)).collect(),
             ups: (0..n - 1)
                 .map(|i| Block::new(p / "ups" / i, up_widths[i], up_widths[i + 1], time_dim, true))
                 .collect(),
-            output: layers::conv2d(p / "output", widths[0], channels, 1, 0),
+            output: layers::conv2d(p / "output", widths[0], c_out, 1, 0),
         }
     }
 }

@@ -59,7 +59,7 @@ pub struct SimpleUNet {
 }
 
 impl SimpleUNet {
-    pub fn new(p: &nn::Path, channels: i64, time_dim: i64, classes: Option<i64>) -> Self {
+    pub fn new(p: &nn::Path, (c_in, c_out): (i64, i64), time_dim: i64, classes: Option<i64>) -> Self {
         let down_p = p / "down";
         let up_p = p / "up";
         Self {
@@ -67,7 +67,7 @@ impl SimpleUNet {
             classes: classes.map(|k| ClassEmbedding::new(p, k, time_dim)),
             time_mlp: layers::linear(p / "time_mlp", time_dim, time_dim),
             down: vec![
-                Block::new(&down_p / 0, channels, 32, time_dim),
+                Block::new(&down_p / 0, c_in, 32, time_dim),
                 Block::new(&down_p / 1, 32, 64, time_dim),
                 Block::new(&down_p / 2, 64, 128, time_dim),
             ],
@@ -78,7 +78,7 @@ impl SimpleUNet {
                 Block::new(&up_p / 1, 64 + 64, 32, time_dim),
                 Block::new(&up_p / 2, 32 + 32, 32, time_dim),
             ],
-            out: layers::conv2d(p / "out", 32, channels, 1, 0),
+            out: layers::conv2d(p / "out", 32, c_out, 1, 0),
         }
     }
 }

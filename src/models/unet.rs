@@ -207,7 +207,7 @@ pub struct Unet {
 }
 
 impl Unet {
-    pub fn new(p: &nn::Path, channels: i64, o: &UnetOptions, classes: Option<i64>) -> Self {
+    pub fn new(p: &nn::Path, (c_in, c_out): (i64, i64), o: &UnetOptions, classes: Option<i64>) -> Self {
         let time_dim = 4 * o.dim;
         let (time_features, fourier_dim) = match o.time_embedding {
             TimeEmbedding::Sinusoidal => (TimeFeatures::Sinusoidal(o.dim), o.dim),
@@ -265,7 +265,7 @@ impl Unet {
             time_features,
             time_mlp1: layers::linear(p / "time_mlp" / "linear1", fourier_dim, time_dim),
             time_mlp2: layers::linear(p / "time_mlp" / "linear2", time_dim, time_dim),
-            init_conv: layers::conv2d(p / "init_conv", channels, o.init_dim, 7, 3),
+            init_conv: layers::conv2d(p / "init_conv", c_in, o.init_dim, 7, 3),
             down,
             mid_block1: Block::new(p / "mid_block1", mid, mid, time_dim, o),
             mid_attn: pre_norm(
@@ -276,7 +276,7 @@ impl Unet {
             mid_block2: Block::new(p / "mid_block2", mid, mid, time_dim, o),
             up,
             final_block: Block::new(p / "final_block", 2 * o.init_dim, o.init_dim, time_dim, o),
-            final_conv: layers::conv2d(p / "final_conv", o.init_dim, channels, 1, 0),
+            final_conv: layers::conv2d(p / "final_conv", o.init_dim, c_out, 1, 0),
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Draws {
     epoch_order: Option<(usize, Tensor)>,
     random_flip: bool,
     label_dropout: Option<f64>,
+    offset_noise: bool,
+    self_condition: bool,
 }
 
 /// One step's draws.
@@ -34,11 +36,26 @@ pub struct StepDraws {
     pub flip: Option<Tensor>,
     /// Which images' class labels to drop to "no class" (`[B]` booleans), for classifier-free guidance.
     pub drop_label: Option<Tensor>,
+    /// Offset noise's n ~ N(0, I), `[B, C]`, when it is on.
+    pub offset: Option<Tensor>,
+    /// Whether this step runs self-conditioning's first pass (probability 1/2, drawn on the host from
+    /// the step's stream, so the branch costs no device sync).
+    pub self_condition: bool,
 }
 
 impl Draws {
     pub fn new(seed: u64, n: i64, batch: i64, device: Device) -> Self {
-        Draws { seed, n, batch, device, epoch_order: None, random_flip: false, label_dropout: None }
+        Draws {
+            seed,
+            n,
+            batch,
+            device,
+            epoch_order: None,
+            random_flip: false,
+            label_dropout: None,
+            offset_noise: false,
+            self_condition: false,
+        }
     }
 
     /// Also draw a left-right flip per image (after the noise: runs without flips draw what they drew).
@@ -50,6 +67,18 @@ impl Draws {
     /// Also draw, with probability `p`, whether to drop each image's class label (after the flips).
     pub fn with_label_dropout(mut self, p: Option<f64>) -> Self {
         self.label_dropout = p;
+        self
+    }
+
+    /// Also draw offset noise's `[B, C]` normals (after the label drops).
+    pub fn with_offset_noise(mut self, on: bool) -> Self {
+        self.offset_noise = on;
+        self
+    }
+
+    /// Also decide each step whether self-conditioning's first pass runs.
+    pub fn with_self_condition(mut self, on: bool) -> Self {
+        self.self_condition = on;
         self
     }
 
@@ -73,7 +102,10 @@ impl Draws {
         let noise = Tensor::randn(shape.as_slice(), (Kind::Float, self.device));
         let flip = self.random_flip.then(|| Tensor::rand([self.batch], (Kind::Float, self.device)).lt(0.5));
         let drop_label = self.label_dropout.map(|p| Tensor::rand([self.batch], (Kind::Float, self.device)).lt(p));
-        StepDraws { indices, t, importance, noise, flip, drop_label }
+        let offset = self.offset_noise.then(|| Tensor::randn([self.batch, image_shape[0]], (Kind::Float, self.device)));
+        let self_condition =
+            self.self_condition && crate::rng::stream_seed(self.seed, "self-condition", step as u64) % 2 == 0;
+        StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition }
     }
 }
 

@@ -140,7 +140,9 @@ pub fn train_run(
     reporter.advance(start as u64);
     let mut draws = Draws::new(seed, n, batch, device)
         .with_random_flip(cfg.data.random_flip)
-        .with_label_dropout(classes.map(|_| cfg.conditioning.label_dropout));
+        .with_label_dropout(classes.map(|_| cfg.conditioning.label_dropout))
+        .with_offset_noise(cfg.train.offset_noise_strength > 0.0)
+        .with_self_condition(cfg.model.self_condition());
     let image_shape = data.images.size()[1..].to_vec();
     let mut window = Window::new(device, dc.timesteps);
     let train_started = Instant::now();
@@ -152,7 +154,7 @@ pub fn train_run(
         }
     };
     for step in start + 1..=steps {
-        let StepDraws { indices, t, importance, noise, flip, drop_label } =
+        let StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition } =
             draws.step(step, &image_shape, &timestep_sampler);
         mark(&mut phases, "draws (indices, t, noise)");
         let x0 = data.images.index_select(0, &indices);
@@ -170,7 +172,15 @@ pub fn train_run(
             }
         });
         mark(&mut phases, "batch");
-        let inputs = step::Batch { x0: &x0, t: &t, noise: &noise, labels: labels.as_ref(), importance };
+        let inputs = step::Batch {
+            x0: &x0,
+            t: &t,
+            noise: &noise,
+            offset: offset.as_ref(),
+            self_condition,
+            labels: labels.as_ref(),
+            importance,
+        };
         let step::BatchLoss { loss, per_sample } = step::batch_loss(model.as_ref(), &diffusion, tc, device, inputs);
         let logging = step % tc.log_every == 0 || step == steps;
         mark(&mut phases, "forward and loss");
@@ -300,7 +310,7 @@ fn draw_samples(
 ) -> Result<()> {
     let (device, timesteps, steps) =
         (diffusion.schedule.sqrt_alpha_bar.device(), diffusion.timesteps(), cfg.train.steps);
-    let sample_steps = cfg.sample.sampler.num_steps(timesteps);
+    let sample_steps = cfg.sample.sampler.steps(timesteps);
     reporter.phase("sample", sample_steps as u64);
     reseed(cfg.seed, "sample", 0);
     let shape = [cfg.sample.num_samples, channels, height, width];
@@ -309,7 +319,7 @@ fn draw_samples(
     let x_t = Tensor::randn(shape, (Kind::Float, device));
     let trajectory = cfg.sample.trajectory_steps(timesteps);
     let out =
-        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k| reporter.advance(k as u64));
+        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k, _| reporter.advance(k as u64));
     let ncol = match classes {
         Some(k) => k as usize,
         None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,

@@ -2,7 +2,7 @@
 //! 2–5) through the network in training mode, weighted (min-SNR, importance sampling of t) and
 //! averaged over the batch. The loop draws t and ε; tests pass their own.
 use crate::config::{Precision, TrainConfig};
-use crate::diffusion::process::{Diffusion, TrainingLosses};
+use crate::diffusion::process::{Diffusion, Noise, TrainingLosses};
 use crate::models::Denoiser;
 use tch::{Device, Kind, Tensor};
 
@@ -14,11 +14,14 @@ pub struct BatchLoss {
 }
 
 /// The inputs of one batch: images x_0 in [-1, 1], timestep indices t (0-based, as the network sees
-/// them), the noise ε, class labels (−1: no class) and importance weights of non-uniform t sampling.
+/// them), the noise ε, offset noise's per-channel draws `[B, C]`, whether self-conditioning's first
+/// pass runs, class labels (−1: no class) and importance weights of non-uniform t sampling.
 pub struct Batch<'a> {
     pub x0: &'a Tensor,
     pub t: &'a Tensor,
     pub noise: &'a Tensor,
+    pub offset: Option<&'a Tensor>,
+    pub self_condition: bool,
     pub labels: Option<&'a Tensor>,
     pub importance: Option<Tensor>,
 }
@@ -37,7 +40,11 @@ pub fn batch_loss(
         let x_t = if tc.channels_last { crate::device::channels_last(x_t) } else { x_t.shallow_clone() };
         crate::device::autocast_bf16(bf16, device, || model.forward_t(&x_t, t, b.labels, true)).to_kind(Kind::Float)
     };
-    let TrainingLosses { per_sample, weights } = diffusion.training_losses(&mut network, b.x0, b.t, b.noise);
+    let TrainingLosses { per_sample, weights } = diffusion.training_losses(
+        &mut network,
+        b.x0,
+        &Noise { t: b.t, noise: b.noise, offset: b.offset, self_condition: b.self_condition },
+    );
     let weights = match (weights, b.importance) {
         (Some(w), Some(i)) => Some(w * i),
         (w, None) => w,

@@ -48,6 +48,34 @@ impl ModelConfig {
         toml::Value::Table(table).try_into().ok()
     }
 
+    /// Whether the network outputs a learned variance beside its prediction (`learn_sigma`).
+    pub fn learn_sigma(&self) -> bool {
+        match self {
+            ModelConfig::Simple(c) => c.learn_sigma,
+            ModelConfig::SimpleBn(c) => c.learn_sigma,
+            ModelConfig::Unet(c) => c.learn_sigma,
+            ModelConfig::Lucidrains(c) => c.learn_sigma,
+            ModelConfig::DdpmCifar(c) => c.learn_sigma,
+        }
+    }
+
+    /// Whether the network takes its own x̂_0 as extra input channels (`self_condition`).
+    pub fn self_condition(&self) -> bool {
+        match self {
+            ModelConfig::Simple(c) => c.self_condition,
+            ModelConfig::SimpleBn(c) => c.self_condition,
+            ModelConfig::Unet(c) => c.self_condition,
+            ModelConfig::Lucidrains(c) => c.self_condition,
+            ModelConfig::DdpmCifar(c) => c.self_condition,
+        }
+    }
+
+    /// (input, output) channels of the network for images of `channels` channels.
+    pub fn io_channels(&self, channels: i64) -> (i64, i64) {
+        let times = |on: bool| if on { 2 * channels } else { channels };
+        (times(self.self_condition()), times(self.learn_sigma()))
+    }
+
     /// How many times the model halves the image side: sides must be multiples of 2^this.
     pub fn downsamplings(&self) -> u32 {
         match self {

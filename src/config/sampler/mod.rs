@@ -4,6 +4,10 @@
 //! arm in `diffusion::sampler::sample`.
 pub mod ddim;
 pub mod ddpm;
+pub mod dpm_solver;
+pub mod euler;
+pub mod euler_ancestral;
+pub mod heun;
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +31,23 @@ pub enum Spacing {
 pub enum SamplerConfig {
     Ddpm(ddpm::Config),
     Ddim(ddim::Config),
+    DpmSolver(dpm_solver::Config),
+    Euler(euler::Config),
+    Heun(heun::Config),
+    EulerAncestral(euler_ancestral::Config),
+}
+
+fn default_fast_steps() -> usize {
+    20
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// `steps` between 1 and the most the sampler may take.
+fn check_steps(steps: usize, keys: &Keys, check: &mut Check) {
+    check(steps >= 1 && steps <= keys.max_steps, keys.steps, steps.to_string(), &keys.steps_allowed);
 }
 
 impl Default for SamplerConfig {
@@ -46,21 +67,37 @@ pub struct Keys {
 }
 
 impl SamplerConfig {
-    /// The number of model calls with T = `timesteps`.
+    /// The number of model calls (NFE) with T = `timesteps`; a guided batch's doubled call counts once.
     pub fn num_steps(&self, timesteps: usize) -> usize {
         match self {
             SamplerConfig::Ddpm(c) => c.num_steps(timesteps),
             SamplerConfig::Ddim(c) => c.num_steps(timesteps),
+            SamplerConfig::DpmSolver(c) => c.num_steps(timesteps),
+            SamplerConfig::Euler(c) => c.num_steps(timesteps),
+            SamplerConfig::Heun(c) => c.num_steps(timesteps),
+            SamplerConfig::EulerAncestral(c) => c.num_steps(timesteps),
+        }
+    }
+
+    /// The sampler's steps with T = `timesteps` (the NFE, except Heun's 2·steps − 1).
+    pub fn steps(&self, timesteps: usize) -> usize {
+        match self {
+            SamplerConfig::Heun(c) => c.steps(timesteps),
+            other => other.num_steps(timesteps),
         }
     }
 
     /// `DDIM 50 steps eta=0` with T = `timesteps`, `DDIM eta=0` (the family) with None: the one name
     /// every report gives the sampler.
     pub fn label(&self, timesteps: Option<usize>) -> String {
-        let steps = timesteps.map_or(String::new(), |t| format!(" {} steps", self.num_steps(t)));
+        let steps = timesteps.map_or(String::new(), |t| format!(" {} steps", self.steps(t)));
         match self {
             SamplerConfig::Ddpm(c) => c.label(&steps),
             SamplerConfig::Ddim(c) => c.label(&steps),
+            SamplerConfig::DpmSolver(c) => c.label(&steps),
+            SamplerConfig::Euler(c) => c.label(&steps),
+            SamplerConfig::Heun(c) => c.label(&steps),
+            SamplerConfig::EulerAncestral(c) => c.label(&steps),
         }
     }
 
@@ -68,6 +105,10 @@ impl SamplerConfig {
         match self {
             SamplerConfig::Ddpm(c) => c.check(keys, check),
             SamplerConfig::Ddim(c) => c.check(keys, check),
+            SamplerConfig::DpmSolver(c) => c.check(keys, check),
+            SamplerConfig::Euler(c) => c.check(keys, check),
+            SamplerConfig::Heun(c) => c.check(keys, check),
+            SamplerConfig::EulerAncestral(c) => c.check(keys, check),
         }
     }
 }
