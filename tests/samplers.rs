@@ -45,15 +45,21 @@ fn case(schedule: &str, betas: &[f64], which: &str, steps: usize, karras: bool, 
     };
     let t = if target == Target::V { "v" } else { "eps" };
     let name = format!("{schedule}-{which}-{steps}-{t}{}", if karras { "" } else { "-uniform" });
-    let json = serde_json::json!({"name": name, "sampler": which, "steps": steps, "target": t, "seed": 11, "karras": karras});
+    let json =
+        serde_json::json!({"name": name, "sampler": which, "steps": steps, "target": t, "seed": 11, "karras": karras});
     Case { name, sampler, betas: betas.to_vec(), target, seed: 11, json }
 }
 
 /// Our states: after each step, the state as the model sees it (`on_step`).
 fn ours(c: &Case, x_t: &Tensor) -> Tensor {
     let s = NoiseSchedule::from_betas(c.betas.clone(), Device::Cpu);
-    let opts =
-        SampleOptions { target: c.target, variance: Variance::Posterior, clip_x0: false, learn_sigma: false, trajectory: &[] };
+    let opts = SampleOptions {
+        target: c.target,
+        variance: Variance::Posterior,
+        clip_x0: false,
+        learn_sigma: false,
+        trajectory: &[],
+    };
     let mut states = Vec::new();
     tch::manual_seed(c.seed);
     let out = sampler::sample(&c.sampler, &s, x_t.copy(), &opts, &mut analytic, &mut |_, x| states.push(x.copy()));
@@ -68,7 +74,9 @@ fn samplers_and_arrays_equal_diffusers() {
     let zero = rescale_zero_terminal_snr(&linear);
     let mut cases = Vec::new();
     for (name, betas) in [("linear", &linear), ("cosine", &cosine)] {
-        for (which, steps) in [("dpm_solver", 10), ("dpm_solver", 25), ("euler", 10), ("heun", 10), ("euler_ancestral", 10)] {
+        for (which, steps) in
+            [("dpm_solver", 10), ("dpm_solver", 25), ("euler", 10), ("heun", 10), ("euler_ancestral", 10)]
+        {
             cases.push(case(name, betas, which, steps, true, Target::Eps));
         }
         cases.push(case(name, betas, "euler", 12, false, Target::Eps));
@@ -144,7 +152,8 @@ fn samplers_and_arrays_equal_diffusers() {
         // use improved-diffusion's clipped log β̃ (β̃_2), diffusers log(1e-20).
         let v = Tensor::from_slice(&get("v")).to_kind(Kind::Float).reshape([-1, 1]);
         let t = Tensor::arange(betas.len() as i64, (Kind::Int64, Device::Cpu));
-        let learned = Vec::<f64>::try_from(learned_log_variance(&s, &t, &v).to_kind(Kind::Double).reshape([-1])).unwrap();
+        let learned =
+            Vec::<f64>::try_from(learned_log_variance(&s, &t, &v).to_kind(Kind::Double).reshape([-1])).unwrap();
         let diff = max_from(&learned, &get("learned_log_variance"), 1);
         assert!(diff < 1e-5, "{name}: learned range {diff}");
         // rescale_zero_terminal_snr in float64 on both sides.

@@ -536,7 +536,9 @@ impl RunConfig {
             "`v` or `x0` with diffusion.zero_terminal_snr = true (at SNR 0, x_T is pure noise and ε-prediction \
              cannot give x_0)",
         );
-        for (key, w) in [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)] {
+        for (key, w) in
+            [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)]
+        {
             check(
                 !learned || w == 0.0,
                 key,

@@ -46,4 +46,22 @@ mod tests {
             assert!(diff < 1e-4, "t={t}: {diff}");
         }
     }
+
+    /// The learned range's ends: v = 1 gives log β_t, v = −1 log β̃_t (β̃_2 at t = 1), v = 0 their mean.
+    #[test]
+    fn learned_range_ends() {
+        let s = NoiseSchedule::from_betas(linear_betas(1000, 1e-4, 0.02), Device::Cpu);
+        let t = Tensor::from_slice(&[0i64, 1, 500, 999]);
+        let at = |v: f64| {
+            let v = Tensor::full([4, 1, 1, 1], v, (Kind::Float, Device::Cpu));
+            Vec::<f64>::try_from(learned_log_variance(&s, &t, &v).to_kind(Kind::Double).reshape([-1])).unwrap()
+        };
+        let (hi, lo, mid) = (at(1.0), at(-1.0), at(0.0));
+        for (k, &i) in [0usize, 1, 500, 999].iter().enumerate() {
+            let tilde = s.posterior_variance[if i == 0 { 1 } else { i }].ln();
+            assert!((hi[k] - s.betas[i].ln()).abs() < 1e-5, "t index {i}");
+            assert!((lo[k] - tilde).abs() < 1e-5, "t index {i}");
+            assert!((mid[k] - 0.5 * (s.betas[i].ln() + tilde)).abs() < 1e-5, "t index {i}");
+        }
+    }
 }

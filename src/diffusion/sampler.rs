@@ -85,8 +85,12 @@ pub fn sample(
             ddim(s, &spaced_timesteps(t_max, c.steps, c.spacing), c.eta, x_t, opts, model, on_step)
         }
         SamplerConfig::DpmSolver(c) => dpm_solver_2m(s, c.steps.min(t_max), x_t, opts, model, on_step),
-        SamplerConfig::Euler(c) => karras(s, Karras::Euler, &karras_sigmas(s, c.steps, c.karras), x_t, opts, model, on_step),
-        SamplerConfig::Heun(c) => karras(s, Karras::Heun, &karras_sigmas(s, c.steps, c.karras), x_t, opts, model, on_step),
+        SamplerConfig::Euler(c) => {
+            karras(s, Karras::Euler, &karras_sigmas(s, c.steps, c.karras), x_t, opts, model, on_step)
+        }
+        SamplerConfig::Heun(c) => {
+            karras(s, Karras::Heun, &karras_sigmas(s, c.steps, c.karras), x_t, opts, model, on_step)
+        }
         SamplerConfig::EulerAncestral(c) => {
             karras(s, Karras::Ancestral, &karras_sigmas(s, c.steps, false), x_t, opts, model, on_step)
         }
@@ -190,7 +194,6 @@ fn ddim(
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
 }
-
 
 /// σ_t = √((1 − ᾱ_t)/ᾱ_t) at every index, from `NoiseSchedule::sampler_alpha_bar`.
 pub fn sigmas(s: &NoiseSchedule) -> Vec<f64> {
@@ -428,7 +431,7 @@ fn dpm_solver_2m(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::sampler::{ddim, ddpm};
+    use crate::config::sampler::{ddim, ddpm, dpm_solver, euler, euler_ancestral, heun};
     use crate::diffusion::schedule::linear_betas;
     use crate::diffusion::target::training_target;
     use tch::Device;
@@ -439,10 +442,26 @@ mod tests {
 
     /// An oracle for a dataset of one point x*: given x_t at t, the true noise is
     /// (x_t − √ᾱ_t x*) / √(1 − ᾱ_t); it answers in the requested target's terms.
+    /// At the fractional timesteps of the σ-based samplers, ᾱ(t) comes from log σ interpolated
+    /// between the neighbouring indices (the inverse of `sigma_to_t`).
     fn oracle(s: &NoiseSchedule, target: Target) -> impl FnMut(&Tensor, &Tensor) -> Tensor + '_ {
         let point = target_point();
         move |x: &Tensor, t: &Tensor| {
             let x0 = point.expand_as(x);
+            if t.kind() == Kind::Float {
+                let log_sigmas: Vec<f64> = sigmas(s).iter().map(|v| v.ln()).collect();
+                let tf = t.double_value(&[0]);
+                let lo = (tf.floor() as usize).min(s.timesteps() - 2);
+                let w = tf - lo as f64;
+                let sigma = ((1.0 - w) * log_sigmas[lo] + w * log_sigmas[lo + 1]).exp();
+                let (a, sv) = alpha_sigma(sigma);
+                let eps = (x - &x0 * a) / sv;
+                return match target {
+                    Target::Eps => eps,
+                    Target::X0 => x0,
+                    Target::V => eps * a - x0 * sv,
+                };
+            }
             let ab = super::extract(&s.sqrt_alpha_bar, t, 4);
             let om = super::extract(&s.sqrt_one_minus_alpha_bar, t, 4);
             let eps = (x - &x0 * &ab) / &om;
@@ -451,13 +470,15 @@ mod tests {
     }
 
     fn run(cfg: &SamplerConfig, s: &NoiseSchedule, target: Target, clip: bool) -> SampleOutput {
-        let opts = SampleOptions { target, variance: Variance::Posterior, clip_x0: clip, trajectory: &[] };
+        let opts =
+            SampleOptions { target, variance: Variance::Posterior, clip_x0: clip, learn_sigma: false, trajectory: &[] };
         let mut model = oracle(s, target);
-        sample(cfg, s, Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu)), &opts, &mut model, &mut |_| {})
+        sample(cfg, s, Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu)), &opts, &mut model, &mut |_, _| {})
     }
 
-    /// With the oracle, every sampler (full DDPM, respaced DDPM, DDIM η = 0 and 1, all spacings) and
-    /// every target ends at the data point: at the last step the mean is x̂_0 = x* and no noise is added.
+    /// With the oracle, every sampler (full DDPM, respaced DDPM, DDIM η = 0 and 1, all spacings,
+    /// DPM-Solver++, Euler, Heun with and without Karras σ, Euler ancestral) and every target ends at
+    /// the data point: at the last step the mean is x̂_0 = x* and no noise is added.
     #[test]
     fn every_sampler_with_an_oracle_ends_at_the_data_point() {
         tch::manual_seed(1);
@@ -467,6 +488,14 @@ mod tests {
             configs.push(SamplerConfig::Ddpm(ddpm::Config { steps: Some(10), spacing }));
             configs.push(SamplerConfig::Ddim(ddim::Config { steps: 10, eta: 0.0, spacing }));
             configs.push(SamplerConfig::Ddim(ddim::Config { steps: 25, eta: 1.0, spacing }));
+        }
+        for steps in [1, 2, 7, 20] {
+            configs.push(SamplerConfig::DpmSolver(dpm_solver::Config { steps }));
+            configs.push(SamplerConfig::EulerAncestral(euler_ancestral::Config { steps }));
+            for karras in [true, false] {
+                configs.push(SamplerConfig::Euler(euler::Config { steps, karras }));
+                configs.push(SamplerConfig::Heun(heun::Config { steps, karras }));
+            }
         }
         for cfg in &configs {
             for target in [Target::Eps, Target::X0, Target::V] {
@@ -486,12 +515,18 @@ mod tests {
         let s = NoiseSchedule::from_betas(linear_betas(50, 1e-4, 0.2), Device::Cpu);
         // A model that is not an oracle, so the path depends on x_T in a non-trivial way.
         let mut model = |x: &Tensor, _t: &Tensor| x.tanh() * 0.5;
-        let opts = SampleOptions { target: Target::Eps, variance: Variance::Posterior, clip_x0: true, trajectory: &[] };
+        let opts = SampleOptions {
+            target: Target::Eps,
+            variance: Variance::Posterior,
+            clip_x0: true,
+            learn_sigma: false,
+            trajectory: &[],
+        };
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |eta: f64, seed: i64| {
             tch::manual_seed(seed);
             let cfg = SamplerConfig::Ddim(ddim::Config { steps: 20, eta, spacing: Spacing::Linspace });
-            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {}).x0
+            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {}).x0
         };
         let (a, b) = (go(0.0, 1), go(0.0, 2));
         assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
@@ -505,11 +540,17 @@ mod tests {
     fn ddim_with_eta_one_over_all_steps_is_ddpm() {
         let s = NoiseSchedule::from_betas(linear_betas(40, 1e-4, 0.2), Device::Cpu);
         let mut model = |x: &Tensor, t: &Tensor| x.sin() * 0.3 + t.to_kind(Kind::Float).reshape([-1, 1, 1, 1]) * 0.001;
-        let opts = SampleOptions { target: Target::Eps, variance: Variance::Posterior, clip_x0: true, trajectory: &[] };
+        let opts = SampleOptions {
+            target: Target::Eps,
+            variance: Variance::Posterior,
+            clip_x0: true,
+            learn_sigma: false,
+            trajectory: &[],
+        };
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |cfg: SamplerConfig| {
             tch::manual_seed(7);
-            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {}).x0
+            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {}).x0
         };
         let ddpm = go(SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace }));
         let ddim = go(SamplerConfig::Ddim(ddim::Config { steps: 40, eta: 1.0, spacing: Spacing::Linspace }));
@@ -536,10 +577,11 @@ mod tests {
             target: Target::Eps,
             variance: Variance::Posterior,
             clip_x0: true,
+            learn_sigma: false,
             trajectory: &[20, 10, 0],
         };
         let cfg = SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace });
-        let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_| {});
+        let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {});
         let steps: Vec<usize> = out.trajectory.iter().map(|(t, _)| *t).collect();
         assert_eq!(steps, vec![20, 10, 0]);
         assert_eq!((&out.trajectory[0].1 - x_t).abs().max().double_value(&[]), 0.0, "t = T is the starting noise");

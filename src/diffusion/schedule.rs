@@ -347,4 +347,23 @@ mod tests {
         assert_eq!(betas_fingerprint(&a), betas_fingerprint(&b));
         assert_ne!(betas_fingerprint(&a), betas_fingerprint(&linear_betas(10, 1e-4, 0.03)));
     }
+
+    /// Zero terminal SNR (Lin et al. 2024, Algorithm 1) by hand on β = (0.1, 0.2, 0.3): ᾱ = (0.9,
+    /// 0.72, 0.504), √ᾱ = (0.9486833, 0.8485281, 0.7099296); shifted by √ᾱ_3 and scaled by
+    /// √ᾱ_1/(√ᾱ_1 − √ᾱ_3) = 3.9734806: (0.9486833, 0.5507187, 0) → ᾱ' = (0.9, 0.3032911, 0), so
+    /// β' = (0.1, 1 − 0.3032911/0.9 = 0.6630099, 1) (30-digit decimal arithmetic: 0.66300989496).
+    #[test]
+    fn zero_terminal_snr_by_hand() {
+        let b = rescale_zero_terminal_snr(&[0.1, 0.2, 0.3]);
+        let ab = alpha_bar(&b);
+        assert!((b[0] - 0.1).abs() < 1e-12 && (b[1] - 0.663_009_894_96).abs() < 1e-10 && b[2] == 1.0, "{b:?}");
+        assert!(ab[2] == 0.0 && (ab[1] - 0.303_291_094_54).abs() < 1e-10, "{ab:?}");
+        // Any schedule: ᾱ_T = 0, ᾱ_1 kept, √ᾱ an affine map of the original (so still decreasing).
+        for betas in [linear_betas(1000, 1e-4, 0.02), cosine_betas(1000, 0.008, 0.999)] {
+            let (old, new) = (alpha_bar(&betas), alpha_bar(&rescale_zero_terminal_snr(&betas)));
+            assert_eq!(new[999], 0.0);
+            assert!((new[0] - old[0]).abs() < 1e-12);
+            assert!(new.windows(2).all(|w| w[1] < w[0]));
+        }
+    }
 }

@@ -72,15 +72,14 @@ pub fn build(
     let io = cfg.io_channels(channels);
     match cfg {
         ModelConfig::Simple(c) => Box::new(simple_unet::SimpleUNet::new(path, io, c.time_emb_dim, classes)),
-        ModelConfig::SimpleBn(c) => Box::new(simple_bn::SimpleBnUnet::new(path, io, c.time_emb_dim, &c.channels, classes)),
+        ModelConfig::SimpleBn(c) => {
+            Box::new(simple_bn::SimpleBnUnet::new(path, io, c.time_emb_dim, &c.channels, classes))
+        }
         ModelConfig::Unet(c) => Box::new(unet::Unet::new(path, io, &c.into(), classes)),
         ModelConfig::Lucidrains(c) => Box::new(lucidrains::LucidrainsUnet::new(path, io, &c.into(), classes)),
-        ModelConfig::DdpmCifar(c) => Box::new(ddpm_cifar::DdpmCifar::new(
-            path,
-            io,
-            &ddpm_cifar::DdpmCifarOptions::of(c, image_size),
-            classes,
-        )),
+        ModelConfig::DdpmCifar(c) => {
+            Box::new(ddpm_cifar::DdpmCifar::new(path, io, &ddpm_cifar::DdpmCifarOptions::of(c, image_size), classes))
+        }
     }
 }
 

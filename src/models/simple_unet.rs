@@ -125,7 +125,7 @@ mod tests {
     #[test]
     fn parameter_count_is_the_blogs() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let _m = SimpleUNet::new(&vs.root(), 1, 32, None);
+        let _m = SimpleUNet::new(&vs.root(), (1, 1), 32, None);
         let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
         assert_eq!(n, 858_753);
     }
@@ -133,7 +133,7 @@ mod tests {
     #[test]
     fn output_shape_equals_input_shape() {
         let vs = nn::VarStore::new(Device::Cpu);
-        let m = SimpleUNet::new(&vs.root(), 3, 32, None);
+        let m = SimpleUNet::new(&vs.root(), (3, 3), 32, None);
         let x = Tensor::randn([2, 3, 32, 32], (Kind::Float, Device::Cpu));
         let t = Tensor::from_slice(&[0i64, 999]);
         assert_eq!(m.forward_t(&x, &t, None, true).size(), vec![2, 3, 32, 32]);
