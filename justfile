@@ -78,6 +78,12 @@ tensorboard-setup: setup
         echo "installing prdc==0.2 into .venv (test oracle for precision and recall)"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check "prdc==0.2" "scikit-learn==1.9.1" "torch==2.11.0"
     fi
+    # The samplers, the learned range, the posterior and zero terminal SNR are checked against
+    # diffusers' schedulers themselves (tests/samplers.rs).
+    if ! .venv/bin/python -c "import diffusers" 2>/dev/null; then
+        echo "installing diffusers==0.42.1 into .venv (test oracle for the samplers)"
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check "diffusers==0.42.1" "torch==2.11.0"
+    fi
 
 # Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]
 tensorboard experiment *args: build tensorboard-setup

@@ -265,7 +265,15 @@ fn training_steps_are_the_seeds() {
         let schedule_diff = theirs["schedule_diff"].double_value(&[0]);
         assert!(schedule_diff <= 1e-5, "seed {}: max |√ᾱ ours − seed| = {schedule_diff:e}", r.seed);
         let mut opt = Adam::new(&vs, tc.lr);
-        let b = Batch { x0: &x0, t: &t, noise: &noise, labels: None, importance: None };
+        let b = Batch {
+            x0: &x0,
+            t: &t,
+            noise: &noise,
+            offset: None,
+            self_condition: false,
+            labels: None,
+            importance: None,
+        };
         let loss = batch_loss(model.as_ref(), &diffusion, &tc, Device::Cpu, b).loss;
         let their_loss = theirs["loss"].double_value(&[0]);
         let ours = loss.double_value(&[]);
@@ -298,10 +306,16 @@ fn sampler_steps_are_the_seeds() {
         let (vs, model) = build(&r.model, 6);
         save_weights(&vs, &dir.path().join("weights.safetensors"));
         let (dc, _) = configs(&r);
-        let schedule = NoiseSchedule::new(&dc.schedule, dc.timesteps, Device::Cpu);
+        let schedule = NoiseSchedule::new(&dc, Device::Cpu);
         // Seeds 000 and 003 compute the mean from ε without clipping; lucidrains clips x̂_0 to [-1, 1].
         let clip_x0 = r.seed == "001";
-        let opts = SampleOptions { target: dc.target, variance: Variance::Posterior, clip_x0, trajectory: &[] };
+        let opts = SampleOptions {
+            target: dc.target,
+            variance: Variance::Posterior,
+            clip_x0,
+            learn_sigma: false,
+            trajectory: &[],
+        };
         let t_max = r.timesteps;
         for t_index in [t_max - 1, t_max / 2, 1, 0] {
             tch::manual_seed(31 + t_index as i64);

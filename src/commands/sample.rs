@@ -1,7 +1,6 @@
 //! `ddpm sample`: images from a run's final weights or a checkpoint, as a grid and/or one PNG each.
 use anyhow::{bail, Result};
-use ddpm::config::sampler;
-use ddpm::config::{SamplerConfig, Spacing};
+use ddpm::config::SamplerConfig;
 use ddpm::diffusion::Diffusion;
 use ddpm::eval::images::write_pngs;
 use std::path::PathBuf;
@@ -16,10 +15,10 @@ pub struct Args {
     pub device: String,
     #[arg(short = 'n', long, default_value_t = 64)]
     pub num: i64,
-    /// ddpm or ddim
+    /// ddpm, ddim, dpm_solver, euler, heun or euler_ancestral
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
-    /// Sampling steps [default: 50 for ddim, T for ddpm]
+    /// Sampling steps [default: 50 for ddim, T for ddpm, 20 for the others]
     #[arg(long)]
     pub steps: Option<usize>,
     /// DDIM's η (0: deterministic).
@@ -69,15 +68,21 @@ pub fn exec(a: Args) -> Result<bool> {
         })?;
     let c = &loaded.config;
     let t_max = c.diffusion.timesteps;
-    let cfg = match a.sampler.as_str() {
-        "ddpm" => SamplerConfig::Ddpm(sampler::ddpm::Config { steps: a.steps, spacing: Spacing::Linspace }),
-        "ddim" => SamplerConfig::Ddim(sampler::ddim::Config {
-            steps: a.steps.unwrap_or(50),
-            eta: a.eta,
-            spacing: Spacing::Linspace,
-        }),
-        other => bail!("--sampler {other:?}: allowed are ddpm, ddim"),
-    };
+    // Any registered sampler by name, with its default keys except the steps (and DDIM's η).
+    let mut keys = toml::Table::new();
+    keys.insert("name".into(), toml::Value::String(a.sampler.clone()));
+    if let Some(k) = a.steps {
+        keys.insert("steps".into(), toml::Value::Integer(k as i64));
+    }
+    if a.eta != 0.0 {
+        if a.sampler != "ddim" {
+            bail!("--eta: only the ddim sampler has an η");
+        }
+        keys.insert("eta".into(), toml::Value::Float(a.eta));
+    }
+    let cfg: SamplerConfig = toml::Value::Table(keys).try_into().map_err(|e| {
+        anyhow::anyhow!("--sampler {:?}: {e}; allowed are {}", a.sampler, SamplerConfig::NAMES.join(", "))
+    })?;
     if cfg.num_steps(t_max) < 1 || a.steps.is_some_and(|k| k < 1 || k > t_max) {
         bail!("--steps: allowed are 1 to T ({t_max})");
     }

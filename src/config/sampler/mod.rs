@@ -67,6 +67,9 @@ pub struct Keys {
 }
 
 impl SamplerConfig {
+    /// The `name`s of the samplers.
+    pub const NAMES: [&'static str; 6] = ["ddpm", "ddim", "dpm_solver", "euler", "heun", "euler_ancestral"];
+
     /// The number of model calls (NFE) with T = `timesteps`; a guided batch's doubled call counts once.
     pub fn num_steps(&self, timesteps: usize) -> usize {
         match self {
