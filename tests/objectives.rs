@@ -210,3 +210,26 @@ fn a_run_with_every_option_trains_samples_and_evaluates() {
         assert!(png.exists(), "{sampler}");
     }
 }
+
+/// The HParams dashboard's columns of the three experiment files are the keys they vary: the
+/// objective, the learned variance, self-conditioning, offset noise, zero SNR and the samplers.
+#[test]
+fn the_experiments_hparams_name_their_options() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let opts = ddpm::experiment::LoadOptions { profile: None, sets: vec![], use_env: false, profile_reason: None };
+    for (file, keys) in [
+        ("improved_ddpm.toml", &["train.objective", "model.learn_sigma", "diffusion.schedule.name"][..]),
+        (
+            "training_tricks.toml",
+            &["model.self_condition", "train.offset_noise_strength", "diffusion.zero_terminal_snr", "diffusion.target"]
+                [..],
+        ),
+        ("fast_samplers.toml", &["eval.sampler.name", "eval.sampler.steps"][..]),
+    ] {
+        let exp = ddpm::experiment::load_experiment(&root.join("experiments").join(file), &opts).unwrap();
+        let (columns, _) = ddpm::runner::board::hparams_of(&exp);
+        for k in keys {
+            assert!(columns.iter().any(|c| c == k), "{file}: HParams column `{k}` missing from {columns:?}");
+        }
+    }
+}
