@@ -436,6 +436,17 @@ mod tests {
     use crate::diffusion::target::training_target;
     use tch::Device;
 
+    /// ε-prediction, posterior variance, x̂_0 clipped, fixed variance; records `trajectory`.
+    fn eps_clipped(trajectory: &[usize]) -> SampleOptions<'_> {
+        SampleOptions {
+            target: Target::Eps,
+            variance: Variance::Posterior,
+            clip_x0: true,
+            learn_sigma: false,
+            trajectory,
+        }
+    }
+
     fn target_point() -> Tensor {
         Tensor::from_slice(&[0.5f32, -0.25, 1.0, -1.0]).reshape([1, 1, 2, 2])
     }
@@ -515,13 +526,7 @@ mod tests {
         let s = NoiseSchedule::from_betas(linear_betas(50, 1e-4, 0.2), Device::Cpu);
         // A model that is not an oracle, so the path depends on x_T in a non-trivial way.
         let mut model = |x: &Tensor, _t: &Tensor| x.tanh() * 0.5;
-        let opts = SampleOptions {
-            target: Target::Eps,
-            variance: Variance::Posterior,
-            clip_x0: true,
-            learn_sigma: false,
-            trajectory: &[],
-        };
+        let opts = eps_clipped(&[]);
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |eta: f64, seed: i64| {
             tch::manual_seed(seed);
@@ -540,13 +545,7 @@ mod tests {
     fn ddim_with_eta_one_over_all_steps_is_ddpm() {
         let s = NoiseSchedule::from_betas(linear_betas(40, 1e-4, 0.2), Device::Cpu);
         let mut model = |x: &Tensor, t: &Tensor| x.sin() * 0.3 + t.to_kind(Kind::Float).reshape([-1, 1, 1, 1]) * 0.001;
-        let opts = SampleOptions {
-            target: Target::Eps,
-            variance: Variance::Posterior,
-            clip_x0: true,
-            learn_sigma: false,
-            trajectory: &[],
-        };
+        let opts = eps_clipped(&[]);
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |cfg: SamplerConfig| {
             tch::manual_seed(7);
@@ -573,13 +572,7 @@ mod tests {
         let s = NoiseSchedule::from_betas(linear_betas(20, 1e-4, 0.2), Device::Cpu);
         let mut model = oracle(&s, Target::Eps);
         let x_t = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
-        let opts = SampleOptions {
-            target: Target::Eps,
-            variance: Variance::Posterior,
-            clip_x0: true,
-            learn_sigma: false,
-            trajectory: &[20, 10, 0],
-        };
+        let opts = eps_clipped(&[20, 10, 0]);
         let cfg = SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace });
         let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {});
         let steps: Vec<usize> = out.trajectory.iter().map(|(t, _)| *t).collect();
