@@ -4,6 +4,7 @@
 //! `train` (with `models`, `diffusion`, `data`) → a run directory (`track`) → `eval` outputs.
 pub mod analysis;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -132,6 +132,9 @@ pub fn tick(v: f64, span: f64) -> String {
     }
 }
 
+/// Series with at most this many points get a marker at each.
+const MARKED_POINTS: usize = 12;
+
 /// Lines (with their bands) on linear x and linear or logarithmic y axes spanning the data.
 pub fn line_chart(axes: &Axes, series: &[Series]) -> Result<Figure> {
     // A logarithmic x axis is drawn as a linear axis over log10(x), labelled with x itself.
@@ -216,6 +219,10 @@ where
             .map_err(err)?
             .label(s.name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+        // A series of few points (a sampler's steps) shows each one: a single point draws no line.
+        if s.points.len() <= MARKED_POINTS {
+            chart.draw_series(s.points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(err)?;
+        }
     }
     chart
         .configure_series_labels()

@@ -80,6 +80,22 @@ fn read_curves(dir: &Path) -> Vec<(String, i64, f64)> {
             }
         }
     }
+    // A clustering's E-steps: every π_k, the largest, and the share of images that changed cluster.
+    let history = std::fs::read_to_string(dir.join("em_history.json")).unwrap_or_default();
+    for e in serde_json::from_str::<Vec<serde_json::Value>>(&history).unwrap_or_default() {
+        let Some(step) = e["step"].as_i64() else { continue };
+        let pi: Vec<f64> =
+            e["pi"].as_array().map(|a| a.iter().filter_map(|p| p.as_f64()).collect()).unwrap_or_default();
+        for (k, p) in pi.iter().enumerate() {
+            out.push((format!("em_pi_{k}"), step, *p));
+        }
+        if let Some(max) = pi.iter().copied().reduce(f64::max) {
+            out.push(("em_pi_max".to_string(), step, max));
+        }
+        if let Some(c) = e["changed"].as_f64() {
+            out.push(("em_changed".to_string(), step, c));
+        }
+    }
     out
 }
 

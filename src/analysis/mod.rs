@@ -50,6 +50,12 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
         figures.push(("Training loss against log-SNR", "loss_vs_log_snr"));
         figures.push(("Bound terms against log-SNR", "bound_vs_log_snr"));
     }
+    if let Some((pi, changed)) = plots::em_curves(&records, &order)? {
+        pi.save(&dir, "em_pi")?;
+        changed.save(&dir, "em_changed")?;
+        figures.push(("Largest cluster weight over EM", "em_pi"));
+        figures.push(("Images that changed cluster at each E-step", "em_changed"));
+    }
     plots::schedules(exp)?.save(&dir, "schedules")?;
     figures.push(("Noise schedules", "schedules"));
     if let Some((steps, time)) = plots::sampler_charts(exp, &records)? {
@@ -149,6 +155,11 @@ fn verdicts(
         if let Some(real) = find(summary, best, &format!("{metric}_real")) {
             let _ = write!(sentence, " (real images: {:.5})", real.mean);
         }
+        for b in metric::all().into_iter().filter(|b| b.role == Role::Baseline && b.reference_of == Some(metric)) {
+            if let Some(v) = find(summary, best, b.name) {
+                let _ = write!(sentence, " ({}: {:.5} on the same images and seeds)", b.title, v.mean);
+            }
+        }
         sentence.push('.');
         out.push(sentence);
     }
@@ -214,7 +225,9 @@ impl Report<'_> {
             let _ = writeln!(r, "\nLeft out of the statistics (not done): {}.", left_out.join(", "));
         }
         r.push_str("\n## Runs\n\n| run | hash | state | ");
-        let names = metric_names();
+        // The metrics some run has (a clustering's scores only in a clustering experiment).
+        let names: Vec<&str> =
+            metric_names().into_iter().filter(|m| records.iter().any(|r| r.metrics.contains_key(*m))).collect();
         r.push_str(&names.join(" | "));
         r.push_str(" |\n|---|---|---|");
         r.push_str(&"---|".repeat(names.len()));

@@ -34,6 +34,31 @@ fn mean_with_range(name: &str, runs: Vec<Vec<(f64, f64)>>) -> Series {
     series
 }
 
+/// A clustering's EM against training step, per variant (mean over seeds, band: lowest to highest):
+/// the largest mixing weight π_k and the share of images that changed cluster at each E-step. None
+/// when no run clusters.
+pub fn em_curves(records: &[RunRecord], order: &[String]) -> Result<Option<(Figure, Figure)>> {
+    if !records.iter().any(|r| r.curves.iter().any(|c| c.0 == "em_pi_max")) {
+        return Ok(None);
+    }
+    let chart = |curve: &str, title: &str, y: &str| {
+        let series: Vec<Series> = order
+            .iter()
+            .map(|v| {
+                let runs = done(records, v)
+                    .map(|r| r.curves.iter().filter(|c| c.0 == curve).map(|c| (c.1 as f64, c.2)).collect::<Vec<_>>())
+                    .collect();
+                mean_with_range(v, runs)
+            })
+            .collect();
+        line_chart(&Axes::new(title, "training step (E-step after it; 0: the initialisation)", y), &series)
+    };
+    Ok(Some((
+        chart("em_pi_max", "largest mixing weight max_k π_k over EM (1/Q: balanced; 1: collapsed)", "max π_k")?,
+        chart("em_changed", "share of images whose cluster changed at each E-step", "changed")?,
+    )))
+}
+
 /// The training loss against step, mean over seeds, band from the lowest to the highest seed.
 pub fn loss_curves(records: &[RunRecord], order: &[String], log_y: bool) -> Result<Figure> {
     let series: Vec<Series> = order
@@ -74,7 +99,11 @@ pub fn metric_intervals(
             let reference = all.iter().find(|r| r.reference_of == Some(metric));
             let floors: Vec<f64> = records.iter().filter_map(|r| r.metrics.get(reference?.name).copied()).collect();
             let floor = floors.first().copied().filter(|f| floors.iter().all(|g| g == f));
-            let word = if crate::eval::metric::lower_is_better(metric) { "floor" } else { "real images" };
+            let word = match reference {
+                Some(r) if r.role == crate::eval::metric::Role::Baseline => r.title,
+                _ if crate::eval::metric::lower_is_better(metric) => "floor",
+                _ => "real images",
+            };
             let title = match floor {
                 Some(f) => format!("{title}; dashed: {word} {f:.2}"),
                 None => title.to_string(),

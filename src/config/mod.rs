@@ -1,5 +1,6 @@
 //! The vocabulary of the program: the TOML schema of a run (`schema`, with its validation) and the
 //! plain `RunSpec`. Imports nothing of the crate; loading and hashing live in `experiment`.
+pub mod cluster;
 pub mod model;
 pub mod sampler;
 pub mod schedule;

@@ -3,6 +3,7 @@
 //! Unknown keys are errors (`deny_unknown_fields`). Defaults live here, in serde, rather than in a
 //! configuration layer, so that replacing a whole table (e.g. the schedule) in a sweep does not mix
 //! its keys with a default table of another kind.
+pub use super::cluster::{ClusterConfig, ClusterInit};
 pub use super::model::unet::{TimeEmbedding, UnetBlock};
 pub use super::model::ModelConfig;
 use super::sampler;
@@ -21,6 +22,9 @@ pub struct RunConfig {
     pub train: TrainConfig,
     /// Class-conditional training for classifier-free guidance (off: an unconditional model).
     pub conditioning: ConditioningConfig,
+    /// A cluster-conditional model fitted by EM (off: absent from the identity).
+    #[serde(skip_serializing_if = "ClusterConfig::is_off")]
+    pub cluster: ClusterConfig,
     pub sample: SampleConfig,
     /// How the run is evaluated (FID, KID, bits/dim); not part of the run's identity: an evaluation
     /// has its own (see `eval::spec`), so changing it re-evaluates without retraining.
@@ -555,6 +559,81 @@ impl RunConfig {
         );
     }
 
+    /// `[cluster]`'s ranges and what it excludes: the dataset's own classes (the clusters take the
+    /// class-embedding path) and guidance (no label dropout trains an unconditional model).
+    fn check_cluster(&self, check: &mut dyn FnMut(bool, &'static str, String, &str)) {
+        let c = &self.cluster;
+        if !c.on() {
+            check(
+                c.is_off(),
+                "cluster.q",
+                c.q.to_string(),
+                "an integer >= 2 when any other `cluster` key is set (q = 0: no clustering)",
+            );
+            return;
+        }
+        check(c.q >= 2, "cluster.q", c.q.to_string(), "0 (off) or an integer >= 2");
+        check(
+            !self.conditioning.classes,
+            "conditioning.classes",
+            "true".into(),
+            "false with cluster.q > 0 (the clusters are the model's classes)",
+        );
+        check(
+            self.eval.classes == EvalClasses::Balanced,
+            "eval.classes",
+            "\"unconditional\"".into(),
+            "\"balanced\" with cluster.q > 0 (without label dropout the network has no unconditional model)",
+        );
+        check(
+            (1..self.train.steps.max(2)).contains(&c.e_step_every),
+            "cluster.e_step_every",
+            c.e_step_every.to_string(),
+            &format!(
+                "an integer from 1 to train.steps − 1 ({}): at least one E-step before the last",
+                self.train.steps - 1
+            ),
+        );
+        check(
+            !self.eval.bpd,
+            "eval.bpd",
+            "true".into(),
+            "false with cluster.q > 0 (the bound of the mixture is not computed by `eval`; each image's bound under \
+             every cluster is the E-step's, summarised in em_history.json)",
+        );
+        check(c.e_step_timesteps >= 1, "cluster.e_step_timesteps", c.e_step_timesteps.to_string(), "an integer >= 1");
+        check(c.e_step_batch >= 1, "cluster.e_step_batch", c.e_step_batch.to_string(), "an integer >= 1");
+        check(
+            c.temperature >= 1.0 && c.temperature.is_finite(),
+            "cluster.temperature",
+            c.temperature.to_string(),
+            "a finite number >= 1 (1: plain EM; above: deterministic annealing's start)",
+        );
+        check(
+            c.step_size > 0.0 && c.step_size <= 1.0,
+            "cluster.step_size",
+            c.step_size.to_string(),
+            "0 < step_size <= 1 (1: plain EM)",
+        );
+        if let Some(w) = c.min_weight {
+            check(
+                (0.0..1.0 / c.q.max(1) as f64).contains(&w),
+                "cluster.min_weight",
+                w.to_string(),
+                &format!("0 <= min_weight < 1/q ({:.4})", 1.0 / c.q.max(1) as f64),
+            );
+        }
+        let n = self.data.limit.or(self.data.name.known_size().map(|s| s.0));
+        if let Some(n) = n {
+            check(
+                n as i64 >= c.q,
+                "cluster.q",
+                c.q.to_string(),
+                &format!("at most the number of training images ({n})"),
+            );
+        }
+    }
+
     /// Checks ranges and combinations that serde cannot express. Returns every problem found.
     pub fn validate(&self) -> Vec<Invalid> {
         let mut out = Vec::new();
@@ -720,6 +799,7 @@ impl RunConfig {
                 );
             }
         }
+        self.check_cluster(&mut check);
         let sample = &self.sample;
         check(sample.num_samples >= 1, "sample.num_samples", sample.num_samples.to_string(), "an integer >= 1");
         for &step in sample.trajectory.iter().flatten() {

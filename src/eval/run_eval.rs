@@ -261,7 +261,9 @@ pub fn sample_features(
         progress.advance(((b + 1) * e.batch_size).min(n) as u64);
     }
     let images = Tensor::cat(&all, 0);
-    let labels = (!asked.is_empty()).then(|| Tensor::cat(&asked, 0));
+    // The classes asked for, which the classifier's conditional accuracy checks; a clustering's
+    // cluster indices are no classes of the dataset.
+    let labels = (!asked.is_empty() && config.conditioning.classes).then(|| Tensor::cat(&asked, 0));
     Ok(Sampled { generated: collector.finish()?, images, labels, sample_seconds })
 }
 

@@ -38,7 +38,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// Top-level run keys; environment variables `DDPM_<KEY>__...` are read only for these.
-const RUN_SECTIONS: [&str; 8] = ["seed", "data", "model", "diffusion", "train", "conditioning", "sample", "eval"];
+const RUN_SECTIONS: [&str; 9] =
+    ["seed", "data", "model", "diffusion", "train", "conditioning", "cluster", "sample", "eval"];
 
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {

@@ -37,6 +37,9 @@ pub fn build_for(config: &RunConfig, classes: Option<i64>, path: &nn::Path) -> B
 /// The number of classes a run's model is conditioned on (None: unconditional), from the dataset's
 /// class names.
 pub fn num_classes(config: &RunConfig) -> anyhow::Result<Option<i64>> {
+    if config.cluster.on() {
+        return Ok(Some(config.cluster.q));
+    }
     if !config.conditioning.classes {
         return Ok(None);
     }
@@ -45,6 +48,9 @@ pub fn num_classes(config: &RunConfig) -> anyhow::Result<Option<i64>> {
 
 /// The same for a loaded dataset with `available` classes.
 pub fn classes_of(config: &RunConfig, available: usize) -> anyhow::Result<Option<i64>> {
+    if config.cluster.on() {
+        return Ok(Some(config.cluster.q));
+    }
     if !config.conditioning.classes {
         return Ok(None);
     }

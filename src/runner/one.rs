@@ -163,6 +163,7 @@ fn train(
             status.parameters = Some(o.parameters);
             status.resumed_from = o.resumed_from;
             status.best_fid_during = o.best_fid_during;
+            status.train_metrics = o.metrics;
             dir.write_status(&status)?;
             Ok(Trained::Done(Box::new(status)))
         }

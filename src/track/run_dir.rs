@@ -71,6 +71,9 @@ pub struct Status {
     /// The lowest FID of the evaluations during training (`eval.every`) and its step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_fid_during: Option<(usize, f64)>,
+    /// What the training itself measured (a cluster-conditional run's clustering scores), by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub train_metrics: BTreeMap<String, f64>,
 }
 
 impl Status {
@@ -113,6 +116,7 @@ impl Status {
             legacy_bpd: None,
             legacy_scores: BTreeMap::new(),
             best_fid_during: None,
+            train_metrics: BTreeMap::new(),
         }
     }
 }

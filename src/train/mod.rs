@@ -3,6 +3,7 @@
 //! A run resumes from its newest valid checkpoint. Every stream of random draws is seeded from the run's
 //! seed and the stream's index (see `rng`), so a resumed run ends with the same weights as an
 //! uninterrupted one.
+mod clustering;
 mod draws;
 pub mod ema;
 pub mod optim;
@@ -60,6 +61,8 @@ pub struct Outcome {
     pub resumed_from: Option<usize>,
     /// The lowest FID of the evaluations during training and its step.
     pub best_fid_during: Option<(usize, f64)>,
+    /// Numbers the training itself measured (a cluster-conditional run's clustering scores).
+    pub metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// Trains the run described by `spec` in `dir` (resuming from its newest valid checkpoint), saves
@@ -101,6 +104,7 @@ pub fn train_run(
         bail!("train.batch_size = {batch} is larger than the dataset ({n} images)");
     }
 
+    let mut clustering = cfg.cluster.on().then(|| clustering::Clustering::start(cfg, &data, reporter));
     let checkpoints = dir.path.join("checkpoints");
     let (latest, problems) = checkpoint::load_latest(&checkpoints);
     for p in &problems {
@@ -113,6 +117,9 @@ pub fn train_run(
     let start = match latest {
         Some(ck) => {
             restore(&ck, &vs, &mut opt, &mut ema, &mut timestep_sampler)?;
+            if let Some(c) = clustering.as_mut() {
+                c.restore(&ck.tensors, &ck.state["cluster"], device)?;
+            }
             reporter.note(&format!("resuming from the checkpoint at step {}", ck.step));
             before = Spent::of(&ck.state, ck.step);
             ck.step
@@ -131,6 +138,9 @@ pub fn train_run(
     let mut events = EventWriter::create(&dir.path)?;
     if start == 0 {
         log_run_once(dir, &data, &diffusion.schedule, seed, &mut events)?;
+        if let Some(c) = &clustering {
+            c.log(&c.history[0], &mut events)?;
+        }
     }
 
     if let Some(d) = during.as_mut() {
@@ -140,7 +150,7 @@ pub fn train_run(
     reporter.advance(start as u64);
     let mut draws = Draws::new(seed, n, batch, device)
         .with_random_flip(cfg.data.random_flip)
-        .with_label_dropout(classes.map(|_| cfg.conditioning.label_dropout))
+        .with_label_dropout(classes.filter(|_| cfg.conditioning.classes).map(|_| cfg.conditioning.label_dropout))
         .with_offset_noise(cfg.train.offset_noise_strength > 0.0)
         .with_self_condition(cfg.model.self_condition());
     let image_shape = data.images.size()[1..].to_vec();
@@ -164,12 +174,15 @@ pub fn train_run(
             None => x0,
         };
         // The batch's classes, some dropped to "no class" (−1) so the network also learns ε(x_t, ∅).
-        let labels = classes.map(|_| {
-            let l = data.labels.index_select(0, &indices);
-            match &drop_label {
-                Some(d) => l.where_scalarother(&d.logical_not(), -1),
-                None => l,
-            }
+        // A cluster-conditional run's classes are the clusters, drawn from the responsibilities.
+        let labels = clustering.as_ref().map(|c| c.labels(&indices, step)).or_else(|| {
+            classes.map(|_| {
+                let l = data.labels.index_select(0, &indices);
+                match &drop_label {
+                    Some(d) => l.where_scalarother(&d.logical_not(), -1),
+                    None => l,
+                }
+            })
         });
         mark(&mut phases, "batch");
         let inputs = step::Batch {
@@ -245,12 +258,26 @@ pub fn train_run(
             reporter.phase("train", steps as u64);
             reporter.advance(step as u64);
         }
+        if let Some(c) = clustering.as_mut().filter(|_| cfg.cluster.e_step_at(step, steps)) {
+            let record = c.e_step(step, step == steps, &diffusion, model.as_ref(), &data.images, reporter);
+            c.log(&record, &mut events)?;
+            reporter.note(&format!(
+                "E-step {} at step {step}: π = [{}], {:.1} % changed cluster, margin {:.1} nats, {:.1} s",
+                record.iteration,
+                record.pi.iter().map(|p| format!("{p:.3}")).collect::<Vec<_>>().join(", "),
+                100.0 * record.changed,
+                record.margin_nats.unwrap_or(0.0),
+                record.seconds
+            ));
+            reporter.phase("train", steps as u64);
+            reporter.advance(step as u64);
+        }
         // A stop request waits for the end of the logging window: the resumed run then logs what an
         // uninterrupted one would (the window's sums are not part of the checkpoint).
         let stop = stop::requested().filter(|_| logging && step < steps);
         if step % tc.checkpoint_every == 0 || step == steps || stop.is_some() {
             let spent = before.plus(train_started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
-            save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler, &spent)?;
+            save_checkpoint(&checkpoints, step, &vs, &opt, &ema, &timestep_sampler, &spent, clustering.as_ref())?;
             let mut status = Status::new(State::Running, spec, step);
             status.last_loss = last.as_ref().map(|r| r.loss);
             dir.write_status(&status)?;
@@ -276,6 +303,16 @@ pub fn train_run(
 
     let image_shape = [channels, height, width];
     draw_samples(cfg, &diffusion, sampling_model.as_ref(), classes, image_shape, dir, &mut events, reporter)?;
+    let mut train_metrics = std::collections::BTreeMap::new();
+    if let Some(c) = &clustering {
+        c.write(&dir.path, &data.labels)?;
+        c.draw_grids(cfg, &diffusion, sampling_model.as_ref(), &data.images, &dir.path, steps, &mut events, reporter)?;
+        train_metrics = c.metrics(&data.labels);
+        // Beside the evaluation's numbers (`eval/<name>`: the HParams dashboard's metric columns).
+        for (k, v) in &train_metrics {
+            events.add_scalar(&format!("eval/{k}"), *v, steps as i64)?;
+        }
+    }
     events.flush()?;
 
     let final_loss = match last {
@@ -291,6 +328,7 @@ pub fn train_run(
         parameters,
         resumed_from: (start > 0).then_some(start),
         best_fid_during: during.and_then(|d| d.best()),
+        metrics: train_metrics,
     })
 }
 
@@ -370,9 +408,12 @@ fn clear_outputs(dir: &Path) -> Result<()> {
                 "eval_history.jsonl",
                 "model.safetensors",
                 "ema.safetensors",
+                "assignments.parquet",
+                "em_history.json",
+                "clusters.png",
             ]
             .contains(&name);
-        if (name == "eval" || name == "eval_during") && path.is_dir() {
+        if (name == "eval" || name == "eval_during" || name == "clusters") && path.is_dir() {
             std::fs::remove_dir_all(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
         } else if stale {
             std::fs::remove_file(&path).with_context(|| format!("cannot remove stale {}", path.display()))?;
@@ -410,6 +451,7 @@ impl Spent {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn save_checkpoint(
     dir: &Path,
     step: usize,
@@ -418,20 +460,29 @@ fn save_checkpoint(
     ema: &ema::Ema,
     ts: &TimestepSampler,
     spent: &Spent,
+    clustering: Option<&clustering::Clustering>,
 ) -> Result<()> {
     let mut tensors: Vec<(String, Tensor)> =
         vs.variables().into_iter().map(|(k, v)| (format!("model.{k}"), v)).collect();
     tensors.extend(opt.state());
     tensors.extend(ema.state());
+    let cluster_state = clustering.map(|c| {
+        let (t, state) = c.state();
+        tensors.extend(t);
+        state
+    });
     // safetensors stores row-major bytes: channels-last tensors are written as contiguous copies.
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
-    let state = serde_json::json!({
+    let mut state = serde_json::json!({
         "adam_step": opt.step,
         "timestep_sampler": ts.state(),
         "train_seconds": spent.train_seconds,
         "wall_seconds": spent.wall_seconds,
         "uncounted_steps": spent.uncounted_steps,
     });
+    if let Some(c) = cluster_state {
+        state["cluster"] = c;
+    }
     checkpoint::save(dir, step, &tensors, state)
 }
 

@@ -5,6 +5,7 @@
 //! (or `all`, for a metric read from elsewhere).
 pub mod bound;
 pub mod classifier;
+pub mod cluster;
 pub mod fid;
 pub mod kid;
 pub mod precision_recall;
@@ -32,6 +33,9 @@ pub enum Role {
     /// What held-out real images score under the same spec (floors and ceilings): shown beside the
     /// models' values, compared by `reproduce`, never ranked.
     Reference,
+    /// Another method's number on the same data (k-means on pixels for a clustering): shown beside
+    /// the model's value, compared by `reproduce`, never ranked.
+    Baseline,
     /// The wall clock: neither ranked nor compared.
     Timing,
 }
@@ -79,6 +83,11 @@ impl Metric {
     /// What real images score for `of`, logged as `floor_<tag>`.
     pub const fn reference(name: &'static str, title: &'static str, tag: &'static str, of: &'static str) -> Self {
         Metric { tag: Some(tag), role: Role::Reference, reference_of: Some(of), ..Metric::model(name, title, 3) }
+    }
+
+    /// A baseline's value of the model metric `of`, logged under its own name.
+    pub const fn baseline(name: &'static str, title: &'static str, of: &'static str) -> Self {
+        Metric { role: Role::Baseline, reference_of: Some(of), ..Metric::model(name, title, 4) }
     }
 
     pub const fn timing(name: &'static str, title: &'static str) -> Self {
@@ -171,6 +180,7 @@ pub fn all() -> Vec<&'static Metric> {
         out.extend(m.metrics());
     }
     out.extend(bound::METRICS.iter());
+    out.extend(cluster::METRICS.iter());
     out.extend(run::TIMINGS.iter());
     out
 }
@@ -227,7 +237,11 @@ pub fn quality_line(values: &BTreeMap<String, f64>) -> String {
         let mut part = format!("{} {}", m.title, m.show(*v));
         for r in all.iter().filter(|r| r.reference_of == Some(m.name)) {
             if let Some(f) = values.get(r.name) {
-                let word = if m.better == Better::Lower { "floor" } else { "real" };
+                let word = match (r.role, m.better) {
+                    (Role::Baseline, _) => r.title,
+                    (_, Better::Lower) => "floor",
+                    (_, Better::Higher) => "real",
+                };
                 part.push_str(&format!(" ({word} {})", m.show(*f)));
             }
         }
@@ -246,7 +260,7 @@ mod tests {
         for (i, m) in all.iter().enumerate() {
             assert!(all[..i].iter().all(|o| o.name != m.name), "{} registered twice", m.name);
             if let Some(of) = m.reference_of {
-                assert_eq!(m.role, Role::Reference);
+                assert!(matches!(m.role, Role::Reference | Role::Baseline), "{}", m.name);
                 assert_eq!(find(of).map(|o| o.role), Some(Role::Model), "{} refers to {of}", m.name);
             }
         }

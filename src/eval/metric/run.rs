@@ -15,5 +15,6 @@ pub fn of_status(s: &Status) -> Vec<(String, f64)> {
     [("final_loss", s.final_loss), ("images_per_sec", s.images_per_sec), ("wall_seconds", s.wall_seconds)]
         .into_iter()
         .filter_map(|(k, v)| Some((k.to_string(), v?)))
+        .chain(s.train_metrics.iter().map(|(k, v)| (k.clone(), *v)))
         .collect()
 }

@@ -1,0 +1,417 @@
+//! The EM of a cluster-conditional run (`[cluster]`), woven into training: the responsibilities τ
+//! `[N, Q]` of every training image live on the device beside the dataset; each training step draws
+//! every image's cluster from its row of τ (the M-step's cheaper, unbiased estimator of
+//! Σ_k τ_ik loss_k(x_i)); every `e_step_every` steps and after the last the E-step recomputes τ from
+//! each image's bound under every cluster (`cluster::estep`) and π_k = mean_i τ_ik. τ, π's history and
+//! the k-means baseline are part of each checkpoint, so a resumed run ends with what an
+//! uninterrupted one ends with.
+use crate::cluster::em::{self, Refill};
+use crate::cluster::estep::EStep;
+use crate::cluster::{kmeans, scores};
+use crate::config::{ClusterConfig, ClusterInit, RunConfig};
+use crate::data::Dataset;
+use crate::diffusion::Diffusion;
+use crate::grid::make_grid;
+use crate::models::Denoiser;
+use crate::progress::Reporter;
+use crate::rng::reseed;
+use crate::track::atomic_replace;
+use crate::track::tensorboard::EventWriter;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Lloyd iterations of the k-means baseline at most.
+const KMEANS_ITERATIONS: usize = 300;
+
+/// One E-step (iteration 0: the initialisation).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EmRecord {
+    pub iteration: usize,
+    /// The training step it followed.
+    pub step: usize,
+    /// None at the initialisation.
+    pub temperature: Option<f64>,
+    /// π after the E-step (and any refill).
+    pub pi: Vec<f64>,
+    /// The share of images whose most responsible cluster changed.
+    pub changed: f64,
+    /// Mean over images of the gap, in nats, between the best and the second-best cluster's bound.
+    pub margin_nats: Option<f64>,
+    /// Mean over images of the bound under their most responsible cluster, bits/dim.
+    pub bound_bpd: Option<f64>,
+    pub refills: Vec<Refill>,
+    /// Whether, before any refill, one cluster took (nearly) everything: every other cluster below
+    /// the minimum weight.
+    #[serde(default)]
+    pub collapsed: bool,
+    /// The final E-step only: a second estimate with independent timesteps and noise, and how far
+    /// the two agree (see `Replicate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicate: Option<Replicate>,
+    pub seconds: f64,
+}
+
+/// How much the Monte-Carlo error of the bound estimate moves the assignments: the final E-step is
+/// estimated twice with independent draws.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replicate {
+    /// The share of images with the same most likely cluster under both estimates.
+    pub agreement: f64,
+    /// The standard deviation of one estimate's gap L_b − L_a between an image's two best clusters
+    /// (a, b under the first estimate), in nats: std(gap₁ − gap₂)/√2.
+    pub gap_noise_nats: f64,
+}
+
+pub struct Clustering {
+    cfg: ClusterConfig,
+    seed: u64,
+    estep: EStep,
+    /// τ, `[N, Q]` f32 on the device.
+    pub tau: Tensor,
+    /// k-means on pixels with the run's seed: the baseline (and the `kmeans_pixels` start), `[N]`.
+    pub kmeans: Tensor,
+    pub history: Vec<EmRecord>,
+}
+
+impl Clustering {
+    /// The start: k-means on the training images' pixels (always, as the baseline) and the
+    /// initial responsibilities.
+    pub fn start(config: &RunConfig, data: &Dataset, reporter: &mut dyn Reporter) -> Self {
+        let (cfg, seed) = (config.cluster.clone(), config.seed);
+        let started = Instant::now();
+        let (n, q) = (data.len(), cfg.q);
+        let km = kmeans::kmeans(&data.images, q, seed, KMEANS_ITERATIONS);
+        reporter.note(&format!(
+            "k-means on pixels: {q} clusters of {n} images, {} Lloyd iterations, inertia {:.1}",
+            km.iterations, km.inertia
+        ));
+        let first = match cfg.init {
+            ClusterInit::KmeansPixels => km.assignment.shallow_clone(),
+            ClusterInit::Random => em::random_assignment(n, q, seed, data.images.device()),
+        };
+        let tau = em::one_hot(&first, q);
+        let estep = EStep { strata: cfg.e_step_timesteps, batch: cfg.e_step_batch, seed };
+        let pi = Vec::<f64>::try_from(em::mixing_weights(&tau)).expect("π");
+        let record = EmRecord {
+            iteration: 0,
+            step: 0,
+            temperature: None,
+            pi,
+            changed: 1.0,
+            margin_nats: None,
+            bound_bpd: None,
+            refills: Vec::new(),
+            collapsed: false,
+            replicate: None,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        Clustering { cfg, seed, estep, tau, kmeans: km.assignment, history: vec![record] }
+    }
+
+    /// The clusters of the images at `indices` for training step `step`: drawn from their rows of τ
+    /// (stream "cluster-draw"/step), `[B]`.
+    pub fn labels(&self, indices: &Tensor, step: usize) -> Tensor {
+        reseed(self.seed, "cluster-draw", step as u64);
+        self.tau.index_select(0, indices).multinomial(1, true).squeeze_dim(1)
+    }
+
+    /// π from the current τ.
+    pub fn pi(&self) -> Vec<f64> {
+        Vec::<f64>::try_from(em::mixing_weights(&self.tau)).expect("π")
+    }
+
+    /// The E-step after training step `step` with the network being trained; `replicate`: estimate
+    /// the bounds a second time with independent draws and record how far the two agree.
+    #[allow(clippy::too_many_arguments)]
+    pub fn e_step(
+        &mut self,
+        step: usize,
+        replicate: bool,
+        diffusion: &Diffusion,
+        model: &dyn Denoiser,
+        images: &Tensor,
+        reporter: &mut dyn Reporter,
+    ) -> EmRecord {
+        let started = Instant::now();
+        let (n, q) = (images.size()[0], self.cfg.q);
+        let iteration = self.history.len();
+        let temperature = em::temperature_at(iteration - 1, self.cfg.temperature, self.cfg.anneal_e_steps);
+        reporter.phase("e-step", n as u64);
+        let bounds =
+            self.estep.negative_bounds(diffusion, model, images, q, iteration, &mut |k| reporter.advance(k as u64));
+        let replicate = replicate.then(|| {
+            // A stream no E-step uses: iteration indices count from 1.
+            let other = self.estep.negative_bounds(diffusion, model, images, q, 0, &mut |_| {});
+            compare(&bounds, &other)
+        });
+        let log_pi = em::mixing_weights(&self.tau).clamp_min(1e-12).log();
+        let estimate = em::responsibilities(&bounds, &log_pi, temperature).to_kind(Kind::Float);
+        let mut tau = em::damped(&self.tau, &estimate, self.cfg.step_size);
+        let min_weight = self.cfg.min_weight();
+        let light =
+            Vec::<f64>::try_from(em::mixing_weights(&tau)).expect("π").iter().filter(|&&p| p < min_weight).count();
+        let collapsed = q > 1 && light as i64 == q - 1;
+        let refills = em::refill_empty(&mut tau, &bounds, min_weight);
+        let changed =
+            tau.argmax(1, false).ne_tensor(&self.tau.argmax(1, false)).to_kind(Kind::Double).mean(Kind::Double);
+        let (sorted, _) = bounds.sort(1, false);
+        let margin = (sorted.select(1, 1) - sorted.select(1, 0)).mean(Kind::Double);
+        let dims = images.size()[1..].iter().product::<i64>() as f64;
+        let own = bounds.gather(1, &tau.argmax(1, true), false).mean(Kind::Double) / (dims * std::f64::consts::LN_2);
+        self.tau = tau;
+        let record = EmRecord {
+            iteration,
+            step,
+            temperature: Some(temperature),
+            pi: self.pi(),
+            changed: changed.double_value(&[]),
+            margin_nats: Some(margin.double_value(&[])),
+            bound_bpd: Some(own.double_value(&[])),
+            refills,
+            collapsed,
+            replicate,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        for r in &record.refills {
+            reporter.note(&format!(
+                "E-step {iteration}: cluster {} had π < {:.4}; refilled with {} images of cluster {}",
+                r.cluster,
+                self.cfg.min_weight(),
+                r.images,
+                r.from
+            ));
+        }
+        self.history.push(record.clone());
+        record
+    }
+
+    /// Logs an E-step's numbers to TensorBoard: π_k, the changed share, the margin.
+    pub fn log(&self, record: &EmRecord, events: &mut EventWriter) -> Result<()> {
+        let step = record.step as i64;
+        for (k, p) in record.pi.iter().enumerate() {
+            events.add_scalar(&format!("cluster/pi_{k}"), *p, step)?;
+        }
+        events.add_scalar("cluster/changed", record.changed, step)?;
+        for (tag, v) in [
+            ("cluster/margin_nats", record.margin_nats),
+            ("cluster/bound_bpd", record.bound_bpd),
+            ("cluster/temperature", record.temperature),
+        ] {
+            if let Some(v) = v {
+                events.add_scalar(tag, v, step)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// What a checkpoint carries: τ and the k-means baseline as tensors, the history as state.
+    pub fn state(&self) -> (Vec<(String, Tensor)>, serde_json::Value) {
+        let tensors = vec![
+            ("cluster.tau".to_string(), self.tau.shallow_clone()),
+            ("cluster.kmeans".to_string(), self.kmeans.shallow_clone()),
+        ];
+        (tensors, serde_json::to_value(&self.history).expect("history serialises"))
+    }
+
+    pub fn restore(
+        &mut self,
+        tensors: &HashMap<String, Tensor>,
+        state: &serde_json::Value,
+        device: Device,
+    ) -> Result<()> {
+        let get = |name: &str| tensors.get(name).with_context(|| format!("the checkpoint lacks {name}"));
+        self.tau = get("cluster.tau")?.to_device(device);
+        self.kmeans = get("cluster.kmeans")?.to_device(device);
+        self.history = serde_json::from_value(state.clone()).context("the checkpoint's cluster history")?;
+        Ok(())
+    }
+
+    /// The run's clustering numbers: against the dataset's labels where it has them, for the EM's
+    /// final assignment and for k-means on pixels; how often a cluster was refilled and how many
+    /// E-steps found one cluster holding everything (all others below the minimum weight).
+    pub fn metrics(&self, labels: &Tensor) -> BTreeMap<String, f64> {
+        let to_vec = |t: &Tensor| Vec::<i64>::try_from(t.to_device(Device::Cpu)).expect("labels");
+        let (truth, em, km) = (to_vec(labels), to_vec(&self.tau.argmax(1, false)), to_vec(&self.kmeans));
+        let mut out = BTreeMap::new();
+        let labelled: Vec<usize> = (0..truth.len()).filter(|&i| truth[i] >= 0).collect();
+        if !labelled.is_empty() {
+            let pick = |v: &[i64]| labelled.iter().map(|&i| v[i]).collect::<Vec<i64>>();
+            let (truth, em, km) = (pick(&truth), pick(&em), pick(&km));
+            for (prefix, found) in [("cluster", &em), ("kmeans", &km)] {
+                out.insert(format!("{prefix}_accuracy"), scores::matched_accuracy(&truth, found));
+                out.insert(format!("{prefix}_nmi"), scores::nmi(&truth, found));
+                out.insert(format!("{prefix}_ari"), scores::ari(&truth, found));
+            }
+        }
+        let e_steps = &self.history[1..];
+        out.insert("em_refills".into(), e_steps.iter().map(|r| r.refills.len()).sum::<usize>() as f64);
+        out.insert("em_collapses".into(), e_steps.iter().filter(|r| r.collapsed).count() as f64);
+        out.insert("e_step_seconds".into(), e_steps.iter().map(|r| r.seconds).sum());
+        if let Some(r) = e_steps.last().and_then(|r| r.replicate.as_ref()) {
+            out.insert("e_step_agreement".into(), r.agreement);
+            out.insert("e_step_gap_noise".into(), r.gap_noise_nats);
+        }
+        if let Some(m) = e_steps.last().and_then(|r| r.margin_nats) {
+            out.insert("e_step_margin".into(), m);
+        }
+        out
+    }
+
+    /// `assignments.parquet`: each training image's index, label, EM cluster, its responsibility and
+    /// its k-means cluster; `em_history.json`: the E-steps.
+    pub fn write(&self, dir: &Path, labels: &Tensor) -> Result<()> {
+        use polars::prelude::*;
+        let to_vec = |t: &Tensor| Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64)).expect("ints");
+        let (best, cluster) = self.tau.max_dim(1, false);
+        let n = labels.size()[0];
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("index".into(), (0..n).collect::<Vec<i64>>()),
+            Column::new("label".into(), to_vec(labels)),
+            Column::new("cluster".into(), to_vec(&cluster)),
+            Column::new(
+                "responsibility".into(),
+                Vec::<f64>::try_from(best.to_device(Device::Cpu).to_kind(Kind::Double)).expect("τ"),
+            ),
+            Column::new("kmeans".into(), to_vec(&self.kmeans)),
+        ])?;
+        atomic_replace(&dir.join("assignments.parquet"), |tmp| {
+            let mut f = std::fs::File::create(tmp)?;
+            ParquetWriter::new(&mut f).finish(&mut df)?;
+            Ok(())
+        })?;
+        crate::track::atomic_write(
+            &dir.join("em_history.json"),
+            serde_json::to_string_pretty(&self.history)?.as_bytes(),
+        )
+    }
+
+    /// Per cluster k: 16 samples conditioned on k beside its 16 most responsible training images,
+    /// `clusters/cluster_<k>.png` (4 × 4 each), and all clusters in `clusters.png` (a row each: 8
+    /// samples, then 8 images).
+    #[allow(clippy::too_many_arguments)]
+    pub fn draw_grids(
+        &self,
+        config: &RunConfig,
+        diffusion: &Diffusion,
+        model: &dyn Denoiser,
+        images: &Tensor,
+        dir: &Path,
+        steps: usize,
+        events: &mut EventWriter,
+        reporter: &mut dyn Reporter,
+    ) -> Result<()> {
+        let q = self.cfg.q;
+        let device = images.device();
+        let per = 16i64;
+        let sample_steps = config.sample.sampler.steps(diffusion.timesteps());
+        reporter.phase("cluster samples", sample_steps as u64);
+        reseed(config.seed, "cluster-samples", 0);
+        let labels = Tensor::arange(q, (Kind::Int64, device)).repeat_interleave_self_int(per, 0, None);
+        let mut shape = vec![q * per];
+        shape.extend(&images.size()[1..]);
+        let x_t = Tensor::randn(shape.as_slice(), (Kind::Float, device));
+        let mut network = |x: &Tensor, t: &Tensor| model.forward_t(x, t, Some(&labels), false);
+        let samples =
+            diffusion.sample(&config.sample.sampler, x_t, &[], &mut network, &mut |k, _| reporter.advance(k as u64)).x0;
+        std::fs::create_dir_all(dir.join("clusters"))?;
+        let assigned = self.tau.argmax(1, false);
+        let (mut rows, mut top_all) = (Vec::new(), Vec::new());
+        for k in 0..q {
+            // The most responsible images of those assigned to k (fewer if k holds fewer; blank then).
+            let score = self.tau.select(1, k).where_self(&assigned.eq(k), &self.tau.select(1, k).full_like(-1.0));
+            let held = assigned.eq(k).sum(Kind::Int64).int64_value(&[]).min(per);
+            let order = score.argsort(0, true).narrow(0, 0, held);
+            let mut blank = vec![per - held];
+            blank.extend(&images.size()[1..]);
+            let top = Tensor::cat(
+                &[images.index_select(0, &order), Tensor::full(blank.as_slice(), -1.0, (Kind::Float, device))],
+                0,
+            );
+            let s = samples.narrow(0, k * per, per);
+            // 4 rows of 8: four samples, then four images.
+            let side: Vec<Tensor> = (0..4).flat_map(|r| [s.narrow(0, 4 * r, 4), top.narrow(0, 4 * r, 4)]).collect();
+            let grid = make_grid(&Tensor::cat(&side, 0), 8, 2)?;
+            super::save_image(
+                &dir.join(format!("clusters/cluster_{k}.png")),
+                &grid,
+                &format!("cluster_{k}"),
+                steps,
+                events,
+            )?;
+            rows.push(s.narrow(0, 0, 8));
+            top_all.push(top.narrow(0, 0, 8));
+        }
+        let overview: Vec<Tensor> = rows.into_iter().zip(top_all).flat_map(|(s, t)| [s, t]).collect();
+        let grid = make_grid(&Tensor::cat(&overview, 0), 16, 2)?;
+        super::save_image(&dir.join("clusters.png"), &grid, "clusters", steps, events)
+    }
+}
+
+/// Two estimates of the bounds `[N, Q]`: the share of images whose best cluster agrees, and the
+/// noise of the gap between the first estimate's two best clusters.
+fn compare(first: &Tensor, second: &Tensor) -> Replicate {
+    let (a, b) = (first.argmin(1, false), second.argmin(1, false));
+    let agreement = a.eq_tensor(&b).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+    let (_, order) = first.sort(1, false);
+    let top2 = order.narrow(1, 0, 2);
+    let gap = |x: &Tensor| {
+        let g = x.gather(1, &top2, false);
+        g.select(1, 1) - g.select(1, 0)
+    };
+    let d = gap(first) - gap(second);
+    let gap_noise_nats = if d.size()[0] > 1 { d.std(true).double_value(&[]) / std::f64::consts::SQRT_2 } else { 0.0 };
+    Replicate { agreement, gap_noise_nats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_collapse_and_the_refills_are_counted() {
+        let record = |pi: Vec<f64>, refills: usize| EmRecord {
+            collapsed: refills > 0,
+            iteration: 1,
+            step: 1,
+            temperature: Some(1.0),
+            pi,
+            changed: 0.0,
+            margin_nats: Some(0.0),
+            bound_bpd: Some(0.0),
+            refills: vec![Refill { cluster: 0, from: 1, images: 2 }; refills],
+            replicate: None,
+            seconds: 1.0,
+        };
+        let c = Clustering {
+            cfg: ClusterConfig { q: 2, ..ClusterConfig::default() },
+            seed: 0,
+            estep: EStep { strata: 1, batch: 8, seed: 0 },
+            tau: em::one_hot(&Tensor::from_slice(&[0i64, 0, 1, 1]), 2),
+            kmeans: Tensor::from_slice(&[1i64, 1, 0, 1]),
+            history: vec![record(vec![0.5, 0.5], 0), record(vec![0.9, 0.1], 1), record(vec![0.5, 0.5], 0)],
+        };
+        let m = c.metrics(&Tensor::from_slice(&[3i64, 3, 4, 4]));
+        assert_eq!(m["cluster_accuracy"], 1.0);
+        assert_eq!(m["kmeans_accuracy"], 0.75);
+        assert_eq!(m["cluster_ari"], 1.0);
+        assert_eq!(m["em_refills"], 1.0);
+        assert_eq!(m["em_collapses"], 1.0);
+        assert_eq!(m["e_step_seconds"], 2.0);
+    }
+
+    /// Bounds of 3 images under 3 clusters, estimated twice: image 2's best cluster differs; the
+    /// gaps (2nd best − best under the first) are 1, 2, 1 and 3, 2, −1 under the second: differences
+    /// −2, 0, 2 with standard deviation 2, so the noise of one gap is 2/√2.
+    #[test]
+    fn two_estimates_are_compared_by_hand() {
+        let first = Tensor::from_slice(&[0.0f64, 1.0, 5.0, 4.0, 2.0, 9.0, 3.0, 8.0, 4.0]).view([3, 3]);
+        let second = Tensor::from_slice(&[0.0f64, 3.0, 5.0, 4.0, 2.0, 9.0, 3.0, 8.0, 2.0]).view([3, 3]);
+        let r = compare(&first, &second);
+        assert!((r.agreement - 2.0 / 3.0).abs() < 1e-15);
+        assert!((r.gap_noise_nats - 2.0 / std::f64::consts::SQRT_2).abs() < 1e-12, "{}", r.gap_noise_nats);
+    }
+}
