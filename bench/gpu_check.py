@@ -29,7 +29,7 @@ device in the same run for `bench`; the notebook's log for `notebook`), ratio = 
 Everything `run` writes goes under `$OUT` (the device tool's folder) or `--out`: `<device>.csv` (one row
 per measurement, columns as above),
 `gpu-check.log` (every command, its output's tail and its time) and each bench's own CSV. The staged
-folder holds the stripped binary and the data gzipped (MNIST is stored raw, 55 MB); `run` unpacks it
+folder holds the stripped binary (xz) and the data gzipped (MNIST is stored raw, 55 MB); `run` unpacks it
 into its scratch folder first. Run
 directories (checkpoints of the large models are hundreds of MB) live in a scratch folder that is
 removed at the end. Only the standard library is used: the device's python3 has torch, nothing else.
@@ -40,6 +40,7 @@ import glob
 import gzip
 import importlib.util
 import json
+import lzma
 import os
 import shutil
 import signal
@@ -116,6 +117,14 @@ def gzip_into(src, target):
     return os.path.getsize(target)
 
 
+def xz_into(src, target):
+    """`target` (a .xz file) holding `src`; returns its size. The binary compresses to two thirds of
+    its gzip size this way (7.4 against 11.1 MiB), which leaves the carry room for both datasets."""
+    with open(src, "rb") as f, lzma.open(target, "wb", preset=6) as x:
+        shutil.copyfileobj(f, x, 1 << 20)
+    return os.path.getsize(target)
+
+
 def stage_into(dest, binary):
     """Fills `dest` with what the device needs, in order of need, each file gzipped (the binary stripped
     first) unless it is compressed already, while the carried folder and the tree stay under the
@@ -131,10 +140,10 @@ def stage_into(dest, binary):
         subprocess.run(["strip", "-o", stripped, binary], check=True)
     else:
         shutil.copy2(binary, stripped)
-    size = gzip_into(stripped, os.path.join(dest, "ddpm.gz"))
+    size = xz_into(stripped, os.path.join(dest, "ddpm.xz"))
     os.remove(stripped)
-    staged.append(("ddpm.gz", size, f"the release binary, stripped and gzipped ({os.path.getsize(binary) / 2**20:.1f} MiB as built)"))
-    files["ddpm"] = {"stored": "ddpm.gz", "bytes": size}
+    staged.append(("ddpm.xz", size, f"the release binary, stripped and xz-compressed ({os.path.getsize(binary) / 2**20:.1f} MiB as built)"))
+    files["ddpm"] = {"stored": "ddpm.xz", "bytes": size}
     used = size
     # MNIST is needed by every training part; Fashion-MNIST by the practical-work recipe's bench; the
     # Inception weights by the FID feature speed.
@@ -145,8 +154,9 @@ def stage_into(dest, binary):
         if not found:
             left_out.append((name, 0, f"not in the data folder: fetch it first (`just fetch {name}`)"))
             continue
-        # Float weights hardly compress: do not spend the time on what cannot fit.
-        if used + 0.8 * raw > budget and not all(p.endswith(".gz") for p, _ in found):
+        # Float weights hardly compress: do not spend the time on what cannot fit. Image files do
+        # (MNIST's 52 MiB of idx to 11 MiB): they are compressed and then checked.
+        if name == "inception" and used + 0.8 * raw > budget and not all(p.endswith(".gz") for p, _ in found):
             left_out.append((name, raw, f"{raw / 2**20:.1f} MiB does not fit ({(budget - used) / 2**20:.1f} MiB left)"))
             continue
         group, total = {}, 0
@@ -218,7 +228,8 @@ def unpack_stage(stage, into):
         if entry["stored"] == name:
             shutil.copy2(src, target)
         else:
-            with gzip.open(src, "rb") as g, open(target, "wb") as f:
+            opener = lzma.open if entry["stored"].endswith(".xz") else gzip.open
+            with opener(src, "rb") as g, open(target, "wb") as f:
                 shutil.copyfileobj(g, f, 1 << 20)
     os.chmod(os.path.join(into, "ddpm"), 0o755)
     return os.path.join(into, "ddpm"), os.path.join(into, "data")

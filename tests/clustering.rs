@@ -185,6 +185,16 @@ fn em_recovers_two_synthetic_clusters_from_a_random_start() {
     for key in ["cluster_nmi", "cluster_accuracy", "kmeans_nmi", "kmeans_accuracy", "em_refills", "em_collapses"] {
         assert!(m[key].as_f64().is_some(), "{key} in {m}");
     }
+    // The analysis: π over EM in the curves table and its figures; the scores in the report, the
+    // k-means baseline beside the verdict.
+    let analysis = results.join("analysis/two_shapes");
+    for f in ["em_pi.png", "em_changed.png", "curves.parquet"] {
+        assert!(analysis.join(f).exists(), "{f} in {}", analysis.display());
+    }
+    let report = std::fs::read_to_string(analysis.join("report.md")).unwrap();
+    assert!(report.contains("`cluster_ari`") && report.contains("k-means ARI"), "{report}");
+    let curves = std::fs::read_to_string(analysis.join("curves.csv")).unwrap();
+    assert_eq!(curves.lines().filter(|l| l.contains(",em_pi_max,")).count(), 9, "π at the start and 8 E-steps");
 }
 
 /// Killed with SIGKILL after a checkpoint that follows an E-step, the run resumes and ends with the

@@ -60,7 +60,7 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
     assert!(total < 62 << 20, "staged {total} bytes");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(stage.join("manifest.json")).unwrap()).unwrap();
-    assert_eq!(manifest["files"]["ddpm"]["stored"], "ddpm.gz");
+    assert_eq!(manifest["files"]["ddpm"]["stored"], "ddpm.xz");
     assert!(manifest["files"]["data/mnist/train-images-idx3-ubyte"].is_object(), "{manifest}");
 
     let out_dir = dir.path().join("out");
