@@ -188,13 +188,17 @@ fn em_recovers_two_synthetic_clusters_from_a_random_start() {
     // The analysis: π over EM in the curves table and its figures; the scores in the report, the
     // k-means baseline beside the verdict.
     let analysis = results.join("analysis/two_shapes");
-    for f in ["em_pi.png", "em_changed.png", "curves.parquet"] {
+    for f in ["em_pi.png", "em_changed.png", "em_nmi.png", "curves.parquet"] {
         assert!(analysis.join(f).exists(), "{f} in {}", analysis.display());
     }
     let report = std::fs::read_to_string(analysis.join("report.md")).unwrap();
     assert!(report.contains("`cluster_ari`") && report.contains("k-means ARI"), "{report}");
     let curves = std::fs::read_to_string(analysis.join("curves.csv")).unwrap();
     assert_eq!(curves.lines().filter(|l| l.contains(",em_pi_max,")).count(), 9, "π at the start and 8 E-steps");
+    // The scores of each E-step's assignment; the last is the run's.
+    let last = &history.as_array().unwrap().last().unwrap()["scores"];
+    assert_eq!(last["ari"].as_f64(), Some(ari), "{last}");
+    assert_eq!(curves.lines().filter(|l| l.contains(",em_nmi,")).count(), 9, "NMI at the start and 8 E-steps");
 }
 
 /// Killed with SIGKILL after a checkpoint that follows an E-step, the run resumes and ends with the

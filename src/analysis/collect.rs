@@ -80,7 +80,8 @@ fn read_curves(dir: &Path) -> Vec<(String, i64, f64)> {
             }
         }
     }
-    // A clustering's E-steps: every π_k, the largest, and the share of images that changed cluster.
+    // A clustering's E-steps: every π_k, the largest, the share of images that changed cluster, and
+    // the assignment's scores against the labels.
     let history = std::fs::read_to_string(dir.join("em_history.json")).unwrap_or_default();
     for e in serde_json::from_str::<Vec<serde_json::Value>>(&history).unwrap_or_default() {
         let Some(step) = e["step"].as_i64() else { continue };
@@ -94,6 +95,11 @@ fn read_curves(dir: &Path) -> Vec<(String, i64, f64)> {
         }
         if let Some(c) = e["changed"].as_f64() {
             out.push(("em_changed".to_string(), step, c));
+        }
+        for score in ["accuracy", "nmi", "ari"] {
+            if let Some(x) = e["scores"][score].as_f64() {
+                out.push((format!("em_{score}"), step, x));
+            }
         }
     }
     out

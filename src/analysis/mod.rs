@@ -50,11 +50,9 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
         figures.push(("Training loss against log-SNR", "loss_vs_log_snr"));
         figures.push(("Bound terms against log-SNR", "bound_vs_log_snr"));
     }
-    if let Some((pi, changed)) = plots::em_curves(&records, &order)? {
-        pi.save(&dir, "em_pi")?;
-        changed.save(&dir, "em_changed")?;
-        figures.push(("Largest cluster weight over EM", "em_pi"));
-        figures.push(("Images that changed cluster at each E-step", "em_changed"));
+    for (stem, caption, figure) in plots::em_curves(&records, &order)? {
+        figure.save(&dir, stem)?;
+        figures.push((caption, stem));
     }
     plots::schedules(exp)?.save(&dir, "schedules")?;
     figures.push(("Noise schedules", "schedules"));

@@ -35,13 +35,39 @@ fn mean_with_range(name: &str, runs: Vec<Vec<(f64, f64)>>) -> Series {
 }
 
 /// A clustering's EM against training step, per variant (mean over seeds, band: lowest to highest):
-/// the largest mixing weight π_k and the share of images that changed cluster at each E-step. None
-/// when no run clusters.
-pub fn em_curves(records: &[RunRecord], order: &[String]) -> Result<Option<(Figure, Figure)>> {
-    if !records.iter().any(|r| r.curves.iter().any(|c| c.0 == "em_pi_max")) {
-        return Ok(None);
-    }
-    let chart = |curve: &str, title: &str, y: &str| {
+/// the largest mixing weight π_k, the share of images that changed cluster at each E-step and, where
+/// the data has labels, the assignment's NMI. As (file stem, caption, figure); empty when no run
+/// clusters.
+pub fn em_curves(records: &[RunRecord], order: &[String]) -> Result<Vec<(&'static str, &'static str, Figure)>> {
+    let has = |curve: &str| records.iter().any(|r| r.curves.iter().any(|c| c.0 == curve));
+    let charts = [
+        (
+            "em_pi",
+            "em_pi_max",
+            "Largest cluster weight over EM",
+            "largest mixing weight max_k π_k over EM (1/Q: balanced; 1: collapsed)",
+            "max π_k",
+        ),
+        (
+            "em_changed",
+            "em_changed",
+            "Images that changed cluster at each E-step",
+            "share of images whose cluster changed at each E-step",
+            "changed",
+        ),
+        (
+            "em_nmi",
+            "em_nmi",
+            "NMI of the assignment against the labels over EM",
+            "NMI of the most responsible cluster against the labels (step 0: the start)",
+            "NMI",
+        ),
+    ];
+    let mut out = Vec::new();
+    for (stem, curve, caption, title, y) in charts {
+        if !has(curve) {
+            continue;
+        }
         let series: Vec<Series> = order
             .iter()
             .map(|v| {
@@ -51,12 +77,10 @@ pub fn em_curves(records: &[RunRecord], order: &[String]) -> Result<Option<(Figu
                 mean_with_range(v, runs)
             })
             .collect();
-        line_chart(&Axes::new(title, "training step (E-step after it; 0: the initialisation)", y), &series)
-    };
-    Ok(Some((
-        chart("em_pi_max", "largest mixing weight max_k π_k over EM (1/Q: balanced; 1: collapsed)", "max π_k")?,
-        chart("em_changed", "share of images whose cluster changed at each E-step", "changed")?,
-    )))
+        let axes = Axes::new(title, "training step (E-step after it; 0: the initialisation)", y);
+        out.push((stem, caption, line_chart(&axes, &series)?));
+    }
+    Ok(out)
 }
 
 /// The training loss against step, mean over seeds, band from the lowest to the highest seed.

@@ -37,6 +37,9 @@ pub struct EmRecord {
     pub temperature: Option<f64>,
     /// π after the E-step (and any refill).
     pub pi: Vec<f64>,
+    /// The E-step's own estimate, mean_i τ̂_ik, before damping and refills (None at the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pi_estimate: Option<Vec<f64>>,
     /// The share of images whose most responsible cluster changed.
     pub changed: f64,
     /// Mean over images of the gap, in nats, between the best and the second-best cluster's bound.
@@ -52,7 +55,39 @@ pub struct EmRecord {
     /// the two agree (see `Replicate`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicate: Option<Replicate>,
+    /// The assignment (τ's most responsible cluster) against the dataset's labels, where it has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores: Option<Scores>,
     pub seconds: f64,
+}
+
+/// A clustering against the labels: accuracy under the best matching, NMI, ARI.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    pub accuracy: f64,
+    pub nmi: f64,
+    pub ari: f64,
+}
+
+impl Scores {
+    /// Over the labelled images (label ≥ 0); None when there are none.
+    pub fn of(truth: &[i64], found: &[i64]) -> Option<Scores> {
+        let labelled: Vec<usize> = (0..truth.len()).filter(|&i| truth[i] >= 0).collect();
+        if labelled.is_empty() {
+            return None;
+        }
+        let pick = |v: &[i64]| labelled.iter().map(|&i| v[i]).collect::<Vec<i64>>();
+        let (truth, found) = (pick(truth), pick(found));
+        Some(Scores {
+            accuracy: scores::matched_accuracy(&truth, &found),
+            nmi: scores::nmi(&truth, &found),
+            ari: scores::ari(&truth, &found),
+        })
+    }
+}
+
+fn to_ints(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64)).expect("integers")
 }
 
 /// How much the Monte-Carlo error of the bound estimate moves the assignments: the final E-step is
@@ -75,6 +110,8 @@ pub struct Clustering {
     /// k-means on pixels with the run's seed: the baseline (and the `kmeans_pixels` start), `[N]`.
     pub kmeans: Tensor,
     pub history: Vec<EmRecord>,
+    /// The training images' labels (−1: none), for the scores of each E-step.
+    truth: Vec<i64>,
 }
 
 impl Clustering {
@@ -95,21 +132,23 @@ impl Clustering {
         };
         let tau = em::one_hot(&first, q);
         let estep = EStep { strata: cfg.e_step_timesteps, batch: cfg.e_step_batch, seed };
-        let pi = Vec::<f64>::try_from(em::mixing_weights(&tau)).expect("π");
+        let truth = to_ints(&data.labels);
         let record = EmRecord {
             iteration: 0,
             step: 0,
             temperature: None,
-            pi,
+            pi: pi_of(&tau),
+            pi_estimate: None,
             changed: 1.0,
             margin_nats: None,
             bound_bpd: None,
             refills: Vec::new(),
             collapsed: false,
             replicate: None,
+            scores: Scores::of(&truth, &to_ints(&first)),
             seconds: started.elapsed().as_secs_f64(),
         };
-        Clustering { cfg, seed, estep, tau, kmeans: km.assignment, history: vec![record] }
+        Clustering { cfg, seed, estep, tau, kmeans: km.assignment, history: vec![record], truth }
     }
 
     /// The clusters of the images at `indices` for training step `step`: drawn from their rows of τ
@@ -117,11 +156,6 @@ impl Clustering {
     pub fn labels(&self, indices: &Tensor, step: usize) -> Tensor {
         reseed(self.seed, "cluster-draw", step as u64);
         self.tau.index_select(0, indices).multinomial(1, true).squeeze_dim(1)
-    }
-
-    /// π from the current τ.
-    pub fn pi(&self) -> Vec<f64> {
-        Vec::<f64>::try_from(em::mixing_weights(&self.tau)).expect("π")
     }
 
     /// The E-step after training step `step` with the network being trained; `replicate`: estimate
@@ -152,8 +186,7 @@ impl Clustering {
         let estimate = em::responsibilities(&bounds, &log_pi, temperature).to_kind(Kind::Float);
         let mut tau = em::damped(&self.tau, &estimate, self.cfg.step_size);
         let min_weight = self.cfg.min_weight();
-        let light =
-            Vec::<f64>::try_from(em::mixing_weights(&tau)).expect("π").iter().filter(|&&p| p < min_weight).count();
+        let light = pi_of(&tau).iter().filter(|&&p| p < min_weight).count();
         let collapsed = q > 1 && light as i64 == q - 1;
         let refills = em::refill_empty(&mut tau, &bounds, min_weight);
         let changed =
@@ -167,13 +200,15 @@ impl Clustering {
             iteration,
             step,
             temperature: Some(temperature),
-            pi: self.pi(),
+            pi: pi_of(&self.tau),
+            pi_estimate: Some(pi_of(&estimate)),
             changed: changed.double_value(&[]),
             margin_nats: Some(margin.double_value(&[])),
             bound_bpd: Some(own.double_value(&[])),
             refills,
             collapsed,
             replicate,
+            scores: Scores::of(&self.truth, &to_ints(&self.tau.argmax(1, false))),
             seconds: started.elapsed().as_secs_f64(),
         };
         for r in &record.refills {
@@ -233,18 +268,14 @@ impl Clustering {
     /// The run's clustering numbers: against the dataset's labels where it has them, for the EM's
     /// final assignment and for k-means on pixels; how often a cluster was refilled and how many
     /// E-steps found one cluster holding everything (all others below the minimum weight).
-    pub fn metrics(&self, labels: &Tensor) -> BTreeMap<String, f64> {
-        let to_vec = |t: &Tensor| Vec::<i64>::try_from(t.to_device(Device::Cpu)).expect("labels");
-        let (truth, em, km) = (to_vec(labels), to_vec(&self.tau.argmax(1, false)), to_vec(&self.kmeans));
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
-        let labelled: Vec<usize> = (0..truth.len()).filter(|&i| truth[i] >= 0).collect();
-        if !labelled.is_empty() {
-            let pick = |v: &[i64]| labelled.iter().map(|&i| v[i]).collect::<Vec<i64>>();
-            let (truth, em, km) = (pick(&truth), pick(&em), pick(&km));
-            for (prefix, found) in [("cluster", &em), ("kmeans", &km)] {
-                out.insert(format!("{prefix}_accuracy"), scores::matched_accuracy(&truth, found));
-                out.insert(format!("{prefix}_nmi"), scores::nmi(&truth, found));
-                out.insert(format!("{prefix}_ari"), scores::ari(&truth, found));
+        let em = to_ints(&self.tau.argmax(1, false));
+        for (prefix, found) in [("cluster", em), ("kmeans", to_ints(&self.kmeans))] {
+            if let Some(s) = Scores::of(&self.truth, &found) {
+                out.insert(format!("{prefix}_accuracy"), s.accuracy);
+                out.insert(format!("{prefix}_nmi"), s.nmi);
+                out.insert(format!("{prefix}_ari"), s.ari);
             }
         }
         let e_steps = &self.history[1..];
@@ -263,20 +294,19 @@ impl Clustering {
 
     /// `assignments.parquet`: each training image's index, label, EM cluster, its responsibility and
     /// its k-means cluster; `em_history.json`: the E-steps.
-    pub fn write(&self, dir: &Path, labels: &Tensor) -> Result<()> {
+    pub fn write(&self, dir: &Path) -> Result<()> {
         use polars::prelude::*;
-        let to_vec = |t: &Tensor| Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64)).expect("ints");
         let (best, cluster) = self.tau.max_dim(1, false);
-        let n = labels.size()[0];
+        let n = self.truth.len() as i64;
         let mut df = DataFrame::new_infer_height(vec![
             Column::new("index".into(), (0..n).collect::<Vec<i64>>()),
-            Column::new("label".into(), to_vec(labels)),
-            Column::new("cluster".into(), to_vec(&cluster)),
+            Column::new("label".into(), self.truth.clone()),
+            Column::new("cluster".into(), to_ints(&cluster)),
             Column::new(
                 "responsibility".into(),
                 Vec::<f64>::try_from(best.to_device(Device::Cpu).to_kind(Kind::Double)).expect("τ"),
             ),
-            Column::new("kmeans".into(), to_vec(&self.kmeans)),
+            Column::new("kmeans".into(), to_ints(&self.kmeans)),
         ])?;
         atomic_replace(&dir.join("assignments.parquet"), |tmp| {
             let mut f = std::fs::File::create(tmp)?;
@@ -353,6 +383,11 @@ impl Clustering {
 
 /// Two estimates of the bounds `[N, Q]`: the share of images whose best cluster agrees, and the
 /// noise of the gap between the first estimate's two best clusters.
+/// π_k = mean_i τ_ik.
+fn pi_of(tau: &Tensor) -> Vec<f64> {
+    Vec::<f64>::try_from(em::mixing_weights(tau)).expect("π")
+}
+
 fn compare(first: &Tensor, second: &Tensor) -> Replicate {
     let (a, b) = (first.argmin(1, false), second.argmin(1, false));
     let agreement = a.eq_tensor(&b).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
@@ -379,11 +414,13 @@ mod tests {
             step: 1,
             temperature: Some(1.0),
             pi,
+            pi_estimate: None,
             changed: 0.0,
             margin_nats: Some(0.0),
             bound_bpd: Some(0.0),
             refills: vec![Refill { cluster: 0, from: 1, images: 2 }; refills],
             replicate: None,
+            scores: None,
             seconds: 1.0,
         };
         let c = Clustering {
@@ -393,8 +430,9 @@ mod tests {
             tau: em::one_hot(&Tensor::from_slice(&[0i64, 0, 1, 1]), 2),
             kmeans: Tensor::from_slice(&[1i64, 1, 0, 1]),
             history: vec![record(vec![0.5, 0.5], 0), record(vec![0.9, 0.1], 1), record(vec![0.5, 0.5], 0)],
+            truth: vec![3, 3, 4, 4],
         };
-        let m = c.metrics(&Tensor::from_slice(&[3i64, 3, 4, 4]));
+        let m = c.metrics();
         assert_eq!(m["cluster_accuracy"], 1.0);
         assert_eq!(m["kmeans_accuracy"], 0.75);
         assert_eq!(m["cluster_ari"], 1.0);

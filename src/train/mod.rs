@@ -305,9 +305,9 @@ pub fn train_run(
     draw_samples(cfg, &diffusion, sampling_model.as_ref(), classes, image_shape, dir, &mut events, reporter)?;
     let mut train_metrics = std::collections::BTreeMap::new();
     if let Some(c) = &clustering {
-        c.write(&dir.path, &data.labels)?;
+        c.write(&dir.path)?;
         c.draw_grids(cfg, &diffusion, sampling_model.as_ref(), &data.images, &dir.path, steps, &mut events, reporter)?;
-        train_metrics = c.metrics(&data.labels);
+        train_metrics = c.metrics();
         // Beside the evaluation's numbers (`eval/<name>`: the HParams dashboard's metric columns).
         for (k, v) in &train_metrics {
             events.add_scalar(&format!("eval/{k}"), *v, steps as i64)?;
