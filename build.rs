@@ -8,8 +8,9 @@
 //!      false even on a GPU machine (tch-rs issues 980 and 907). The flags are given with
 //!      `cargo:rustc-link-arg`, which reaches this package's binaries and test binaries only, rather
 //!      than `rustflags`, which would also hit build scripts and proc macros.
-//!    - `src/libtorch_switches.cpp`: libtorch's deterministic-algorithms switch, compiled against the
-//!      same libtorch headers (tch does not expose it).
+//!    - `src/libtorch_switches.cpp`: libtorch's deterministic-algorithms switch, and
+//!      `src/libtorch_foreach.cpp`: its multi-tensor (`_foreach_`) kernels, compiled against the
+//!      same libtorch headers (tch exposes neither).
 //! 2. Provenance: the libtorch and CUDA versions (from the torch package's `version.py`).
 //! 3. The code fingerprint, part of every run's identity: the sha256 of the files under `src/` and of
 //!    `Cargo.lock`, so that a change of code or of a dependency is a different run, while a change
@@ -41,12 +42,14 @@ fn link_libtorch() {
     }
     println!("cargo:rustc-link-search=native={}", lib.display());
     println!("cargo:rerun-if-changed=src/libtorch_switches.cpp");
+    println!("cargo:rerun-if-changed=src/libtorch_foreach.cpp");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     // PyPI's torch is built with the C++11 ABI (torch._C._GLIBCXX_USE_CXX11_ABI), as torch-sys assumes.
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
         .file("src/libtorch_switches.cpp")
+        .file("src/libtorch_foreach.cpp")
         .include(lib.join("../include"))
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", abi.as_str())

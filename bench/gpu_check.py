@@ -12,18 +12,24 @@ take a carried tree of at most 64 MiB and are lent for about 15 minutes in all. 
 `<device>.csv` columns: part, model, variant, metric, value, unit, reference (PyTorch eager on the same
 device in the same run for `bench`; the notebook's log for `notebook`), ratio = value / reference, note.
 
-`run` measures, within a time budget (default 450 s; parts that would not fit are skipped and say so):
-  1. `ddpm device`, and one short training run of every registered model (`ddpm models`): it trains,
-     checkpoints, is killed with SIGKILL after its first checkpoint, resumes, and must end with the
-     same weights and EMA (sha256) as an uninterrupted run under `train.deterministic = true`;
-  2. `ddpm bench --compare` for the four recipe models with fp32, `train.tf32`, `train.precision =
-     "bf16"` and `train.channels_last`: training images/s against `bench/pytorch_reference.py` on the
-     same device in the same run, sampling evaluations/s, peak device memory (libtorch's caching
-     allocator), and the GPU's utilisation (nvidia-smi, sampled every 100 ms) over each measured window;
-  3. `ddpm run --runs-per-device K` for K = 1, 2, 4 on the blog model: total images/s;
-  4. the notebook recipe (`experiments/seed_notebook_mnist32.toml`, the 62M-parameter BatchNorm
+`run` measures, within a time budget (default 330 s, for a device timeout of 400 s; parts that would not
+fit are skipped and say so), most valuable first:
+  1. `ddpm device`; the profile `ddpm run --device cuda` chooses for the main job (`full`);
+  2. one short training run of every registered model (`ddpm models`): it trains, checkpoints, is
+     killed with SIGKILL after its first checkpoint, resumes, and must end with the same weights and
+     EMA (sha256) as an uninterrupted run under `train.deterministic = true` (strict: an operation
+     without a deterministic kernel fails the run);
+  3. `ddpm bench --compare` in fp32 for the four recipe models: training images/s against
+     `bench/pytorch_reference.py` on the same device in the same run, sampling evaluations/s, peak
+     device memory (libtorch's caching allocator), and the GPU's utilisation (nvidia-smi, sampled
+     every 100 ms) over each measured window;
+  4. a sampling step of the main job's model at evaluation batches of 64 (the CPU's default) and 500
+     (the GPU's): what the evaluation of the `full` profile costs;
+  5. `ddpm run --runs-per-device K` for K = 1, 2, 4 on the blog model: total images/s;
+  6. the notebook recipe (`experiments/seed_notebook_mnist32.toml`, the 62M-parameter BatchNorm
      U-Net at its full profile's batch of 128): images/s and the projected wall time of its 20 epochs
-     against the notebook's own log.
+     against the notebook's own log;
+  7. `ddpm bench --compare` with `train.tf32`, `train.precision = "bf16"` and `train.channels_last`.
 `--device cpu --tiny` runs the same code with tiny sizes (the test suite does, so that it cannot rot).
 
 Everything `run` writes goes under `$OUT` (the device tool's folder) or `--out`: `<device>.csv` (one row
@@ -53,6 +59,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGE = os.path.join(ROOT, ".gpu-check")
 CARRY_LIMIT = 64 << 20
+# The device is held for about 15 minutes in all, start-up (a few minutes) included: one run must leave
+# time for a second. Parts are skipped once the budget would be overrun; the timeout leaves the last
+# part a minute of slack, and the device tool's own limit is the timeout.
+BUDGET_SECONDS = 330.0
+TIMEOUT_SECONDS = 400
 # What the device tool copies besides the carried folder: the tracked tree (and untracked, not ignored
 # files). Kept free in the budget so the carried folder plus the tree stay under the limit.
 TREE_MARGIN = 2 << 20
@@ -125,16 +136,33 @@ def xz_into(src, target):
     return os.path.getsize(target)
 
 
-def stage_into(dest, binary):
+# What the device needs, in order of need: (name, why, required). MNIST is needed by every training
+# part; Fashion-MNIST by the practical-work recipe's bench. The Inception weights (91 MiB of floats,
+# which hardly compress) never fit beside the binary and the datasets: they are optional, and the FID
+# feature speed is then measured on the CPU only.
+STAGED_DATA = [
+    ("mnist", "MNIST (every part)", True),
+    ("fashion_mnist", "Fashion-MNIST (the unet recipe's bench)", True),
+    ("inception", "the FID network (feature images/s)", False),
+]
+
+
+class StageError(Exception):
+    """A required part of the stage is missing or does not fit: `stage` fails, naming it."""
+
+
+def stage_into(dest, binary, carry_limit=CARRY_LIMIT):
     """Fills `dest` with what the device needs, in order of need, each file gzipped (the binary stripped
     first) unless it is compressed already, while the carried folder and the tree stay under the
-    limit. Returns (staged [(name, bytes, why)], left out [(name, bytes, why)], budget)."""
-    budget = CARRY_LIMIT - tracked_tree_bytes() - TREE_MARGIN
+    limit. A required data set that is missing or does not fit raises StageError naming it (never a
+    stage that silently lacks it). Returns (staged [(name, bytes, why)], left out [(name, bytes, why)],
+    budget)."""
+    budget = carry_limit - tracked_tree_bytes() - TREE_MARGIN
     if not os.path.isfile(binary):
         raise SystemExit(f"gpu-check: no binary at {binary}: build it first (`just build`)")
     shutil.rmtree(dest, ignore_errors=True)
     os.makedirs(dest)
-    staged, left_out, files = [], [], {}
+    staged, left_out, files, missing = [], [], {}, []
     stripped = os.path.join(dest, "ddpm.stripped")
     if shutil.which("strip"):
         subprocess.run(["strip", "-o", stripped, binary], check=True)
@@ -145,19 +173,19 @@ def stage_into(dest, binary):
     staged.append(("ddpm.xz", size, f"the release binary, stripped and xz-compressed ({os.path.getsize(binary) / 2**20:.1f} MiB as built)"))
     files["ddpm"] = {"stored": "ddpm.xz", "bytes": size}
     used = size
-    # MNIST is needed by every training part; Fashion-MNIST by the practical-work recipe's bench; the
-    # Inception weights by the FID feature speed.
-    for name, why in [("mnist", "MNIST (every part)"), ("fashion_mnist", "Fashion-MNIST (the unet recipe's bench)"),
-                      ("inception", "the FID network (feature images/s)")]:
+    if used > budget:
+        missing.append(f"the binary ({size / 2**20:.1f} MiB xz) is over the budget of {budget / 2**20:.1f} MiB")
+    for name, why, required in STAGED_DATA:
         found = folder_files(os.path.join(data_dir(), name))
         raw = sum(n for _, n in found)
         if not found:
-            left_out.append((name, 0, f"not in the data folder: fetch it first (`just fetch {name}`)"))
+            reason = f"not in the data folder {data_dir()}: fetch it first (`just fetch {name}`)"
+            (missing.append(f"{name}: {reason}") if required else left_out.append((name, 0, reason)))
             continue
         # Float weights hardly compress: do not spend the time on what cannot fit. Image files do
         # (MNIST's 52 MiB of idx to 11 MiB): they are compressed and then checked.
-        if name == "inception" and used + 0.8 * raw > budget and not all(p.endswith(".gz") for p, _ in found):
-            left_out.append((name, raw, f"{raw / 2**20:.1f} MiB does not fit ({(budget - used) / 2**20:.1f} MiB left)"))
+        if not required and used + 0.8 * raw > budget and not all(p.endswith(".gz") for p, _ in found):
+            left_out.append((name, raw, f"optional: {raw / 2**20:.1f} MiB does not fit ({(budget - used) / 2**20:.1f} MiB left)"))
             continue
         group, total = {}, 0
         for p, n in found:
@@ -173,11 +201,16 @@ def stage_into(dest, binary):
         if used + total > budget:
             for entry in group.values():
                 os.remove(os.path.join(dest, entry["stored"]))
-            left_out.append((name, total, f"{total / 2**20:.1f} MiB compressed does not fit ({(budget - used) / 2**20:.1f} MiB left)"))
+            reason = f"{total / 2**20:.1f} MiB compressed does not fit ({max(budget - used, 0) / 2**20:.1f} MiB left of {budget / 2**20:.1f})"
+            (missing.append(f"{name} ({why}): {reason}") if required else left_out.append((name, total, "optional: " + reason)))
             continue
         files.update(group)
         used += total
         staged.append((f"data/{name}/ ({len(group)} files)", total, why))
+    if missing:
+        print_plan(staged, left_out, budget)
+        shutil.rmtree(dest, ignore_errors=True)
+        raise StageError("gpu-check: cannot stage what the check needs; nothing was staged:\n  " + "\n  ".join(missing))
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     with open(os.path.join(dest, "manifest.json"), "w") as f:
         json.dump({"commit": commit, "files": files, "left_out": [n for n, _, _ in left_out]}, f, indent=1)
@@ -192,25 +225,30 @@ def print_plan(staged, left_out, budget):
     total = sum(n for _, n, _ in staged)
     print(f"  {total / 2**20:8.2f} MiB  in all (budget {budget / 2**20:.1f} MiB: 64 MiB less the tree and a margin)")
     for name, size, why in left_out:
-        print(f"  left out: {name}: {why}" + ("; the FID feature speed is not measured" if name == "inception" else ""))
+        print(f"  left out: {name}: {why}" + ("; the FID feature speed is not measured on the GPU" if name == "inception" else ""))
     return total
 
 
 def device_command():
-    return ('run(command="python3 bench/gpu_check.py run --device cuda", carry=[".gpu-check"], timeout_s=500)\n'
+    return (f'run(command="python3 bench/gpu_check.py run --device cuda", carry=[".gpu-check"], timeout_s={TIMEOUT_SECONDS})\n'
             "then: python3 bench/gpu_check.py collect <files_at>   (copies cuda.csv and gpu-check.log "
             "into analysis/bench/)")
 
 
 def cmd_stage(args):
-    if args.dry_run:
-        with tempfile.TemporaryDirectory(prefix="ddpm-gpu-check-dry-") as tmp:
-            staged, left_out, budget = stage_into(os.path.join(tmp, "stage"), args.binary)
-        print_plan(staged, left_out, budget)
-        print("dry run: nothing written. The device command would be:\n  " + device_command())
-        return 0
-    dest = args.dir or STAGE
-    staged, left_out, budget = stage_into(dest, args.binary)
+    limit = int(args.carry_limit_mib * 2**20)
+    try:
+        if args.dry_run:
+            with tempfile.TemporaryDirectory(prefix="ddpm-gpu-check-dry-") as tmp:
+                staged, left_out, budget = stage_into(os.path.join(tmp, "stage"), args.binary, limit)
+            print_plan(staged, left_out, budget)
+            print("dry run: nothing written. The device command would be:\n  " + device_command())
+            return 0
+        dest = args.dir or STAGE
+        staged, left_out, budget = stage_into(dest, args.binary, limit)
+    except StageError as e:
+        print(str(e), file=sys.stderr)
+        return 2
     total = print_plan(staged, left_out, budget)
     if total > budget:
         raise SystemExit(f"gpu-check: {total / 2**20:.1f} MiB staged is over the budget of {budget / 2**20:.1f} MiB")
@@ -335,6 +373,9 @@ class Check:
         return out, seconds
 
     def skip(self, part, what, seconds_needed):
+        only = self.args.only
+        if only and part not in only and what not in only:
+            return True
         if self.left() < seconds_needed:
             self.say(f"skipped {what}: {self.left():.0f} s of the budget left, it needs about {seconds_needed} s")
             self.row(part, "", what, "skipped", "", note=f"over the time budget ({self.left():.0f} s left)")
@@ -516,7 +557,8 @@ def part_train_resume(c, model):
 
 def part_bench(c, variant, sets):
     out_dir = os.path.join(c.scratch, f"bench-{variant}")
-    args = ["bench", "--compare", "--device", c.device, "--out", out_dir, "--python", sys.executable]
+    args = ["bench", "--compare", "--device", c.device, "--out", out_dir, "--python", sys.executable,
+            "--reference-script", os.path.join(ROOT, "bench", "pytorch_reference.py")]
     for s in sets:
         args += ["--set", s]
     if c.args.tiny:
@@ -556,6 +598,13 @@ def part_runs_per_device(c, k):
     results = os.path.join(c.scratch, f"rpd-{k}")
     _, seconds = c.ddpm(["run", exp, "--device", c.device, "--runs-per-device", str(k), "--results", results])
     dirs = run_dirs(results)
+    if k == 1 and dirs:
+        # How a run's process saw its device: CUDA_VISIBLE_DEVICES of its GPU alone, and its free memory.
+        with open(os.path.join(dirs[0], "attempts.jsonl")) as f:
+            attempt = json.loads(f.readline())
+        free = attempt.get("device_memory_free_bytes")
+        c.row("runs_per_device", "simple", "K=1", "run_process_device", attempt.get("device", "").replace(",", ";"),
+              note=f"free device memory at the start: {free / 2**30:.1f} GiB" if free else "no device memory reported")
     steady = [steady_images_per_sec(d) for d in dirs]
     steady = [s for s in steady if s]
     images = len(dirs) * steps * batch
@@ -576,11 +625,14 @@ def part_notebook(c):
     notebook = os.path.join(ROOT, "experiments", "seed_notebook_mnist32.toml")
     # Tiny: the same recipe with narrow widths (a table with `name` replaces the included one whole).
     extra = '[model]\nname = "simple_bn"\n' + TINY_MODEL_KEYS["simple_bn"] + "\n" if tiny else ""
+    # The included recipe has a `full` profile, which a CUDA run gets by default: this file's own
+    # profile, given explicitly, keeps the check's length and one seed.
+    extra += f"[profiles.check]\nexperiment.seeds = [0]\ntrain.steps = {steps}\ntrain.batch_size = {batch}\n"
     exp = write(os.path.join(c.scratch, "notebook.toml"),
                 experiment_toml("gpu_check_notebook", "simple_bn", False, steps, batch, log_every=steps // 6 or 1,
                                 checkpoint_every=steps, include=notebook, extra=extra))
     results = os.path.join(c.scratch, "notebook")
-    _, seconds = c.ddpm(["run", exp, "--device", c.device, "--results", results])
+    _, seconds = c.ddpm(["run", exp, "--device", c.device, "--profile", "check", "--results", results])
     run = run_dirs(results)[0]
     status = read_json(os.path.join(run, "status.json"))
     rate = steady_images_per_sec(run)
@@ -596,6 +648,36 @@ def part_notebook(c):
               f"{theirs} s ({theirs / epochs:.1f} s per epoch)")
 
 
+def part_profile_choice(c):
+    """Item: a run on CUDA gets the recipe's `full` profile unless --profile says otherwise."""
+    main_job = os.path.join(ROOT, "experiments", "cosine_vs_linear.toml")
+    out, _ = c.ddpm(["run", main_job, "--device", c.device, "--dry-run", "--results", os.path.join(c.scratch, "plan")])
+    line = next((l for l in out.splitlines() if l.startswith("profile:")), "")
+    c.row("profile", "", "", "profile_line", line[:200].replace(",", ";"))
+    chose_full = "`full`" in line
+    c.row("profile", "", "", "cuda_gets_full", str(chose_full).lower(),
+          note="`ddpm run experiments/cosine_vs_linear.toml --device <device> --dry-run`")
+
+
+def part_eval_batch(c, batch):
+    """What a sampling model call costs at an evaluation batch: the main job's model, no training
+    beyond the bench's two short windows."""
+    out_dir = os.path.join(c.scratch, f"eval-batch-{batch}")
+    tiny = c.args.tiny
+    args = ["bench", "--device", c.device, "--out", out_dir, "--models", "simple",
+            "--steps", "1" if tiny else "2", "--eval-batch", str(batch), "--eval-calls", "1" if tiny else "40"]
+    if tiny:
+        args += ["--batch", "4"]
+    c.ddpm(args)
+    with open(os.path.join(out_dir, f"{c.slug}.csv")) as f:
+        row = next(csv.DictReader(f))
+    evals = float(row["sample_evals_per_sec"])
+    c.row("eval_batch", "simple", f"B={batch}", "sample_evals_per_sec", evals, "evals/s",
+          note=f"the blog model's forward without gradients at batch {batch} (one sampling step of {batch} images)")
+    c.row("eval_batch", "simple", f"B={batch}", "ms_per_sampling_step", 1e3 * batch / evals, "ms",
+          note=f"one reverse step of {batch} images")
+
+
 def cmd_run(args):
     c = Check(args)
     failures = []
@@ -608,26 +690,35 @@ def cmd_run(args):
             c.say(f"FAILED {part} {what}: {e}")
             c.row(part, what, "", "error", "", note=str(e)[-300:])
 
+    # Most valuable first, each with the seconds it needs on a GPU (measured or estimated), so that the
+    # budget cuts the least valuable: the bit-exact resume of every model under strict determinism,
+    # the speed against PyTorch (fp32), what an evaluation step costs at the evaluation batch, the
+    # profile a CUDA run gets, runs per device, the notebook recipe, then the other precisions.
+    gpu = not args.tiny
     try:
         available = part_device(c)
         if c.slug == "cuda" and not available:
             c.say("libtorch sees no CUDA device: nothing else to measure")
             return 1
+        if not c.skip("profile", "choice", 0):
+            attempt("profile", "choice", part_profile_choice)
         models = registered_models(c)
-        # Highest value first, so that a short budget still gives the essentials.
         for m in models:
-            if not c.skip("train", m, 15 if not args.tiny else 0):
+            if not c.skip("train", m, 20 if gpu else 0):
                 attempt("train", m, part_train_resume, m)
         variants = dict(BENCH_VARIANTS)
-        if not c.skip("bench", "fp32", 90 if not args.tiny else 0):
+        if not c.skip("bench", "fp32", 90 if gpu else 0):
             attempt("bench", "fp32", part_bench, "fp32", variants["fp32"])
+        for b in (64, 500):
+            if not c.skip("eval_batch", f"B={b}", 15 if gpu else 0):
+                attempt("eval_batch", f"B={b}", part_eval_batch, b)
         for k in (1, 2, 4):
-            if not c.skip("runs_per_device", f"K={k}", 30 if not args.tiny else 0):
+            if not c.skip("runs_per_device", f"K={k}", 30 if gpu else 0):
                 attempt("runs_per_device", f"K={k}", part_runs_per_device, k)
-        if not c.skip("notebook", "simple_bn", 30 if not args.tiny else 0):
+        if not c.skip("notebook", "simple_bn", 40 if gpu else 0):
             attempt("notebook", "simple_bn", part_notebook)
         for name, sets in BENCH_VARIANTS[1:]:
-            if not c.skip("bench", name, 90 if not args.tiny else 0):
+            if not c.skip("bench", name, 90 if gpu else 0):
                 attempt("bench", name, part_bench, name, sets)
     finally:
         c.close()
@@ -644,8 +735,11 @@ def main():
     s.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "ddpm"))
     s.add_argument("--dir", help="stage here instead of .gpu-check/ (tests)")
     s.add_argument("--dry-run", action="store_true", help="print what would be carried and its size only")
+    s.add_argument("--carry-limit-mib", type=float, default=CARRY_LIMIT / 2**20,
+                   help="the device tool's carry limit (64 MiB; smaller in tests)")
     d = sub.add_parser("dry-run", help="what `stage` would carry and its size; writes nothing")
     d.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "ddpm"))
+    d.add_argument("--carry-limit-mib", type=float, default=CARRY_LIMIT / 2**20)
     r = sub.add_parser("run", help="measure (on the device), writing <out>/<device>.csv and gpu-check.log")
     r.add_argument("--device", default="cuda", help="cuda, cuda:N or cpu")
     r.add_argument("--tiny", action="store_true", help="tiny sizes (the CPU test)")
@@ -653,7 +747,10 @@ def main():
     r.add_argument("--binary", help="[default: the staged one, else target/release/ddpm]")
     r.add_argument("--data", help="[default: the staged data, else $DDPM_DATA_DIR or data/]")
     r.add_argument("--stage", help="a staged folder to unpack and use [default: .gpu-check/ when staged]")
-    r.add_argument("--budget-seconds", type=float, default=450.0,
+    r.add_argument("--only", type=lambda v: set(v.split(",")), default=None,
+                   help="a rerun of some parts only: part names (train, bench, eval_batch, runs_per_device, notebook, "
+                        "profile) or variants (fp32, tf32, bf16, channels_last), comma-separated")
+    r.add_argument("--budget-seconds", type=float, default=BUDGET_SECONDS,
                    help="parts that would not fit in this many seconds are skipped, and say so")
     col = sub.add_parser("collect", help="copy cuda.csv and gpu-check.log from DIR into analysis/bench/")
     col.add_argument("dir")

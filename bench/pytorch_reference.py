@@ -11,7 +11,7 @@ The execution options mirror ddpm's training keys, which `ddpm bench` passes on:
 (`train.precision = "bf16"`: the forward pass under bfloat16 autocast, its output and the loss in
 float32), `--tf32` (`train.tf32`: TF32 float32 matmuls), `--channels-last` (`train.channels_last`:
 weights and inputs in NHWC order) and `--deterministic` (`train.deterministic`: deterministic
-algorithms with warn_only, deterministic cuDNN, no autotuning, cuBLAS's fixed workspace); without it,
+algorithms, strictly as ddpm sets them (an operation without a deterministic kernel fails), deterministic cuDNN, no autotuning, cuBLAS's fixed workspace); without it,
 cuDNN autotuning is on, as ddpm switches it on for non-deterministic runs.
 
     .venv/bin/python bench/pytorch_reference.py --model simple --batch 128 --size 32 --warmup 5 --steps 20
@@ -364,6 +364,9 @@ def bench(args, device):
     torch.manual_seed(0)
     reset_peak()
     if device.type == "cuda":
+        # CUDA initialises lazily; resetting its statistics before then fails ("Invalid device argument").
+        torch.cuda.init()
+        torch.zeros(1, device=device)
         torch.cuda.reset_peak_memory_stats(device)
     c, s, b = args.channels, args.size, args.batch
     # The dataset as one device tensor; batches are index draws from an epoch's permutation.
@@ -486,7 +489,7 @@ def main():
     if args.deterministic:
         # Before the first cuBLAS call, as ddpm sets it.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.use_deterministic_algorithms(True, warn_only=False)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:

@@ -94,6 +94,40 @@ pub struct BenchOptions {
     pub out_dir: PathBuf,
     /// The Python with torch for `--compare`.
     pub python: PathBuf,
+    /// `bench/pytorch_reference.py` for `--compare` [default: found at run time, see
+    /// [`find_reference_script`]].
+    pub reference_script: Option<PathBuf>,
+}
+
+/// Where the PyTorch reference lives, decided when the bench runs (never where the binary was built:
+/// a staged binary runs on a machine whose tree lies elsewhere). In order: the explicit path
+/// (`--reference-script`), `bench/pytorch_reference.py` under the working directory or one of its
+/// ancestors, then under an ancestor of the executable (`<root>/target/release/ddpm`).
+pub fn find_reference_script(explicit: Option<&Path>) -> Result<PathBuf> {
+    const REL: &str = "bench/pytorch_reference.py";
+    if let Some(p) = explicit {
+        if p.is_file() {
+            return Ok(p.to_path_buf());
+        }
+        bail!("--reference-script {}: no such file", p.display());
+    }
+    let mut looked = Vec::new();
+    let cwd = std::env::current_dir().ok();
+    let exe = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf));
+    for start in [cwd, exe].into_iter().flatten() {
+        for dir in start.ancestors() {
+            let candidate = dir.join(REL);
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+            looked.push(dir.display().to_string());
+        }
+    }
+    bail!(
+        "--compare: cannot find {REL} under the working directory, the executable's folder or their \
+         ancestors ({}); run from the repository or pass --reference-script <path>",
+        looked.join(", ")
+    )
 }
 
 /// One model's numbers.
@@ -113,6 +147,8 @@ pub struct Measured {
     /// The measured run's training keys (precision, TF32, channels-last, determinism).
     pub train: crate::config::TrainConfig,
     pub pytorch: Option<serde_json::Value>,
+    /// The PyTorch reference script that ran (`--compare`).
+    pub reference_script: Option<PathBuf>,
     pub phases: Vec<(&'static str, f64)>,
 }
 
@@ -212,7 +248,8 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     reset_peak_rss();
     crate::device::reset_peak_device_memory(o.device);
     let mut collect = Collect { records: Vec::new(), times: Vec::new(), profile: o.profile, phases: None };
-    let outcome = train_run(spec, &dir, o.device, &o.data_dir, &mut collect, None)?;
+    let outcome =
+        crate::device::catching(o.device, || train_run(spec, &dir, o.device, &o.data_dir, &mut collect, None))?;
     let peak_host_bytes = peak_rss();
     let peak_device_bytes = crate::device::peak_device_memory(o.device);
     let measured = collect.records.get(1).context("the training loop logged no second window")?;
@@ -255,8 +292,11 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
         None
     };
 
-    let pytorch =
-        if o.compare { Some(pytorch_reference(r, o, steps, batch, channels, &spec.config.train)?) } else { None };
+    let reference_script = o.compare.then(|| find_reference_script(o.reference_script.as_deref())).transpose()?;
+    let pytorch = match &reference_script {
+        Some(script) => Some(pytorch_reference(script, r, o, steps, batch, channels, &spec.config.train)?),
+        None => None,
+    };
     if let Some(p) = &pytorch {
         // The same network on both sides, or the ratio means nothing.
         if p["parameters"].as_i64() != Some(outcome.parameters) {
@@ -281,6 +321,7 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
         batch,
         train: spec.config.train.clone(),
         pytorch,
+        reference_script,
         phases: collect
             .phases
             .map(|p| p.totals.into_iter().map(|(n, s)| (n, per_step(s))).collect())
@@ -289,6 +330,7 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
 }
 
 fn pytorch_reference(
+    script: &Path,
     r: &Recipe,
     o: &BenchOptions,
     steps: usize,
@@ -296,13 +338,12 @@ fn pytorch_reference(
     channels: i64,
     train: &crate::config::TrainConfig,
 ) -> Result<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/pytorch_reference.py");
     let device = match o.device {
         Device::Cuda(n) => format!("cuda:{n}"),
         _ => "cpu".into(),
     };
     let mut command = std::process::Command::new(&o.python);
-    command.arg(&script);
+    command.arg(script);
     // The same execution options as the measured run, so that both sides do the same arithmetic.
     if train.precision == crate::config::Precision::Bf16 {
         command.arg("--bf16");
@@ -421,7 +462,8 @@ fn write_tables(
         "model,source,dataset,image_size,batch,parameters,steps_measured,train_images_per_sec,sample_evals_per_sec,\
          fid_images_per_sec,peak_host_mb,pytorch_train_images_per_sec,pytorch_sample_evals_per_sec,\
          pytorch_fid_images_per_sec,pytorch_peak_host_mb,train_ratio,peak_device_mb,pytorch_peak_device_mb,\
-         precision,tf32,channels_last,deterministic,window_start_unix,window_end_unix,device,ddpm_commit,libtorch,threads\n",
+         precision,tf32,channels_last,deterministic,window_start_unix,window_end_unix,device,ddpm_commit,libtorch,threads,\
+         pytorch_reference\n",
     );
     for (r, m) in rows {
         let p = |k: &str| m.pytorch.as_ref().and_then(|p| p[k].as_f64());
@@ -432,7 +474,7 @@ fn write_tables(
         };
         writeln!(
             csv,
-            "{},\"{}\",{},{},{},{},{},{:.3},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},\"{device_name}\",{commit},{libtorch},{threads}",
+            "{},\"{}\",{},{},{},{},{},{:.3},{:.3},{},{:.1},{},{},{},{},{},{},{},{},{},{},{},{:.3},{:.3},\"{device_name}\",{commit},{libtorch},{threads},\"{}\"",
             r.model,
             r.source,
             r.dataset,
@@ -457,6 +499,7 @@ fn write_tables(
             t.deterministic,
             m.window_unix.0,
             m.window_unix.1,
+            m.reference_script.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         )
         .expect("String");
     }

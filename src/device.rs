@@ -19,13 +19,59 @@ pub fn parse(spec: &str) -> Result<Device> {
     }
 }
 
-/// A short description for logs and provenance, e.g. `cpu (2 threads)` or `cuda:0 (of 4)`.
+/// A short description for logs and provenance, e.g. `cpu (2 threads)`, `cuda:0 (of 4 CUDA devices)`
+/// or, in a run's process that sees one GPU, `cuda:0 (of 1 CUDA devices; CUDA_VISIBLE_DEVICES=2)`.
 pub fn describe(device: Device) -> String {
     match device {
         Device::Cpu => format!("cpu ({} threads)", tch::get_num_threads()),
-        Device::Cuda(n) => format!("cuda:{n} (of {} CUDA devices)", tch::Cuda::device_count()),
+        Device::Cuda(n) => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").map(|v| format!("; CUDA_VISIBLE_DEVICES={v}"));
+            format!("cuda:{n} (of {} CUDA devices{})", tch::Cuda::device_count(), visible.unwrap_or_default())
+        }
         other => format!("{other:?}"),
     }
+}
+
+/// The device kind a description of [`describe`] names: `cuda` or `cpu`.
+pub fn kind_of_description(description: &str) -> &'static str {
+    if description.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    }
+}
+
+/// Free and total bytes of a CUDA device, where CUDA reports them; None on the CPU.
+pub fn memory_info(device: Device) -> Option<(u64, u64)> {
+    let Device::Cuda(n) = device else { return None };
+    let (mut free, mut total) = (0i64, 0i64);
+    // SAFETY: writes two integers; the shim catches libtorch's exceptions.
+    let ok = unsafe { ddpm_cuda_memory_info(n as c_int, &mut free, &mut total) } == 0;
+    ok.then(|| (free.max(0) as u64, total.max(0) as u64))
+}
+
+/// The least free device memory a run starts with: the CUDA context and libtorch's kernels alone take
+/// about half a GiB, so below this the run would fail later with an out-of-memory error.
+pub const MIN_FREE_DEVICE_BYTES: u64 = 1 << 30;
+
+/// Refuses to start a run on a GPU whose free memory (as CUDA reports it) is below
+/// [`MIN_FREE_DEVICE_BYTES`]: another process holds it. Returns what was measured, for the record.
+pub fn check_free_memory(device: Device) -> anyhow::Result<Option<(u64, u64)>> {
+    let info = memory_info(device);
+    if let Some((free, total)) = info {
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        if free < MIN_FREE_DEVICE_BYTES {
+            bail!(
+                "{}: {:.2} GiB free of {:.1} GiB, below the {:.1} GiB a run needs to start; other processes \
+                 hold the rest (nvidia-smi lists them)",
+                describe(device),
+                gib(free),
+                gib(total),
+                gib(MIN_FREE_DEVICE_BYTES)
+            );
+        }
+    }
+    Ok(info)
 }
 
 use std::os::raw::{c_int, c_void};
@@ -34,6 +80,7 @@ use std::os::raw::{c_int, c_void};
 extern "C" {
     fn ddpm_set_deterministic(on: c_int);
     fn ddpm_deterministic_algorithms() -> c_int;
+    fn ddpm_deterministic_warn_only() -> c_int;
     fn ddpm_benchmark_cudnn() -> c_int;
     fn ddpm_set_cudnn_benchmark(on: c_int);
     fn ddpm_set_tf32_matmul(on: c_int);
@@ -44,6 +91,7 @@ extern "C" {
     fn ddpm_is_channels_last(tensor: *mut c_void) -> c_int;
     fn ddpm_cuda_peak_allocated(device: c_int) -> i64;
     fn ddpm_cuda_reset_peak(device: c_int) -> c_int;
+    fn ddpm_cuda_memory_info(device: c_int, free: *mut i64, total: *mut i64) -> c_int;
 }
 
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
@@ -74,6 +122,62 @@ pub const CUBLAS_WORKSPACE: (&str, &str) = ("CUBLAS_WORKSPACE_CONFIG", ":4096:8"
 pub fn set_deterministic(on: bool) {
     // SAFETY: plain setters on libtorch's global context, linked in by build.rs.
     unsafe { ddpm_set_deterministic(i32::from(on)) }
+}
+
+/// Whether libtorch's deterministic algorithms are on (then strictly: see [`set_deterministic`]).
+/// Models ask this at run time to pick a deterministic formulation of an operation that has no
+/// deterministic CUDA kernel, as PyTorch's `F.interpolate` does.
+pub fn deterministic_algorithms() -> bool {
+    // SAFETY: a plain getter on libtorch's global context.
+    unsafe { ddpm_deterministic_algorithms() != 0 }
+}
+
+/// Whether a formulation without atomics is needed here: deterministic algorithms on, on a GPU (the
+/// CPU kernels libtorch has are deterministic, and keep their bits).
+pub fn needs_deterministic_formulation(device: Device) -> bool {
+    device.is_cuda() && deterministic_algorithms()
+}
+
+/// The text libtorch's strict deterministic mode throws with (`alertNotDeterministic`):
+/// "<operation> does not have a deterministic implementation, but you set
+/// 'torch.use_deterministic_algorithms(True)'...".
+const NOT_DETERMINISTIC: &str = " does not have a deterministic implementation";
+
+/// The operation named in libtorch's strict-determinism error, if `message` is one.
+pub fn nondeterministic_operation(message: &str) -> Option<String> {
+    let before = &message[..message.find(NOT_DETERMINISTIC)?];
+    let op = before.rsplit(|c: char| c.is_whitespace() || c == '"' || c == '(' || c == '\'').next()?;
+    (!op.is_empty()).then(|| op.to_string())
+}
+
+/// Runs `f`, turning a panic inside it (tch's operations panic on libtorch's errors) into an error;
+/// libtorch's strict-determinism error becomes one that names the operation and the key that asked
+/// for determinism, and what to do.
+pub fn catching<T>(device: Device, f: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "a panic without a message".into());
+            Err(explain(&message, device))
+        }
+    }
+}
+
+fn explain(message: &str, device: Device) -> anyhow::Error {
+    let first_line = message.lines().next().unwrap_or_default();
+    match nondeterministic_operation(message) {
+        Some(op) => anyhow::anyhow!(
+            "train.deterministic = true: libtorch has no deterministic kernel for `{op}` on {}, so this run \
+             could not resume bit for bit; set train.deterministic = false to run it without that promise \
+             (libtorch: {first_line})",
+            describe(device)
+        ),
+        None => anyhow::anyhow!("libtorch failed: {first_line}"),
+    }
 }
 
 /// The run's execution switches: deterministic algorithms, or else cuDNN autotuning (benchmark mode
@@ -127,8 +231,12 @@ pub fn is_channels_last(t: &Tensor) -> bool {
 pub fn determinism() -> serde_json::Value {
     // SAFETY: plain getters on libtorch's global context.
     let (algorithms, benchmark) = unsafe { (ddpm_deterministic_algorithms() != 0, ddpm_benchmark_cudnn() != 0) };
+    // SAFETY: a plain getter on libtorch's global context.
+    let warn_only = unsafe { ddpm_deterministic_warn_only() != 0 };
     serde_json::json!({
         "deterministic_algorithms": algorithms,
+        // false: an operation without a deterministic kernel fails the run instead of warning.
+        "deterministic_warn_only": algorithms && warn_only,
         "cudnn_benchmark": benchmark,
         "cublas_workspace_config": std::env::var(CUBLAS_WORKSPACE.0).ok(),
         // SAFETY: a plain getter on libtorch's global context.
@@ -182,10 +290,42 @@ mod tests {
     fn the_deterministic_switch_reaches_libtorch() {
         set_deterministic(true);
         assert_eq!(determinism()["deterministic_algorithms"], true);
+        assert!(deterministic_algorithms());
+        assert_eq!(determinism()["deterministic_warn_only"], false, "strict, not warn-only");
         assert_eq!(determinism()["cudnn_benchmark"], false);
+        assert!(!needs_deterministic_formulation(Device::Cpu), "the CPU kernels are deterministic");
         set_deterministic(false);
         assert_eq!(determinism()["deterministic_algorithms"], false);
         set_deterministic(true);
+    }
+
+    /// `put_` (accumulate = false) is an operation without a deterministic kernel even on the CPU:
+    /// under the strict switch it fails, and the failure names it and `train.deterministic`; with
+    /// the switch off the same call succeeds.
+    #[test]
+    fn an_operation_without_a_deterministic_kernel_is_an_error_naming_it() {
+        let put = || {
+            let mut x = Tensor::zeros([5], (tch::Kind::Float, Device::Cpu));
+            let _ = x.put_(&Tensor::from_slice(&[1i64]), &Tensor::from_slice(&[2f32]), false);
+            Ok(x.double_value(&[1]))
+        };
+        set_deterministic(true);
+        let err = catching(Device::Cpu, put).expect_err("strict mode refuses put_");
+        let text = format!("{err:#}");
+        assert!(text.contains("`put_`") && text.contains("train.deterministic"), "{text}");
+        set_deterministic(false);
+        assert_eq!(catching(Device::Cpu, put).unwrap(), 2.0);
+        set_deterministic(true);
+        assert_eq!(
+            nondeterministic_operation(
+                "Torch(\"upsample_bilinear2d_backward_out_cuda does not have a deterministic implementation, but you set"
+            )
+            .as_deref(),
+            Some("upsample_bilinear2d_backward_out_cuda")
+        );
+        assert_eq!(nondeterministic_operation("CUDA out of memory"), None);
+        let other = catching::<()>(Device::Cpu, || panic!("shape mismatch")).unwrap_err();
+        assert_eq!(format!("{other}"), "libtorch failed: shape mismatch");
     }
 
     #[test]
@@ -203,6 +343,10 @@ mod tests {
 
     #[test]
     fn device_memory_is_not_asked_of_the_cpu() {
+        assert_eq!(memory_info(Device::Cpu), None);
+        assert_eq!(check_free_memory(Device::Cpu).unwrap(), None, "the CPU reports nothing and passes");
+        assert_eq!(kind_of_description("cuda:0 (of 1 CUDA devices; CUDA_VISIBLE_DEVICES=3)"), "cuda");
+        assert_eq!(kind_of_description("cpu (2 threads)"), "cpu");
         assert_eq!(peak_device_memory(Device::Cpu), None);
         reset_peak_device_memory(Device::Cpu);
         if tch::Cuda::is_available() {
@@ -212,6 +356,8 @@ mod tests {
             let t = Tensor::zeros([64 << 18], (tch::Kind::Float, d)); // 64 MiB
             assert!(peak_device_memory(d).unwrap() >= before + (64 << 20));
             drop(t);
+            let (free, total) = memory_info(d).expect("CUDA reports its memory");
+            assert!(free <= total && total > 0);
         }
     }
 

@@ -11,6 +11,7 @@ pub mod device;
 pub mod diffusion;
 pub mod eval;
 pub mod experiment;
+pub mod foreach;
 pub mod grid;
 pub mod hash;
 pub mod models;

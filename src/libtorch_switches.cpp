@@ -6,12 +6,13 @@
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
 
-// On: deterministic algorithms wherever libtorch has them (warn_only = true: an operation without a
-// deterministic implementation warns instead of failing the run), deterministic cuDNN convolutions
-// and no cuDNN autotuning (benchmark mode may pick different algorithms on different runs).
+// On: deterministic algorithms, strictly (warn_only = false: an operation without a deterministic
+// implementation throws, which the run reports as an error naming it and `train.deterministic`;
+// a warning would let a run that promises bit-exact resume silently lose it), deterministic cuDNN
+// convolutions and no cuDNN autotuning (benchmark mode may pick different algorithms on different runs).
 extern "C" void ddpm_set_deterministic(int on) {
   auto& ctx = at::globalContext();
-  ctx.setDeterministicAlgorithms(on != 0, /*warn_only=*/true);
+  ctx.setDeterministicAlgorithms(on != 0, /*warn_only=*/false);
   ctx.setDeterministicCuDNN(on != 0);
   if (on != 0) {
     ctx.setBenchmarkCuDNN(false);
@@ -20,6 +21,10 @@ extern "C" void ddpm_set_deterministic(int on) {
 
 extern "C" int ddpm_deterministic_algorithms() {
   return at::globalContext().deterministicAlgorithms() ? 1 : 0;
+}
+
+extern "C" int ddpm_deterministic_warn_only() {
+  return at::globalContext().deterministicAlgorithmsWarnOnly() ? 1 : 0;
 }
 
 extern "C" int ddpm_benchmark_cudnn() {
@@ -81,6 +86,19 @@ extern "C" long long ddpm_cuda_peak_allocated(int device) {
 extern "C" int ddpm_cuda_reset_peak(int device) {
   try {
     c10::getDeviceAllocator(c10::DeviceType::CUDA)->resetPeakStats(static_cast<c10::DeviceIndex>(device));
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// Free and total bytes of CUDA device `device` (cudaMemGetInfo, through the device-generic allocator
+// interface, as torch.accelerator.get_memory_info). 0 on success; -1 where CUDA cannot tell.
+extern "C" int ddpm_cuda_memory_info(int device, long long* free_bytes, long long* total_bytes) {
+  try {
+    auto info = c10::getDeviceAllocator(c10::DeviceType::CUDA)->getMemoryInfo(static_cast<c10::DeviceIndex>(device));
+    *free_bytes = static_cast<long long>(info.first);
+    *total_bytes = static_cast<long long>(info.second);
     return 0;
   } catch (...) {
     return -1;

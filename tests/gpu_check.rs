@@ -19,6 +19,19 @@ fn python() -> Command {
     c
 }
 
+/// `gpu_check.py stage` of the test binary into `dest`, with further arguments.
+fn stage(dest: &Path, extra: &[&str]) -> std::process::Output {
+    python()
+        .args(["bench/gpu_check.py", "stage"])
+        .args(extra)
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_ddpm"))
+        .arg("--dir")
+        .arg(dest)
+        .output()
+        .unwrap()
+}
+
 fn read_rows(path: &Path) -> Vec<HashMap<String, String>> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
@@ -40,22 +53,33 @@ fn value(rows: &[HashMap<String, String>], part: &str, model: &str, variant: &st
         .clone()
 }
 
-/// Stages as for the device (stripped binary and data, gzipped, under the carry limit), then runs every
-/// part from the staged folder, as the device does.
+/// Copies `from` into `to`, recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let target = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_tree(&p, &target);
+        } else {
+            std::fs::copy(&p, &target).unwrap();
+        }
+    }
+}
+
+/// Stages as for the device (stripped binary and data, gzipped, under the carry limit), then moves
+/// the staged folder with the scripts and experiment files to another path, as the device tool puts
+/// the tree elsewhere than where the binary was built, and runs every part from there. The PyTorch
+/// reference the bench ran is the moved tree's, not the build tree's.
 #[test]
 fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
     let dir = tempfile::tempdir().unwrap();
     let stage = dir.path().join("stage");
-    let out = python()
-        .args(["bench/gpu_check.py", "stage", "--binary"])
-        .arg(env!("CARGO_BIN_EXE_ddpm"))
-        .arg("--dir")
-        .arg(&stage)
-        .output()
-        .unwrap();
+    let out = self::stage(&stage, &[]);
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{printed}{}", String::from_utf8_lossy(&out.stderr));
     assert!(printed.contains("run(command=\"python3 bench/gpu_check.py run --device cuda\""), "{printed}");
+    assert!(printed.contains("timeout_s=400"), "a timeout that leaves a rerun in 15 minutes: {printed}");
     let total: u64 = walk(&stage).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     assert!(total < 62 << 20, "staged {total} bytes");
     let manifest: serde_json::Value =
@@ -63,10 +87,17 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
     assert_eq!(manifest["files"]["ddpm"]["stored"], "ddpm.xz");
     assert!(manifest["files"]["data/mnist/train-images-idx3-ubyte"].is_object(), "{manifest}");
 
+    // The device's tree: somewhere else, with the scripts, the experiment files and the staged folder.
+    let moved = dir.path().join("elsewhere/tree");
+    copy_tree(&root().join("bench"), &moved.join("bench"));
+    copy_tree(&root().join("experiments"), &moved.join("experiments"));
+    std::fs::rename(&stage, moved.join(".gpu-check")).unwrap();
     let out_dir = dir.path().join("out");
     let out = python()
-        .args(["bench/gpu_check.py", "run", "--device", "cpu", "--tiny", "--budget-seconds", "3000", "--stage"])
-        .arg(&stage)
+        .current_dir(&moved)
+        .arg(moved.join("bench/gpu_check.py"))
+        .args(["run", "--device", "cpu", "--tiny", "--budget-seconds", "3000", "--stage"])
+        .arg(moved.join(".gpu-check"))
         .arg("--out")
         .arg(&out_dir)
         .output()
@@ -103,6 +134,17 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
     }
     let bench = std::fs::read_to_string(out_dir.join("bench-bf16.csv")).unwrap();
     assert!(bench.lines().nth(1).unwrap().contains(",bf16,false,false,true,"), "the variant reached the run: {bench}");
+    let reference = moved.join("bench/pytorch_reference.py");
+    assert!(
+        bench.lines().nth(1).unwrap().ends_with(&format!("\"{}\"", reference.display())),
+        "the reference found at run time in the moved tree, not at the build path: {bench}"
+    );
+    // The profile a CUDA run gets, and what a sampling step costs at two evaluation batches.
+    assert!(value(&rows, "profile", "", "", "profile_line").contains("profile"), "{rows:?}");
+    for b in [64, 500] {
+        let v: f64 = value(&rows, "eval_batch", "simple", &format!("B={b}"), "sample_evals_per_sec").parse().unwrap();
+        assert!(v > 0.0);
+    }
     // Part 3: K = 1, 2, 4 runs at once.
     for k in [1, 2, 4] {
         let v: f64 =
@@ -116,6 +158,43 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
         .expect("a projection");
     assert_eq!(projected["reference"], "924.0000");
     assert!(projected["value"].parse::<f64>().unwrap() > 0.0);
+}
+
+/// The sizes `dry-run` printed: the tree's, the binary's and MNIST's, in MiB.
+fn planned_sizes(text: &str) -> (f64, f64, f64) {
+    let mib = |line: &str| line.split_whitespace().next().unwrap().parse::<f64>().unwrap();
+    let tree = text.split("beside the tree (").nth(1).unwrap().split(" MiB").next().unwrap().parse().unwrap();
+    let binary = mib(text.lines().find(|l| l.contains("ddpm.xz")).unwrap());
+    let mnist = mib(text.lines().find(|l| l.contains("data/mnist/")).unwrap());
+    (tree, binary, mnist)
+}
+
+/// A stage that cannot hold a data set the check needs fails, naming it, and leaves nothing staged
+/// (before, the data set was dropped and the check ran without it). The limit here holds the binary
+/// and MNIST but not Fashion-MNIST.
+#[test]
+fn staging_fails_loudly_when_a_data_set_does_not_fit() {
+    let dry =
+        python().args(["bench/gpu_check.py", "dry-run", "--binary"]).arg(env!("CARGO_BIN_EXE_ddpm")).output().unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout).to_string();
+    assert!(dry.status.success(), "{text}");
+    let (tree, binary, mnist) = planned_sizes(&text);
+    let limit = tree + 2.0 + binary + mnist + 0.5;
+    let dir = tempfile::tempdir().unwrap();
+    let stage = dir.path().join("stage");
+    let out = self::stage(&stage, &["--carry-limit-mib", &format!("{limit:.2}")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{}{err}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        err.contains("fashion_mnist") && err.contains("does not fit") && err.contains("nothing was staged"),
+        "{err}"
+    );
+    assert!(!stage.exists(), "no partial stage is left to be carried");
+    // With room for everything the same command stages both data sets.
+    let out = self::stage(&stage, &[]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let manifest = std::fs::read_to_string(stage.join("manifest.json")).unwrap();
+    assert!(manifest.contains("data/fashion_mnist/"), "{manifest}");
 }
 
 #[test]

@@ -799,3 +799,59 @@ fn sizes_are_bounded_and_checkpoint_errors_name_the_option() {
     assert!(err.contains("--checkpoint 7: no checkpoint at step 7") && err.contains("available are [20, 10]"), "{err}");
     assert!(!err.contains("eval.checkpoint") && !err.contains("No such file"), "{err}");
 }
+
+/// Every run whose device is CUDA gets the recipe's `full` profile unless `--profile` says otherwise,
+/// whether CUDA comes from `--device cuda`, `--device cuda:1`, `--devices` or a Slurm `--gres` that
+/// asks for a GPU, and the printed reason names the device; on the CPU the file's default. Checked
+/// with `--dry-run`, which resolves the experiment without needing the device.
+#[test]
+fn a_cuda_device_gets_the_full_profile_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/cosine_vs_linear.toml");
+    let main = main.to_str().unwrap();
+    let results = tmp.path().join("r");
+    let dry = |extra: &[&str]| {
+        let mut args = vec!["run", main, "--dry-run"];
+        args.extend_from_slice(extra);
+        let out = bin().current_dir(tmp.path()).args(&args).arg("--results").arg(&results).output().unwrap();
+        assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    for (extra, named) in [
+        (vec!["--device", "cuda"], "--device cuda"),
+        (vec!["--device", "cuda:1"], "--device cuda:1"),
+        (vec!["--devices", "0,1"], "--devices 0,1"),
+        (vec!["--launcher", "slurm", "--gres", "gpu:1"], "--gres=gpu:1"),
+        (vec!["--launcher", "slurm", "--device", "cuda"], "--device cuda on the Slurm tasks"),
+    ] {
+        let out = dry(&extra);
+        let line = out.lines().find(|l| l.starts_with("profile:")).unwrap_or_else(|| panic!("{extra:?}: {out}"));
+        assert!(line.contains("`full`") && line.contains(named), "{extra:?}: {line}");
+        // Its 3 seeds × 2 schedules, not the default's 2 × 2.
+        assert_eq!(out.lines().filter(|l| l.contains("schedule=")).count(), 6, "{extra:?}: {out}");
+    }
+    for (extra, named) in [
+        (vec!["--device", "cpu"], "--device cpu"),
+        (vec!["--launcher", "slurm"], "no GPU (no --gres)"),
+        (vec!["--launcher", "slurm", "--gres", "gpu:1", "--device", "cpu"], "--device cpu on the Slurm tasks"),
+    ] {
+        let out = dry(&extra);
+        let line = out.lines().find(|l| l.starts_with("profile:")).unwrap_or_else(|| panic!("{extra:?}: {out}"));
+        assert!(line.contains("CPU-sized default") && line.contains(named), "{extra:?}: {line}");
+    }
+    let out = dry(&["--device", "cuda", "--profile", "full"]);
+    assert!(!out.contains("profile: the file's"), "an explicit --profile is not second-guessed: {out}");
+}
+
+/// `--devices 0,0` is refused before anything runs, pointing to `--runs-per-device`.
+#[test]
+fn a_device_listed_twice_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp =
+        write(tmp.path(), "e.toml", "[data]\nname = \"mnist\"\nimage_size = 16\nlimit = 64\n[train]\nsteps = 2\n");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--devices", "0,0"], &tmp.path().join("r"));
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("--devices 0,0") && err.contains("--runs-per-device"), "{err}");
+    assert!(!tmp.path().join("r/runs").exists(), "nothing was prepared");
+}

@@ -141,7 +141,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             let provenance = read_json(&dir.path.join("provenance.json"));
             // The numbers of this run's own `[eval]`, not the latest evaluation of its directory (runs
             // that share a training are evaluated under several specs).
-            let evaluation = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
+            let evaluation = crate::eval::run_eval::stored_as_evaluated(&dir.path, &spec.config.eval);
             let mut model_evaluations = None;
             let mut samples = dir.path.join("samples.png");
             if let Some(s) = &status {

@@ -37,6 +37,10 @@ pub struct Args {
     /// The Python with torch 2.11.0 for --compare.
     #[arg(long, default_value = ".venv/bin/python")]
     python: PathBuf,
+    /// The PyTorch reference for --compare [default: bench/pytorch_reference.py under the working
+    /// directory, the executable's folder, or an ancestor of either]
+    #[arg(long)]
+    reference_script: Option<PathBuf>,
 }
 
 impl Args {
@@ -56,6 +60,7 @@ impl Args {
             data_dir: ddpm::data::data_dir(),
             out_dir: self.out,
             python: self.python,
+            reference_script: self.reference_script,
         };
         print!("{}", ddpm::bench::run(&opts)?);
         println!("written to {}", out.display());

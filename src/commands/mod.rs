@@ -48,11 +48,50 @@ pub struct Layers {
     pub profile_reason: Option<String>,
 }
 
+/// Where an experiment's runs will execute, as far as its defaults care: on CUDA or not, and the words
+/// that say why (printed, and recorded in each run's provenance).
+pub struct Placement {
+    pub cuda: bool,
+    pub why: String,
+}
+
+impl Placement {
+    /// `run` on this machine: `--devices` lists CUDA devices; `--device cuda[:N]` is CUDA; `auto` is
+    /// CUDA where libtorch finds it.
+    pub fn local(device: &str, devices: &[usize]) -> Placement {
+        if !devices.is_empty() {
+            let list: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+            return Placement { cuda: true, why: format!("--devices {}", list.join(",")) };
+        }
+        match device {
+            "auto" if tch::Cuda::is_available() => Placement {
+                cuda: true,
+                why: format!("--device auto found {} CUDA device(s)", tch::Cuda::device_count()),
+            },
+            "auto" => Placement { cuda: false, why: "--device auto found no CUDA device".into() },
+            d if d == "cuda" || d.starts_with("cuda:") => Placement { cuda: true, why: format!("--device {d}") },
+            d => Placement { cuda: false, why: format!("--device {d}") },
+        }
+    }
+
+    /// `run --launcher slurm`: the compute nodes' device, which `--device` names or `--gres` asks for.
+    pub fn slurm(device: &str, gres: Option<&str>) -> Placement {
+        let cuda = ddpm::runner::slurm::uses_cuda(device, gres);
+        let why = match gres {
+            _ if device != "auto" => format!("--device {device} on the Slurm tasks"),
+            Some(g) if cuda => format!("the Slurm tasks ask for --gres={g}"),
+            Some(g) => format!("the Slurm tasks' --gres={g} names no GPU"),
+            None => "the Slurm tasks ask for no GPU (no --gres)".into(),
+        };
+        Placement { cuda, why }
+    }
+}
+
 impl Layers {
-    /// `run` without `--profile`: on a machine where `--device auto` finds CUDA, the experiment's
+    /// `run` without `--profile`: where the runs execute on CUDA (`placement`), the experiment's
     /// `full` profile (the recipe's real length) when it has one; elsewhere the file's CPU-sized
-    /// default. Says which at the start.
-    pub fn choose_profile(&mut self, experiment: &std::path::Path, device: &str, devices: &[usize]) {
+    /// default. Says which, and why, at the start.
+    pub fn choose_profile(&mut self, experiment: &std::path::Path, placement: &Placement) {
         if self.profile.is_some() {
             self.profile_reason = Some("--profile".into());
             return;
@@ -61,20 +100,22 @@ impl Layers {
             let opts = LoadOptions { profile: Some("full".into()), ..self.load_options() };
             load_experiment(experiment, &opts).is_ok()
         };
-        let cuda = (device == "auto" || !devices.is_empty()) && tch::Cuda::is_available();
-        if cuda && has_full {
+        let why = &placement.why;
+        if placement.cuda && has_full {
             println!(
-                "profile: `full` (the recipe's real length): --device auto found CUDA and no --profile was given; \
-                 --profile <name> overrides"
+                "profile: `full` (the recipe's real length): the runs execute on CUDA ({why}) and no --profile \
+                 was given; --profile <name> overrides"
             );
             self.profile = Some("full".into());
-            self.profile_reason = Some("default on CUDA (--device auto found a GPU, no --profile)".into());
+            self.profile_reason = Some(format!("default on CUDA ({why}, no --profile)"));
         } else {
-            let why = if cuda { "no `full` profile in the file" } else { "no CUDA device" };
+            let reason = if placement.cuda { format!("{why}, but no `full` profile in the file") } else { why.clone() };
             if has_full {
-                println!("profile: the file's CPU-sized default ({why}); --profile full runs the recipe's real length");
+                println!(
+                    "profile: the file's CPU-sized default ({reason}); --profile full runs the recipe's real length"
+                );
             }
-            self.profile_reason = Some(format!("default ({why}, no --profile)"));
+            self.profile_reason = Some(format!("default ({reason}, no --profile)"));
         }
     }
 }

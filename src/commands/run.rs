@@ -25,20 +25,28 @@ pub struct Args {
     pub launcher: String,
     #[command(flatten)]
     pub slurm: SlurmArgs,
+    /// Resume a run on another kind of device than its checkpoint was written on (CPU and CUDA draw
+    /// different random numbers, so the resumed run is not the one an uninterrupted run would be);
+    /// recorded in the run's attempts.jsonl.
+    #[arg(long)]
+    pub allow_device_change: bool,
 }
 
 /// Trains (and evaluates) every run of the experiment that is not done, here or on Slurm, then
 /// writes the analysis.
 pub fn exec(a: Args) -> Result<bool> {
-    let Args { mut args, device, devices: list, runs_per_device, dry_run, launcher, slurm } = a;
-    if launcher != "slurm" {
-        args.layers.choose_profile(&args.experiment.clone(), &device, &list);
-    }
+    let Args { mut args, device, devices: list, runs_per_device, dry_run, launcher, slurm, allow_device_change } = a;
+    let placement = if launcher == "slurm" {
+        super::Placement::slurm(&device, slurm_config(&slurm)?.gres.as_deref())
+    } else {
+        super::Placement::local(&device, &list)
+    };
+    args.layers.choose_profile(&args.experiment.clone(), &placement);
     if dry_run {
         super::plan::plan(&args).map(|_| true)
     } else if launcher == "slurm" {
         if list.is_empty() {
-            submit_slurm(&args, &device, &slurm).map(|_| true)
+            submit_slurm(&args, &device, &slurm, allow_device_change).map(|_| true)
         } else {
             Err(anyhow::anyhow!("--devices: not with --launcher slurm (ask for GPUs with --gres=gpu:N)"))
         }
@@ -53,6 +61,7 @@ pub fn exec(a: Args) -> Result<bool> {
                 runs_per_device: runs_per_device as usize,
                 results_root: args.results_root(),
                 data_dir: ddpm::data::data_dir(),
+                allow_device_change,
             };
             let report = runner::run(&opts)?;
             let nothing_new = report.outcomes.iter().all(|(_, _, o)| matches!(o, runner::Outcome::Skipped(_)));
@@ -67,11 +76,17 @@ pub fn exec(a: Args) -> Result<bool> {
     }
 }
 
-/// `run --launcher slurm`: submits the job array (and the analysis job after it).
-fn submit_slurm(args: &ExperimentArgs, device: &str, slurm: &SlurmArgs) -> Result<()> {
-    use ddpm::runner::slurm::{self, config};
+/// The Slurm options: ~/.config/ddpm/launcher.toml, then ./ddpm.toml, then the command line.
+fn slurm_config(slurm: &SlurmArgs) -> Result<ddpm::runner::slurm::config::SlurmConfig> {
+    use ddpm::runner::slurm::config;
     let files: Vec<PathBuf> = config::user_file().into_iter().chain([PathBuf::from("ddpm.toml")]).collect();
-    let config = config::load(&files, &slurm.overrides())?;
+    config::load(&files, &slurm.overrides())
+}
+
+/// `run --launcher slurm`: submits the job array (and the analysis job after it).
+fn submit_slurm(args: &ExperimentArgs, device: &str, slurm: &SlurmArgs, allow_device_change: bool) -> Result<()> {
+    use ddpm::runner::slurm;
+    let config = slurm_config(slurm)?;
     let mut analyze_args = vec![std::path::absolute(&args.experiment)?.display().to_string()];
     if let Some(p) = &args.layers.profile {
         analyze_args.extend(["--profile".into(), p.clone()]);
@@ -88,12 +103,22 @@ fn submit_slurm(args: &ExperimentArgs, device: &str, slurm: &SlurmArgs) -> Resul
         device: device.to_string(),
         analyze_args,
         config,
+        allow_device_change,
     })?;
     Ok(())
 }
 
-/// `--devices 0,2`, or `--device`: auto means every CUDA device, else the CPU.
+/// `--devices 0,2`, or `--device`: auto means every CUDA device, else the CPU. A device listed twice
+/// is refused: one worker per listed device, and several runs on one GPU is `--runs-per-device`.
 fn devices(device: &str, devices: &[usize]) -> Result<Vec<tch::Device>> {
+    if let Some(twice) = devices.iter().enumerate().find_map(|(i, d)| devices[..i].contains(d).then_some(*d)) {
+        let list: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        anyhow::bail!(
+            "--devices {}: device {twice} is listed more than once; to run several runs at once on one GPU, \
+             list it once and use --runs-per-device N",
+            list.join(",")
+        );
+    }
     if !devices.is_empty() {
         return devices.iter().map(|n| ddpm::device::parse(&format!("cuda:{n}"))).collect();
     }

@@ -16,6 +16,9 @@ pub struct Args {
     /// in turn after one training [default: the run's own].
     #[arg(long)]
     pub eval: Option<String>,
+    /// Resume even if the checkpoint was written on another kind of device (recorded).
+    #[arg(long)]
+    pub allow_device_change: bool,
 }
 
 /// The exit code tells the runner how the run ended (`runner::one::Ended`).
@@ -24,7 +27,7 @@ pub fn exec(a: Args) -> ExitCode {
     ddpm::train::stop::install();
     let outcome = ddpm::device::parse(&a.device).and_then(|d| {
         let evals = a.eval.map(|e| ddpm::runner::one::parse_evals(&e)).transpose()?.unwrap_or_default();
-        ddpm::runner::one::run_one(&a.run_dir, d, &ddpm::data::data_dir(), a.events, evals)
+        ddpm::runner::one::run_one(&a.run_dir, d, &ddpm::data::data_dir(), a.events, evals, a.allow_device_change)
     });
     match outcome {
         Ok(ended) => ExitCode::from(ended.exit_code() as u8),

@@ -127,14 +127,20 @@ pub struct Classifier {
     pub info: ClassifierInfo,
 }
 
-fn cache_base(cfg: &DataConfig, data_dir: &Path) -> Result<(PathBuf, serde_json::Value)> {
-    let key = serde_json::json!({
+/// The cache's file name and key. A classifier trained on a GPU is another network than the CPU's
+/// (other random draws, other kernels), so its key names the device kind; the CPU's key is what it
+/// always was.
+fn cache_base(cfg: &DataConfig, data_dir: &Path, device: Device) -> Result<(PathBuf, serde_json::Value)> {
+    let mut key = serde_json::json!({
         "version": VERSION,
         "dataset": cfg.name.as_str(),
         "train_images_sha256": data::images_fingerprint(cfg, Split::Train)?,
         "image_size": cfg.image_size,
         "channels": cfg.channels(),
     });
+    if device.is_cuda() {
+        key["device"] = "cuda".into();
+    }
     let hash = &sha256_hex(key.to_string().as_bytes())[..12];
     let base = data_dir.join("classifier").join(format!("{}-{}px-{hash}", cfg.name.as_str(), cfg.image_size));
     Ok((base, key))
@@ -148,7 +154,7 @@ impl Classifier {
             bail!("no evaluation classifier for dataset `{}` (only mnist, fashion_mnist, cifar10)", cfg.name.as_str());
         }
         let classes = data::class_names(cfg)?.len() as i64;
-        let (base, key) = cache_base(cfg, data_dir)?;
+        let (base, key) = cache_base(cfg, data_dir, device)?;
         let (json_path, weights_path) = (base.with_extension("json"), base.with_extension("safetensors"));
         if let Ok(text) = std::fs::read_to_string(&json_path) {
             let info: ClassifierInfo = serde_json::from_str(&text)
@@ -295,6 +301,25 @@ pub fn scores_of_probabilities(probs: &Tensor, classes: i64) -> BTreeMap<String,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A classifier trained on a GPU is cached apart from the CPU's (its key names the device kind);
+    /// the CPU's key is the one every earlier cache was written under.
+    #[test]
+    fn the_cache_is_keyed_by_device_kind() {
+        let cfg = DataConfig { image_size: 32, ..DataConfig::default() };
+        let dir = Path::new("/nonexistent");
+        let (cpu, cpu_key) = cache_base(&cfg, dir, Device::Cpu).unwrap();
+        let (gpu, gpu_key) = cache_base(&cfg, dir, Device::Cuda(0)).unwrap();
+        assert_ne!(cpu, gpu);
+        assert_eq!(gpu_key["device"], "cuda");
+        let keys: Vec<&String> = cpu_key.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["channels", "dataset", "image_size", "train_images_sha256", "version"],
+            "unchanged on the CPU"
+        );
+        assert_eq!(cache_base(&cfg, dir, Device::Cuda(1)).unwrap().0, gpu, "any GPU: one kind");
+    }
 
     /// One-hot predictions spread evenly over K classes: IS = K, all confident, entropy log K. All on
     /// one class: IS = 1, entropy 0. Uniform predictions: IS = 1, none confident.

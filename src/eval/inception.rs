@@ -94,6 +94,11 @@ impl Inception {
         Ok(Self { module, device, batch: 50 })
     }
 
+    /// The device the network runs on.
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
     /// Features of images with pixels in [-1, 1] (`[N, C, H, W]`, C = 1 or 3), as a `[N, 2048]`
     /// float tensor on the CPU. Pixels are quantised to 8 bits first, as saving them would.
     pub fn features(&self, images: &Tensor) -> Result<Tensor> {

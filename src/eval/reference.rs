@@ -63,6 +63,30 @@ pub fn set_stats(set: &ImageSet, net: &Inception, data_dir: &Path) -> Result<Set
     c.finish()
 }
 
+/// What the cache of a dataset split's statistics is keyed by: the images (their sha256), the slice,
+/// the size, the network, and the device kind where it is a GPU. Statistics computed on a GPU differ
+/// from the CPU's in the last digits (other kernels): they are cached apart, so that a CPU run never
+/// compares its samples with a GPU's reference (and the CPU's key stays what it always was).
+fn cache_key(set: &ImageSet, device: tch::Device) -> Result<serde_json::Value> {
+    let ImageSet::Dataset { data: cfg, split, start, end, size } = set else {
+        bail!("only dataset splits are cached");
+    };
+    let mut key = json!({
+        "format": 1,
+        "dataset": cfg.name.as_str(),
+        "split": if *split == Split::Train { "train" } else { "test" },
+        "images_sha256": data::images_fingerprint(cfg, *split)?,
+        "start": start,
+        "end": end,
+        "size": size,
+        "inception_sha256": inception::SHA256,
+    });
+    if device.is_cuda() {
+        key["device"] = "cuda".into();
+    }
+    Ok(key)
+}
+
 /// Reference statistics of a dataset split at `size`×`size`, from the cache when there, else computed
 /// and cached. Returns them and whether they came from the cache.
 pub fn dataset_stats(
@@ -71,20 +95,7 @@ pub fn dataset_stats(
     data_dir: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<(SetStats, bool)> {
-    let ImageSet::Dataset { data: cfg, split, start, end, size } = set else {
-        bail!("only dataset splits are cached");
-    };
-    let images_sha256 = data::images_fingerprint(cfg, *split)?;
-    let key = json!({
-        "format": 1,
-        "dataset": cfg.name.as_str(),
-        "split": if *split == Split::Train { "train" } else { "test" },
-        "images_sha256": images_sha256,
-        "start": start,
-        "end": end,
-        "size": size,
-        "inception_sha256": inception::SHA256,
-    });
+    let key = cache_key(set, net.device())?;
     let hash = &sha256_hex(key.to_string().as_bytes())[..16];
     let dir = data_dir.join("fid-reference");
     let base = dir.join(format!("{}-{hash}", set.describe().replace([':', '[', ']', ' '], "_")));
@@ -129,4 +140,29 @@ fn load(base: &Path) -> Result<Option<SetStats>> {
         |k: &str| tensors.get(k).map(|t| t.shallow_clone()).with_context(|| format!("{}: no {k}", path.display()));
     let n = meta["images"].as_i64().unwrap_or(0);
     Ok(Some(SetStats { gaussian: Gaussian { mean: get("mean")?, cov: get("cov")?, n }, features: get("features")? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reference statistics computed on a GPU are cached apart from the CPU's; the CPU's key is the one
+    /// every earlier cache was written under.
+    #[test]
+    fn the_cache_is_keyed_by_device_kind() {
+        let set = ImageSet::Dataset {
+            data: crate::config::DataConfig::default(),
+            split: Split::Train,
+            start: 0,
+            end: Some(1000),
+            size: Some(32),
+        };
+        let cpu = cache_key(&set, tch::Device::Cpu).unwrap();
+        let gpu = cache_key(&set, tch::Device::Cuda(0)).unwrap();
+        assert_eq!(gpu["device"], "cuda");
+        assert!(cpu.get("device").is_none(), "unchanged on the CPU");
+        let mut without = gpu.clone();
+        without.as_object_mut().unwrap().remove("device");
+        assert_eq!(without, cpu, "the device kind is the only difference");
+    }
 }

@@ -29,8 +29,11 @@ use tch::{nn, Device, Kind, Tensor};
 /// Keys of `[eval]` that say when to evaluate, not what: left out of the spec's hash.
 const SCHEDULE_KEYS: [&str; 4] = ["every", "every_num_samples", "fid", "bpd"];
 
-/// The hash of an evaluation spec: its keys (without `SCHEDULE_KEYS`) and the network's checksum.
+/// The hash of an evaluation spec resolved for its device (`EvalConfig::for_device`): its keys
+/// (without `SCHEDULE_KEYS`) and the network's checksum. A CPU spec hashes as before the batch size
+/// had a per-device default (`"batch_size": 64`).
 pub fn spec_hash(cfg: &EvalConfig) -> String {
+    let _ = cfg.batch();
     let mut v = serde_json::to_value(cfg).expect("EvalConfig serializes");
     if let Some(map) = v.as_object_mut() {
         for k in SCHEDULE_KEYS {
@@ -229,13 +232,14 @@ pub fn sample_features(
     device: Device,
     progress: &mut dyn Reporter,
 ) -> Result<Sampled> {
-    let e = &config.eval;
+    let e = &config.eval.for_device(device.is_cuda());
+    let batch = e.batch();
     let diffusion = Diffusion::new(config, device);
     let shape = |b: i64| [b, config.data.channels(), config.data.image_size, config.data.image_size];
     let mut collector = Collector::default();
     let (mut all, mut asked) = (Vec::new(), Vec::new());
     let mut sample_seconds = 0.0;
-    let batches = (n + e.batch_size - 1) / e.batch_size;
+    let batches = (n + batch - 1) / batch;
     progress.phase("fid", n as u64);
     // A class-conditional model's images: class-balanced with guidance, or unconditional.
     let balanced = match (classes, e.classes) {
@@ -243,8 +247,8 @@ pub fn sample_features(
         _ => None,
     };
     for b in 0..batches {
-        let len = e.batch_size.min(n - b * e.batch_size);
-        let labels = balanced.map(|k| models::balanced_labels(b * e.batch_size, len, k, device));
+        let len = batch.min(n - b * batch);
+        let labels = balanced.map(|k| models::balanced_labels(b * batch, len, k, device));
         if let Some(l) = &labels {
             asked.push(l.to_device(Device::Cpu));
         }
@@ -258,7 +262,7 @@ pub fn sample_features(
         sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);
         all.push(out.x0.to_device(Device::Cpu));
-        progress.advance(((b + 1) * e.batch_size).min(n) as u64);
+        progress.advance(((b + 1) * batch).min(n) as u64);
     }
     let images = Tensor::cat(&all, 0);
     // The classes asked for, which the classifier's conditional accuracy checks; a clustering's
@@ -350,10 +354,22 @@ fn stored_any(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
     serde_json::from_str::<EvalResult>(&text).ok().map(EvalResult::upgrade)
 }
 
-/// The stored result of this spec when it holds every metric `cfg` asks for.
+/// The stored result of this spec (resolved for its device) when it holds every metric `cfg` asks for.
 pub fn stored(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
     stored_any(run_dir, cfg)
         .filter(|r| (!cfg.fid || r.metrics.contains_key("fid")) && (!cfg.bpd || r.metrics.contains_key("bpd")))
+}
+
+/// What a reader (analysis, status, summaries) finds of a spec that may leave the batch size to the
+/// device: the result of the spec as resolved for the device the run last ran on, else as resolved
+/// for the other device kind (a run trained on one and evaluated on the other).
+pub fn stored_as_evaluated(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
+    let ran_on_cuda = RunDir { path: run_dir.to_path_buf() }
+        .attempts()
+        .last()
+        .and_then(|a| a["device"].as_str().map(|d| d.starts_with("cuda")))
+        .unwrap_or(false);
+    [ran_on_cuda, !ran_on_cuda].into_iter().find_map(|cuda| stored(run_dir, &cfg.for_device(cuda)))
 }
 
 /// Writes each value that has a TensorBoard tag as `<prefix>/<tag>` at `step`.
@@ -376,6 +392,7 @@ pub fn evaluate_run(
     data_dir: &Path,
     progress: &mut dyn Reporter,
 ) -> Result<(EvalResult, bool)> {
+    let eval = &eval.for_device(device.is_cuda());
     if let Some(r) = stored(run_dir, eval) {
         return Ok((r, true));
     }
@@ -399,14 +416,16 @@ pub fn evaluate_run(
     let step = loaded.step as i64;
     // The run's own spec (the experiment's `[eval]`, final weights) logs under `eval/`, so every run of
     // an experiment has the same tags; any other spec under `eval@<spec-hash>/`, so curves never mix.
-    let own = RunDir { path: run_dir.to_path_buf() }.load_config().map(|c| spec_hash(&c.eval));
+    let own =
+        RunDir { path: run_dir.to_path_buf() }.load_config().map(|c| spec_hash(&c.eval.for_device(device.is_cuda())));
     let prefix = if own.ok().as_deref() == Some(result.spec_hash.as_str()) && eval.checkpoint.is_none() {
         "eval".to_string()
     } else {
         format!("eval@{}", result.spec_hash)
     };
     if eval.fid && !result.metrics.contains_key("fid") {
-        let net = Inception::load(data_dir, device)?;
+        let mut net = Inception::load(data_dir, device)?;
+        net.batch = eval.batch();
         let reference = reference_stats(config, &net, data_dir, progress)?;
         let sampled = sample_features(
             loaded.model.as_ref(),
@@ -433,7 +452,7 @@ pub fn evaluate_run(
     if eval.bpd && !result.metrics.contains_key("bpd") {
         let opts = BpdOptions {
             images: eval.bpd_images,
-            batch: 64,
+            batch: eval.batch(),
             t_stride: eval.bpd_t_stride,
             device,
             data_dir: data_dir.to_path_buf(),
@@ -513,7 +532,8 @@ impl crate::train::DuringHook for DuringTraining {
     /// Loads the network and the reference statistics; resumes the history at `start`.
     fn start(&mut self, start: usize, classes: Option<i64>, progress: &mut dyn Reporter) -> Result<()> {
         use crate::track::metrics::MetricsWriter;
-        let net = Inception::load(&self.data_dir, self.device)?;
+        let mut net = Inception::load(&self.data_dir, self.device)?;
+        net.batch = self.config.eval.for_device(self.device.is_cuda()).batch();
         let reference = reference_stats(&self.config, &net, &self.data_dir, progress)?;
         let vs = nn::VarStore::new(self.device);
         let model = models::build_for(&self.config, classes, &vs.root());
@@ -588,4 +608,53 @@ pub fn with_overrides(base: &EvalConfig, overrides: &[String]) -> Result<EvalCon
         }
     }
     value.try_into::<EvalConfig>().map_err(|e| anyhow::anyhow!("--spec: key `eval`: {}", e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The batch size left to the device resolves to 64 on the CPU, which hashes exactly as the
+    /// explicit 64 every earlier CPU evaluation was stored under, and to 500 on CUDA, another spec;
+    /// a given batch size is kept on both.
+    #[test]
+    fn the_device_default_batch_resolves_and_hashes_apart() {
+        let open = EvalConfig::default();
+        assert_eq!(open.batch_size, None);
+        let cpu = open.for_device(false);
+        let cuda = open.for_device(true);
+        assert_eq!((cpu.batch(), cuda.batch()), (64, 500));
+        let explicit_64 = EvalConfig { batch_size: Some(64), ..EvalConfig::default() };
+        assert_eq!(spec_hash(&cpu), spec_hash(&explicit_64));
+        assert!(serde_json::to_string(&cpu).unwrap().contains("\"batch_size\":64"));
+        assert_ne!(spec_hash(&cpu), spec_hash(&cuda));
+        let given = EvalConfig { batch_size: Some(128), ..EvalConfig::default() };
+        assert_eq!((given.for_device(false).batch(), given.for_device(true).batch()), (128, 128));
+        assert!(!toml::to_string(&open).unwrap().contains("batch_size"), "absent in config.toml when open");
+    }
+
+    /// A reader finds the result stored under the spec of the device the run last ran on, and under
+    /// the other kind's when that is the only one.
+    #[test]
+    fn readers_find_the_result_of_the_device_that_evaluated() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().to_path_buf() };
+        let open = EvalConfig { bpd: false, ..EvalConfig::default() };
+        let store = |cuda: bool, fid: f64| {
+            let spec = open.for_device(cuda);
+            let mut r = EvalResult::new(spec_hash(&spec), "s".into(), spec.clone(), 1, "w".into());
+            r.metrics.insert("fid".into(), fid);
+            let path = result_path(dir.path(), &spec);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, serde_json::to_string(&r).unwrap()).unwrap();
+        };
+        assert!(stored_as_evaluated(dir.path(), &open).is_none());
+        store(true, 7.0);
+        assert_eq!(stored_as_evaluated(dir.path(), &open).unwrap().metrics["fid"], 7.0, "only the CUDA one");
+        store(false, 9.0);
+        run.record_attempt("cpu (2 threads)", None, serde_json::json!({}), Default::default()).unwrap();
+        assert_eq!(stored_as_evaluated(dir.path(), &open).unwrap().metrics["fid"], 9.0, "the run's own kind first");
+        run.record_attempt("cuda:0 (of 1 CUDA devices)", None, serde_json::json!({}), Default::default()).unwrap();
+        assert_eq!(stored_as_evaluated(dir.path(), &open).unwrap().metrics["fid"], 7.0);
+    }
 }

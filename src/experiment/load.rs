@@ -777,6 +777,15 @@ fn describe_error(err: &figment::Error, origins: &BTreeMap<String, Origin>, labe
 fn key_sources(config: &RunConfig, figment: &Figment, origins: &BTreeMap<String, Origin>) -> Vec<KeySource> {
     let mut flat = Vec::new();
     flatten_json(&serde_json::to_value(config).expect("config serializes"), "", &mut flat);
+    // A key left to the device that runs it (absent from the resolved file) is shown with its values.
+    if config.eval.batch_size.is_none() {
+        let (cpu, cuda) = (crate::config::EVAL_BATCH_CPU, crate::config::EVAL_BATCH_CUDA);
+        let at = flat
+            .iter()
+            .position(|(k, _)| k.as_str() > "eval.batch_size" && k.starts_with("eval."))
+            .unwrap_or(flat.len());
+        flat.insert(at, ("eval.batch_size".into(), format!("{cpu} on the CPU, {cuda} on CUDA (the device's)")));
+    }
     flat.into_iter()
         .map(|(key, value)| {
             let path: Vec<String> = key.split('.').map(String::from).collect();

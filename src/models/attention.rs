@@ -9,7 +9,8 @@ fn to_heads(x: &Tensor, heads: i64) -> Tensor {
 }
 
 /// Multi-head softmax attention (lucidrains' `Attention`): q, k, v from a 1×1 convolution, scaled
-/// dot products with scale d^(−1/2), computed by libtorch's `scaled_dot_product_attention`.
+/// dot products with scale d^(−1/2), computed by libtorch's `scaled_dot_product_attention` (its math
+/// form under `train.deterministic` on a GPU).
 #[derive(Debug)]
 pub struct Attention {
     heads: i64,
@@ -34,7 +35,7 @@ impl Module for Attention {
         let s = x.size();
         let qkv = self.to_qkv.forward(x).chunk(3, 1);
         let (q, k, v) = (to_heads(&qkv[0], self.heads), to_heads(&qkv[1], self.heads), to_heads(&qkv[2], self.heads));
-        let out = Tensor::scaled_dot_product_attention::<Tensor>(&q, &k, &v, None, 0.0, false, None, false);
+        let out = super::deterministic::attention(&q, &k, &v);
         // [B, heads, H·W, d] → [B, heads·d, H, W]
         self.to_out.forward(&out.transpose(-1, -2).reshape([s[0], -1, s[2], s[3]]))
     }

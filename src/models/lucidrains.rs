@@ -198,19 +198,9 @@ impl Attn {
                 let k = Tensor::cat(&[mem(0), k], -2);
                 let v = Tensor::cat(&[mem(1), v], -2);
                 let out = if a.flash {
-                    Tensor::scaled_dot_product_attention::<Tensor>(
-                        &q.contiguous(),
-                        &k.contiguous(),
-                        &v.contiguous(),
-                        None,
-                        0.0,
-                        false,
-                        None,
-                        false,
-                    )
+                    super::deterministic::attention(&q.contiguous(), &k.contiguous(), &v.contiguous())
                 } else {
-                    let d = q.size()[3] as f64;
-                    (q.matmul(&k.transpose(-1, -2)) * d.powf(-0.5)).softmax(-1, Kind::Float).matmul(&v)
+                    super::deterministic::math_attention(&q, &k, &v)
                 };
                 // 'b h (x y) d -> b (h d) x y'
                 a.to_out.forward(&out.transpose(-1, -2).reshape([b, -1, s[2], s[3]]))

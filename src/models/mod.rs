@@ -9,6 +9,7 @@
 //! | `ddpm_cifar` | Ho et al. 2020, Appendix B | 35,741,697 (35,746,307 with 3 channels) |
 pub mod attention;
 pub mod ddpm_cifar;
+pub mod deterministic;
 pub mod embedding;
 pub mod layers;
 pub mod lucidrains;

@@ -87,9 +87,11 @@ fn pool(x: &Tensor) -> Tensor {
     x.max_pool2d([2, 2], [2, 2], [0, 0], [1, 1], false)
 }
 
+/// The blog's `nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True)`; deterministic under
+/// `train.deterministic` on a GPU (see `deterministic`).
 fn upsample(x: &Tensor) -> Tensor {
     let s = x.size();
-    x.upsample_bilinear2d([s[2] * 2, s[3] * 2], true, None, None)
+    super::deterministic::upsample_bilinear_aligned(x, [s[2] * 2, s[3] * 2])
 }
 
 impl Denoiser for SimpleUNet {

@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub runs_per_device: usize,
     pub results_root: PathBuf,
     pub data_dir: PathBuf,
+    /// A run checkpointed on one device kind may resume on another (`--allow-device-change`).
+    pub allow_device_change: bool,
 }
 
 /// How a run of the experiment ended in this invocation.
@@ -123,8 +125,9 @@ fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
 /// Writes every run's directory (resolved configuration, spec, provenance), its label link and the
 /// experiment's HParams data. Returns, per run, its status when it is done with nothing left to do
 /// (said on standard output), or None when it has work left: training, or an evaluation that the
-/// experiment asks for and the run has no stored result of.
-pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Option<Status>>> {
+/// experiment asks for and the run has no stored result of on the device kind that will run it
+/// (`cuda`).
+pub fn prepare(experiment: &Experiment, results_root: &Path, cuda: bool) -> Result<Vec<Option<Status>>> {
     let mut states = Vec::new();
     for (i, spec) in experiment.runs.iter().enumerate() {
         let dir = RunDir::new(results_root, &spec.hash);
@@ -134,7 +137,7 @@ pub fn prepare(experiment: &Experiment, results_root: &Path) -> Result<Vec<Optio
             dir.prepare(spec, experiment.profile.as_deref(), experiment.profile_reason.as_deref())?;
         }
         let done = dir.status()?.filter(|s| s.state == State::Done);
-        let done = done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval));
+        let done = done.filter(|_| !one::needs_evaluation(&dir.path, &spec.config.eval.for_device(cuda)));
         if done.is_some() {
             println!("skip {} ({}): already done in {}", spec.label, spec.hash, dir.path.display());
         }
@@ -200,7 +203,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     // One work item per training: the runs with work left that share a hash (they differ only in
     // `[eval]`) train once and evaluate each of their specs.
     let mut queue: VecDeque<Vec<usize>> = VecDeque::new();
-    for (i, done) in prepare(&experiment, &opts.results_root)?.into_iter().enumerate() {
+    let cuda = opts.devices.iter().any(|d| d.is_cuda());
+    for (i, done) in prepare(&experiment, &opts.results_root, cuda)?.into_iter().enumerate() {
         match done {
             Some(status) => outcomes.push(Some(Outcome::Skipped(status))),
             None => {
@@ -287,6 +291,22 @@ fn device_arg(device: Device) -> String {
     }
 }
 
+/// How a run's process sees its device: a CUDA device alone, through `CUDA_VISIBLE_DEVICES` (so that
+/// libtorch opens no context on the other GPUs, and `runs_per_device` processes share only theirs),
+/// as `cuda:0` inside. The physical index honours the runner's own `CUDA_VISIBLE_DEVICES`. Returns
+/// the child's `--device` and its `CUDA_VISIBLE_DEVICES`.
+pub fn child_device(device: Device, visible: Option<&str>) -> (String, Option<String>) {
+    match device {
+        Device::Cuda(n) => {
+            let physical = visible
+                .and_then(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).nth(n).map(String::from))
+                .unwrap_or_else(|| n.to_string());
+            ("cuda:0".into(), Some(physical))
+        }
+        _ => ("cpu".into(), None),
+    }
+}
+
 /// Runs one training (the runs `specs`, which share it and differ in `[eval]`) in a child process
 /// and reads its events until it exits.
 fn execute(
@@ -320,10 +340,15 @@ fn execute(
             .open(&log)
             .with_context(|| format!("cannot open {}", log.display()))?;
         let mut cmd = Command::new(std::env::current_exe().context("cannot find the ddpm executable")?);
-        cmd.arg("run-one")
-            .arg(&dir.path)
-            .args(["--device", &device_arg(device), "--events"])
-            .arg("--eval")
+        let (child_device, visible) = child_device(device, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref());
+        if let Some(v) = visible {
+            cmd.env("CUDA_VISIBLE_DEVICES", v);
+        }
+        cmd.arg("run-one").arg(&dir.path).args(["--device", &child_device, "--events"]);
+        if opts.allow_device_change {
+            cmd.arg("--allow-device-change");
+        }
+        cmd.arg("--eval")
             .arg(serde_json::to_string(&evals)?)
             .env("DDPM_DATA_DIR", &opts.data_dir)
             .stdin(Stdio::null())
@@ -441,7 +466,7 @@ fn print_summary(report: &Report) {
         let num = |v: Option<f64>, f: &dyn Fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
         // The numbers of this run's own `[eval]` (runs sharing a training differ there), else the
         // latest evaluation's in its status file.
-        let own = crate::eval::run_eval::stored(path, &spec.config.eval);
+        let own = crate::eval::run_eval::stored_as_evaluated(path, &spec.config.eval);
         let values = metric::of_run(status, own.as_ref().map(|r| &r.metrics));
         let cells = metric::headline_cells(&values);
         println!(
@@ -475,8 +500,8 @@ fn print_summary(report: &Report) {
     // What the numbers mean: FIDs of different specs are not comparable.
     let mut specs: Vec<String> = Vec::new();
     for (spec, path, _) in &report.outcomes {
-        if let Some(r) =
-            crate::eval::run_eval::stored(path, &spec.config.eval).filter(|r| r.metrics.contains_key("fid"))
+        if let Some(r) = crate::eval::run_eval::stored_as_evaluated(path, &spec.config.eval)
+            .filter(|r| r.metrics.contains_key("fid"))
         {
             if !specs.contains(&r.spec) {
                 specs.push(r.spec);
@@ -485,5 +510,20 @@ fn print_summary(report: &Report) {
     }
     for spec in specs {
         println!("  metrics of samples: {spec}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run's process sees its GPU alone, as cuda:0; the physical index honours the runner's own
+    /// CUDA_VISIBLE_DEVICES.
+    #[test]
+    fn each_run_process_sees_only_its_gpu() {
+        assert_eq!(child_device(Device::Cuda(1), None), ("cuda:0".to_string(), Some("1".to_string())));
+        assert_eq!(child_device(Device::Cuda(1), Some("4,6")), ("cuda:0".to_string(), Some("6".to_string())));
+        assert_eq!(child_device(Device::Cuda(0), Some(" 3 , 5")), ("cuda:0".to_string(), Some("3".to_string())));
+        assert_eq!(child_device(Device::Cpu, Some("4,6")), ("cpu".to_string(), None));
     }
 }

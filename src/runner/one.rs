@@ -50,9 +50,15 @@ pub fn record_evaluation(dir: &RunDir, result: &run_eval::EvalResult) -> Result<
     dir.write_status(&status)
 }
 
-/// Whether `eval` asks for something that this run has no stored result for.
+/// Whether `eval` (resolved for the device that evaluates: `EvalConfig::for_device`) asks for
+/// something that this run has no stored result for.
 pub fn needs_evaluation(run_dir: &Path, eval: &EvalConfig) -> bool {
     (eval.fid || eval.bpd) && run_eval::stored(run_dir, eval).is_none()
+}
+
+/// Whether a reader sees an evaluation of `eval` pending (`run_eval::stored_as_evaluated`).
+pub fn evaluation_pending(run_dir: &Path, eval: &EvalConfig) -> bool {
+    (eval.fid || eval.bpd) && run_eval::stored_as_evaluated(run_dir, eval).is_none()
 }
 
 /// Whether any of `evals` asks for something that this run has no stored result for.
@@ -74,11 +80,21 @@ pub fn parse_evals(json: &str) -> Result<Vec<EvalConfig>> {
 }
 
 /// Trains the run unless done, then evaluates it under each of `evals` (the run's own `[eval]` when
-/// empty) whose result is not stored, in order.
-pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool, evals: Vec<EvalConfig>) -> Result<Ended> {
+/// empty) whose result is not stored, in order. A run checkpointed on another device kind resumes only
+/// with `allow_device_change`.
+pub fn run_one(
+    run_dir: &Path,
+    device: Device,
+    data_dir: &Path,
+    events: bool,
+    evals: Vec<EvalConfig>,
+    allow_device_change: bool,
+) -> Result<Ended> {
     let dir = RunDir { path: run_dir.to_path_buf() };
     let spec = dir.load_spec()?;
     let evals = if evals.is_empty() { vec![spec.config.eval.clone()] } else { evals };
+    // Each spec as it runs here: the batch size the device gives it when the spec leaves it open.
+    let evals: Vec<EvalConfig> = evals.iter().map(|e| e.for_device(device.is_cuda())).collect();
     // Before the first cuBLAS call of this process (a run executes in a process of its own).
     crate::device::prepare(&spec.config.train, device);
     let _lock = match lock::try_acquire(&dir.path)? {
@@ -97,7 +113,7 @@ pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool, ev
     let status = match done {
         Some(_) if !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
         Some(status) => status,
-        None => match train(&spec, &dir, device, data_dir, reporter.as_mut())? {
+        None => match train(&spec, &dir, device, data_dir, reporter.as_mut(), allow_device_change)? {
             Trained::Done(status) => *status,
             Trained::Failed => return Ok(Ended::Failed),
             Trained::Stopped => return Ok(Ended::Stopped),
@@ -110,7 +126,10 @@ pub fn run_one(run_dir: &Path, device: Device, data_dir: &Path, events: bool, ev
             reporter.note(&format!("{signal}: stopping before the evaluation"));
             return Ok(Ended::Stopped);
         }
-        match run_eval::evaluate_run(&dir.path, eval, device, data_dir, reporter.as_mut()) {
+        let evaluated = crate::device::catching(device, || {
+            run_eval::evaluate_run(&dir.path, eval, device, data_dir, reporter.as_mut())
+        });
+        match evaluated {
             Ok((result, _)) => record_evaluation(&dir, &result)?,
             Err(e) => {
                 let message = format!("evaluation failed: {e:#}");
@@ -137,6 +156,37 @@ enum Trained {
     Stopped,
 }
 
+/// The device kind the run's checkpoints were written on: that of the last attempt that trained
+/// (`attempts.jsonl`), if any.
+fn checkpointed_on(dir: &RunDir) -> Option<String> {
+    dir.attempts()
+        .iter()
+        .rev()
+        .find_map(|a| a["device"].as_str().map(|d| crate::device::kind_of_description(d).to_string()))
+}
+
+/// Refuses to resume on another device kind than the checkpoint's unless allowed: CPU and CUDA draw
+/// different random numbers from the same seed, so the resumed run would silently be neither the
+/// CPU run nor the CUDA one.
+pub fn check_device_change(dir: &RunDir, resume: Option<usize>, device: Device, allowed: bool) -> Result<bool> {
+    let now = if device.is_cuda() { "cuda" } else { "cpu" };
+    match (resume, checkpointed_on(dir)) {
+        (Some(step), Some(then)) if then != now => {
+            if !allowed {
+                anyhow::bail!(
+                    "{}: its checkpoint at step {step} was written on {then}, and this attempt runs on {now}; \
+                     {then} and {now} draw different random numbers, so the resumed run would match neither an \
+                     uninterrupted {then} run nor a {now} one. Resume it on {then}, or pass --allow-device-change \
+                     to resume here anyway (recorded in attempts.jsonl)",
+                    dir.path.display()
+                );
+            }
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Trains the run.
 fn train(
     spec: &RunSpec,
@@ -144,15 +194,27 @@ fn train(
     device: Device,
     data_dir: &Path,
     reporter: &mut dyn Reporter,
+    allow_device_change: bool,
 ) -> Result<Trained> {
     let device_name = crate::device::describe(device);
     // What the loop will load: the newest checkpoint that verifies, not the newest file.
     let (resume, _) = dir.valid_checkpoint();
-    dir.record_attempt(&device_name, resume, crate::device::determinism())?;
+    let changed = check_device_change(dir, resume, device, allow_device_change)?;
+    let memory = crate::device::check_free_memory(device)?;
+    let mut extra = serde_json::Map::new();
+    if let Some((free, total)) = memory {
+        extra.insert("device_memory_free_bytes".into(), free.into());
+        extra.insert("device_memory_total_bytes".into(), total.into());
+    }
+    if changed {
+        extra.insert("device_change_allowed".into(), true.into());
+    }
+    dir.record_attempt(&device_name, resume, crate::device::determinism(), extra)?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
     let mut during = run_eval::DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
     let hook = during.as_mut().map(|d| d as &mut dyn crate::train::DuringHook);
-    match train_run(spec, dir, device, data_dir, reporter, hook) {
+    // A libtorch error (tch panics on one) is the run's recorded error, not a crash without an outcome.
+    match crate::device::catching(device, || train_run(spec, dir, device, data_dir, reporter, hook)) {
         Ok(o) => {
             let mut status = Status::new(State::Done, spec, spec.config.train.steps);
             status.final_loss = Some(o.final_loss);
@@ -180,5 +242,28 @@ fn train(
             dir.write_status(&status)?;
             Ok(Trained::Failed)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run whose checkpoint was written on CUDA does not resume on the CPU (nor the reverse) unless
+    /// allowed; the same kind, or no checkpoint, is no change.
+    #[test]
+    fn resuming_on_another_device_kind_needs_permission() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().to_path_buf() };
+        let attempt =
+            |device: &str| run.record_attempt(device, None, serde_json::json!({}), Default::default()).unwrap();
+        attempt("cuda:0 (of 1 CUDA devices; CUDA_VISIBLE_DEVICES=2)");
+        let err = check_device_change(&run, Some(250), Device::Cpu, false).unwrap_err().to_string();
+        assert!(err.contains("written on cuda") && err.contains("--allow-device-change"), "{err}");
+        assert!(check_device_change(&run, Some(250), Device::Cpu, true).unwrap(), "allowed, and said so");
+        assert!(!check_device_change(&run, Some(250), Device::Cuda(0), false).unwrap(), "same kind");
+        assert!(!check_device_change(&run, None, Device::Cpu, false).unwrap(), "nothing to resume");
+        attempt("cpu (2 threads)");
+        assert!(check_device_change(&run, Some(500), Device::Cuda(0), false).is_err(), "and the reverse");
     }
 }

@@ -14,7 +14,7 @@ fn shown_state(exp: &Experiment, i: usize, results_root: &Path) -> String {
     let dir = RunDir::new(results_root, &spec.hash);
     let state = state_of(&dir);
     let mut text = state.to_string();
-    if state == RunState::Done && super::one::needs_evaluation(&dir.path, &spec.config.eval) {
+    if state == RunState::Done && super::one::evaluation_pending(&dir.path, &spec.config.eval) {
         text.push_str(", eval pending");
     }
     if let Some(first) = exp.runs[..i].iter().find(|r| r.hash == spec.hash) {
@@ -120,7 +120,7 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
         let dir = RunDir::new(results_root, &spec.hash);
         let state = state_of(&dir);
         let status = dir.status().ok().flatten();
-        let own = crate::eval::run_eval::stored(&dir.path, &spec.config.eval);
+        let own = crate::eval::run_eval::stored_as_evaluated(&dir.path, &spec.config.eval);
         let total = spec.config.train.steps;
         let step = match (&state, &status) {
             (RunState::Done, _) => total,

@@ -214,16 +214,18 @@ impl RunDir {
         atomic_write(&provenance, serde_json::to_string_pretty(&record)?.as_bytes())
     }
 
-    /// Records where an attempt runs (device, pid, start, the determinism settings) in
-    /// `attempts.jsonl`, one line per attempt.
+    /// Records where an attempt runs (device, pid, start, the determinism settings, and the fields
+    /// of `extra`: the device's free memory, an allowed device change) in `attempts.jsonl`, one line
+    /// per attempt.
     pub fn record_attempt(
         &self,
         device: &str,
         resumed_from: Option<usize>,
         determinism: serde_json::Value,
+        extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<()> {
         use std::io::Write;
-        let line = json!({
+        let mut line = json!({
             "device": device,
             "host": hostname(),
             "pid": std::process::id(),
@@ -232,6 +234,7 @@ impl RunDir {
             "determinism": determinism,
             "slurm": slurm_task(),
         });
+        line.as_object_mut().expect("an object").extend(extra);
         let path = self.path.join("attempts.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)

@@ -1,7 +1,10 @@
 //! Adam (Kingma & Ba 2015) with its state in tensors we own, so that checkpoints can save and restore
 //! it (tch's optimizers keep their state inside libtorch). The update is PyTorch's single-tensor Adam:
 //! m ← m + (1 − β₁)(g − m), v ← v + (1 − β₂)(g² − v),
-//! θ ← θ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε).
+//! θ ← θ − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε),
+//! done for every parameter at once with libtorch's multi-tensor kernels (`crate::foreach`): nine
+//! launches per step in all on a GPU, not nine per parameter tensor; on the CPU bitwise the
+//! per-tensor loop (`tests::multi_tensor_equals_the_per_tensor_loop_bitwise`).
 use crate::config::LrDecay;
 use tch::{nn, Tensor};
 
@@ -28,6 +31,8 @@ pub struct Adam {
     eps: f64,
     /// Trainable variables in a fixed order (sorted by name).
     params: Vec<(String, Tensor)>,
+    /// The same tensors without their names, as the multi-tensor kernels take them.
+    tensors: Vec<Tensor>,
     exp_avg: Vec<Tensor>,
     exp_avg_sq: Vec<Tensor>,
     /// Updates done so far.
@@ -44,6 +49,7 @@ impl Adam {
         let zeros = |p: &[(String, Tensor)]| p.iter().map(|(_, t)| t.zeros_like()).collect();
         Self {
             lr,
+            tensors: params.iter().map(|(_, t)| t.shallow_clone()).collect(),
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,
@@ -60,9 +66,7 @@ impl Adam {
     }
 
     pub fn zero_grad(&mut self) {
-        for (_, p) in &mut self.params {
-            p.zero_grad();
-        }
+        crate::foreach::zero_grad(&self.tensors);
     }
 
     pub fn backward_step(&mut self, loss: &Tensor) {
@@ -88,19 +92,16 @@ impl Adam {
         let t = self.step as f64;
         let step_size = self.lr / (1.0 - self.beta1.powf(t));
         let bias_correction2_sqrt = (1.0 - self.beta2.powf(t)).sqrt();
-        tch::no_grad(|| {
-            for ((_, p), (m, v)) in self.params.iter_mut().zip(self.exp_avg.iter_mut().zip(self.exp_avg_sq.iter_mut()))
-            {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                let _ = m.lerp_(&g, 1.0 - self.beta1);
-                let _ = v.lerp_(&g.square(), 1.0 - self.beta2);
-                let denom = v.sqrt() / bias_correction2_sqrt + self.eps;
-                let _ = p.f_sub_(&(&*m / denom * step_size)).expect("parameter update");
-            }
-        });
+        crate::foreach::adam(
+            &self.tensors,
+            &self.exp_avg,
+            &self.exp_avg_sq,
+            step_size,
+            self.beta1,
+            self.beta2,
+            self.eps,
+            bias_correction2_sqrt,
+        );
     }
 
     /// The moment estimates, named `adam.exp_avg.<param>` and `adam.exp_avg_sq.<param>`.
@@ -168,6 +169,68 @@ mod tests {
         assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 60, 110), 5e-4));
         assert!(close(lr_at(1e-3, 10, LrDecay::Cosine, 110, 110), 0.0));
         assert!(close(lr_at(1e-3, 0, LrDecay::Cosine, 50, 100), 5e-4));
+    }
+
+    /// Today's multi-tensor step against the per-tensor loop it replaced (each parameter: lerp, square,
+    /// lerp, sqrt, div, add, div, mul, sub), over 100 steps of a small convolutional network with a
+    /// parameter that gets no gradient: on the CPU the weights and both moments are bitwise equal.
+    #[test]
+    fn multi_tensor_equals_the_per_tensor_loop_bitwise() {
+        fn per_tensor_step(adam: &mut Adam) {
+            adam.step += 1;
+            let t = adam.step as f64;
+            let step_size = adam.lr / (1.0 - adam.beta1.powf(t));
+            let bias_correction2_sqrt = (1.0 - adam.beta2.powf(t)).sqrt();
+            tch::no_grad(|| {
+                for ((_, p), (m, v)) in
+                    adam.params.iter_mut().zip(adam.exp_avg.iter_mut().zip(adam.exp_avg_sq.iter_mut()))
+                {
+                    let g = p.grad();
+                    if !g.defined() {
+                        continue;
+                    }
+                    let _ = m.lerp_(&g, 1.0 - adam.beta1);
+                    let _ = v.lerp_(&g.square(), 1.0 - adam.beta2);
+                    let denom = v.sqrt() / bias_correction2_sqrt + adam.eps;
+                    let _ = p.f_sub_(&(&*m / denom * step_size)).expect("parameter update");
+                }
+            });
+        }
+        let run = |multi: bool| {
+            tch::manual_seed(7);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let conv = nn::conv2d(&root / "conv", 2, 4, 3, Default::default());
+            let lin = nn::linear(&root / "lin", 4 * 6 * 6, 3, Default::default());
+            let _unused = root.var("unused", &[5], nn::Init::Const(1.0));
+            let x = Tensor::randn([16, 2, 8, 8], (Kind::Float, Device::Cpu));
+            let y = Tensor::randn([16, 3], (Kind::Float, Device::Cpu));
+            let mut adam = Adam::new(&vs, 3e-3);
+            for step in 1..=100 {
+                adam.set_lr(lr_at(3e-3, 10, LrDecay::Cosine, step, 100));
+                adam.zero_grad();
+                let out = x.apply(&conv).relu().flatten(1, -1).apply(&lin);
+                (out - &y).square().mean(Kind::Float).backward();
+                if multi {
+                    adam.step();
+                } else {
+                    per_tensor_step(&mut adam);
+                }
+            }
+            let mut all: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+            all.extend(adam.state());
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let (multi, single) = (run(true), run(false));
+        assert_eq!(multi.len(), single.len());
+        for ((name, a), (_, b)) in multi.iter().zip(&single) {
+            assert!(a.equal(b), "{name} differs: max |diff| {}", (a - b).abs().max().double_value(&[]));
+        }
+        let moved = multi.iter().find(|(n, _)| n == "conv.weight").unwrap();
+        assert!(moved.1.abs().sum(Kind::Float).double_value(&[]) > 0.0);
+        let unused = multi.iter().find(|(n, _)| n == "unused").unwrap();
+        assert!(unused.1.equal(&Tensor::ones([5], (Kind::Float, Device::Cpu))), "no gradient: untouched");
     }
 
     /// The same five updates as libtorch's own Adam (tch's `nn::Adam`), which matched PyTorch's

@@ -35,6 +35,17 @@ pub struct SubmitOptions {
     /// The arguments of the analysis job's `ddpm analyze` (experiment file and its layers).
     pub analyze_args: Vec<String>,
     pub config: SlurmConfig,
+    /// Each task may resume its run on another device kind (`--allow-device-change`).
+    pub allow_device_change: bool,
+}
+
+/// Whether the tasks will run on CUDA: `--device cuda[:N]`, or `auto` with a `--gres` that names a GPU
+/// (`gpu:1`, `gpu:a100:2`).
+pub fn uses_cuda(device: &str, gres: Option<&str>) -> bool {
+    match device {
+        "auto" => gres.is_some_and(|g| g.split(',').any(|r| r.trim().starts_with("gpu"))),
+        d => d == "cuda" || d.starts_with("cuda:"),
+    }
 }
 
 /// One `ddpm run --launcher slurm` that submitted something; a line of `submissions.jsonl`.
@@ -113,7 +124,7 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
     let exp = load_experiment(&opts.experiment, &opts.load)?;
     let root = &opts.results_root;
     println!("experiment `{}`: {} run(s), launcher slurm", exp.name, exp.runs.len());
-    let done = crate::runner::prepare(&exp, root)?;
+    let done = crate::runner::prepare(&exp, root, uses_cuda(&opts.device, opts.config.gres.as_deref()))?;
     let mut previous = submissions(root, &exp.name)?;
     let in_queue = if previous.is_empty() { BTreeMap::new() } else { queued(&previous, &queue::jobs()?) };
     let mut tasks: Vec<Task> = Vec::new();
@@ -158,7 +169,18 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
     std::fs::create_dir_all(&paths.logs).with_context(|| format!("cannot create {}", paths.logs.display()))?;
     let number = previous.last().map_or(1, |s| s.number + 1);
     let script = absolute(&slurm_dir.join(format!("submit-{number}.sbatch")))?;
-    atomic_write(&script, script::array_script(&exp.name, &tasks, &opts.device, &paths, &opts.config).as_bytes())?;
+    atomic_write(
+        &script,
+        script::array_script(
+            &exp.name,
+            &tasks,
+            &opts.device,
+            if opts.allow_device_change { "--allow-device-change" } else { "" },
+            &paths,
+            &opts.config,
+        )
+        .as_bytes(),
+    )?;
     let mut map = String::from("index\thash\tlabel\trun_dir\n");
     for (i, t) in tasks.iter().enumerate() {
         map.push_str(&format!("{i}\t{}\t{}\t{}\n", t.hash, t.label, paths.runs.join(&t.hash).display()));
@@ -243,4 +265,18 @@ pub fn cancel(exp: &Experiment, results_root: &Path) -> Result<Vec<String>> {
     }
     queue::scancel(&ids)?;
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::uses_cuda;
+
+    #[test]
+    fn a_gpu_in_gres_or_a_cuda_device_means_cuda() {
+        assert!(uses_cuda("auto", Some("gpu:1")) && uses_cuda("auto", Some("gpu:a100:2")));
+        assert!(uses_cuda("auto", Some("tmpfs:10G,gpu:1")));
+        assert!(!uses_cuda("auto", None) && !uses_cuda("auto", Some("tmpfs:10G")));
+        assert!(uses_cuda("cuda", None) && uses_cuda("cuda:1", Some("gpu:2")));
+        assert!(!uses_cuda("cpu", Some("gpu:1")), "--device cpu says no");
+    }
 }

@@ -51,8 +51,16 @@ fn common_directives(out: &mut String, c: &SlurmConfig) {
     }
 }
 
-/// The job array over `tasks`.
-pub fn array_script(experiment: &str, tasks: &[Task], device: &str, p: &Paths, c: &SlurmConfig) -> String {
+/// The job array over `tasks`. `run_one_flags`: further flags of each task's `ddpm run-one`
+/// (`--allow-device-change`).
+pub fn array_script(
+    experiment: &str,
+    tasks: &[Task],
+    device: &str,
+    run_one_flags: &str,
+    p: &Paths,
+    c: &SlurmConfig,
+) -> String {
     let n = tasks.len();
     let mut s = String::new();
     let w = &mut s;
@@ -121,7 +129,7 @@ child=
 requeue=0
 trap 'requeue=1; [ -n "$child" ] && kill -USR1 "$child" 2>/dev/null' USR1
 trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM
-{binary} run-one "$run_dir" --device {device} --eval "${{evals[$SLURM_ARRAY_TASK_ID]}}" &
+{binary} run-one "$run_dir" --device {device}{run_one_flags} --eval "${{evals[$SLURM_ARRAY_TASK_ID]}}" &
 child=$!
 [ "$requeue" = 1 ] && kill -USR1 "$child" 2>/dev/null
 # `wait` returns early when a trapped signal arrives: wait until the run itself has exited.
@@ -143,6 +151,7 @@ fi
 exit "$code"
 "#,
         device = quote(device),
+        run_one_flags = if run_one_flags.is_empty() { String::new() } else { format!(" {run_one_flags}") },
     )
     .expect("String");
     s
@@ -205,7 +214,7 @@ mod tests {
         };
         let tasks: Vec<Task> =
             (0..3).map(|i| Task { hash: format!("h{i}"), label: format!("seed={i}"), evals: "[]".into() }).collect();
-        let s = array_script("x", &tasks, "auto", &paths(), &c);
+        let s = array_script("x", &tasks, "auto", "", &paths(), &c);
         for line in [
             "#SBATCH --array=0-2%2",
             "#SBATCH --requeue",
