@@ -539,6 +539,30 @@ mod tests {
         assert!(peak_rss() < before + (60 << 20), "reset to the current size");
     }
 
+    /// The reference is found at run time: an explicit path, else under the working directory (or an
+    /// ancestor), wherever the binary was built; a missing one is an error naming the flag.
+    #[test]
+    fn the_pytorch_reference_is_found_at_run_time() {
+        let tree = tempfile::tempdir().unwrap();
+        let script = tree.path().join("bench/pytorch_reference.py");
+        std::fs::create_dir_all(script.parent().unwrap()).unwrap();
+        std::fs::write(&script, "# a moved tree's reference").unwrap();
+        assert_eq!(find_reference_script(Some(&script)).unwrap(), script);
+        let missing = find_reference_script(Some(&tree.path().join("nope.py"))).unwrap_err().to_string();
+        assert!(missing.contains("--reference-script") && missing.contains("nope.py"), "{missing}");
+        let deeper = tree.path().join("analysis/bench");
+        std::fs::create_dir_all(&deeper).unwrap();
+        let before = std::env::current_dir().unwrap();
+        std::env::set_current_dir(&deeper).unwrap();
+        let found = find_reference_script(None);
+        std::env::set_current_dir(before).unwrap();
+        assert_eq!(
+            found.unwrap().canonicalize().unwrap(),
+            script.canonicalize().unwrap(),
+            "from a folder below the root"
+        );
+    }
+
     #[test]
     fn every_recipe_is_a_valid_two_window_experiment() {
         let dir = tempfile::tempdir().unwrap();

@@ -52,7 +52,8 @@ fn write_run(dir: &Path, label: &str, state: &str, fid: Option<f64>, losses: &[f
         status["fid"] = f.into();
         status["bpd"] = (f / 10.0).into();
         status["final_loss"] = (*losses.last().unwrap()).into();
-        let eval = EvalConfig::default();
+        // The experiment's `[eval]`, as the CPU that evaluated it resolved it.
+        let eval = EvalConfig::default().for_device(false);
         let per_t: Vec<PerT> =
             (1..=4).map(|t| PerT { t, log_snr: 6.0 - 3.0 * t as f64, bits: f / 40.0, loss: f / t as f64 }).collect();
         let mut result = EvalResult::new(spec_hash(&eval), "fixture".into(), eval.clone(), 20, "0".repeat(64));

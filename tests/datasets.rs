@@ -193,6 +193,8 @@ fn an_image_folder_trains_a_class_conditional_model_with_guidance() {
     let metrics: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_dir.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["bpd"]["images"], 4, "{metrics}");
+    // The evaluation's batch, left open, was the CPU's, and is stored with the spec.
+    assert_eq!(metrics["eval"]["batch_size"], 64, "{metrics}");
     // samples.png: 4 samples in 2 columns (one per class) of 16-pixel images with 2-pixel padding.
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(run.join("samples.png")).unwrap()));
     let info = decoder.read_info().unwrap();

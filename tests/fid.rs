@@ -217,6 +217,7 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
         serde_json::from_str(&std::fs::read_to_string(evals[0].join("metrics.json")).unwrap()).unwrap();
     assert_eq!(metrics["metrics"]["fid"].as_f64(), Some(fid));
     assert_eq!(metrics["bpd"]["images"], 2);
+    assert_eq!(metrics["eval"]["batch_size"], 8, "a given batch is kept, and stored with the spec: {metrics}");
     assert!(evals[0].join("samples.png").is_file());
 
     // TensorBoard holds the metrics at the last step, the evaluation during training at step 10.
@@ -279,4 +280,25 @@ fn a_run_ends_with_fid_kid_and_bits_per_dim_and_can_be_evaluated_again() {
     assert_eq!(std::fs::read_dir(&pngs).unwrap().count(), 6);
     let fid_out = ok(&ddpm(&["fid", pngs.to_str().unwrap(), "mnist:test[0:32]", "--kid-subset-size", "6"], &d));
     assert!(fid_out.contains("FID") && fid_out.contains("6 images"), "{fid_out}");
+}
+
+/// The evaluation's batch is the network's batch (`eval.batch_size`: 64 on the CPU, 500 on CUDA), but
+/// a set's statistics do not depend on it: at batch 50, 64 and 128 the features of the same 120
+/// images and their moment sums (added 50 rows at a time from the first image) are bitwise equal.
+#[test]
+fn set_statistics_do_not_depend_on_the_network_batch() {
+    let set = ImageSet::parse("mnist:test[0:120]").unwrap();
+    let stats = |batch: i64| {
+        let mut net = Inception::load(&data(), Device::Cpu).unwrap();
+        net.batch = batch;
+        ddpm::eval::reference::set_stats(&set, &net, &data()).unwrap()
+    };
+    let base = stats(50);
+    assert_eq!(base.gaussian.n, 120);
+    for batch in [64, 128] {
+        let other = stats(batch);
+        assert!(other.features.equal(&base.features), "features at batch {batch}");
+        assert!(other.gaussian.mean.equal(&base.gaussian.mean), "mean at batch {batch}");
+        assert!(other.gaussian.cov.equal(&base.gaussian.cov), "covariance at batch {batch}");
+    }
 }

@@ -855,3 +855,51 @@ fn a_device_listed_twice_is_refused() {
     assert!(err.contains("--devices 0,0") && err.contains("--runs-per-device"), "{err}");
     assert!(!tmp.path().join("r/runs").exists(), "nothing was prepared");
 }
+
+/// A run whose checkpoint was written on another device kind does not resume here: the runner reports
+/// the refusal, naming `--allow-device-change`; with it the run resumes and the attempt records it.
+/// (The other kind is CUDA, written into the checkpoint's record as a GPU run writes it.)
+#[test]
+fn resuming_on_another_device_kind_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "change.toml", RESUMABLE);
+    let results = tmp.path().join("r");
+    let mut child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the first checkpoint", Duration::from_secs(120), || {
+        results.join("runs").exists() && run_dir(&results).join("checkpoints/step-00000010.json").exists()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let dir = run_dir(&results);
+    let attempts = dir.join("attempts.jsonl");
+    // Each checkpoint records the device kind that computed it; here they say CUDA.
+    for entry in std::fs::read_dir(dir.join("checkpoints")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let record = std::fs::read_to_string(&path).unwrap();
+            assert!(record.contains("\"device\": \"cpu\""), "{record}");
+            std::fs::write(&path, record.replace("\"device\": \"cpu\"", "\"device\": \"cuda\"")).unwrap();
+        }
+    }
+
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("written on cuda") && stdout.contains("--allow-device-change"), "{stdout}");
+    assert_eq!(status_json(&dir)["state"], "failed");
+    assert_eq!(std::fs::read_to_string(&attempts).unwrap().lines().count(), 1, "no attempt was made");
+
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu", "--allow-device-change"], &results);
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("resuming from the checkpoint at step"), "{}", text(&out.stdout));
+    let last: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&attempts).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(last["device_change_allowed"], true, "{last}");
+    assert_eq!(status_json(&dir)["state"], "done");
+}

@@ -53,11 +53,22 @@ impl Collector {
     }
 }
 
-/// The statistics of any image set, streamed through the network in batches.
+/// Rows per addition to a set's float64 moment sums. The sums' rounding depends on how the rows are
+/// grouped (not on the network's batch: an image's features are the same at any batch), so the grain
+/// is fixed: 50, the network's batch when every cached and committed statistic was computed.
+pub const SUM_ROWS: i64 = 50;
+
+/// The statistics of any image set, streamed through the network in batches of at least `net.batch`
+/// images (a multiple of `SUM_ROWS`) and summed `SUM_ROWS` rows at a time from the set's first image,
+/// so the statistics do not depend on the evaluation's batch.
 pub fn set_stats(set: &ImageSet, net: &Inception, data_dir: &Path) -> Result<SetStats> {
     let mut c = Collector::default();
-    set.for_each_batch(data_dir, net.batch, &mut |pixels| {
-        c.add(&net.features_of_pixels(pixels)?);
+    let read = (net.batch.max(1) + SUM_ROWS - 1) / SUM_ROWS * SUM_ROWS;
+    set.for_each_batch(data_dir, read, &mut |pixels| {
+        let features = net.features_of_pixels(pixels)?;
+        for rows in features.split(SUM_ROWS, 0) {
+            c.add(&rows);
+        }
         Ok(())
     })?;
     c.finish()

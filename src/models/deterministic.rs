@@ -1,16 +1,20 @@
-//! Deterministic formulations of the two operations whose CUDA backward libtorch computes with atomic
-//! adds (so the gradient's rounding, and a resumed run's weights, vary from run to run): bilinear
-//! upsampling and fused scaled-dot-product attention. Under `train.deterministic = true` on a GPU the
-//! models use these; elsewhere libtorch's own kernels, so that CPU numbers keep their bits. PyTorch does
-//! the same in Python (`F.interpolate` switches to a decomposition under deterministic mode); a direct
-//! ATen call, as tch makes, does not.
+//! Deterministic formulations of two operations whose CUDA backward libtorch computes with atomic
+//! adds or picks by heuristics (so the gradient's rounding, and a resumed run's weights, may vary from
+//! run to run): bilinear upsampling (its CUDA backward has no deterministic kernel at all) and fused
+//! scaled-dot-product attention (whose backward libtorch makes deterministic under the strict switch
+//! only through its own backend choice). Under `train.deterministic = true` on a GPU, where a gradient
+//! flows, the models use these matmul forms, which the GPU check confirmed bit-exact on resume;
+//! elsewhere (the CPU, whose kernels keep their bits, and sampling without gradients, whose forward
+//! kernels are deterministic) libtorch's own kernels. PyTorch does the same for upsampling in Python
+//! (`F.interpolate` switches to a decomposition under deterministic mode); a direct ATen call, as tch
+//! makes, does not.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use tch::{Device, Kind, Tensor};
 
 /// `x.upsample_bilinear2d(size, align_corners = true)`, deterministic on every device when needed.
 pub fn upsample_bilinear_aligned(x: &Tensor, size: [i64; 2]) -> Tensor {
-    if crate::device::needs_deterministic_formulation(x.device()) {
+    if x.requires_grad() && crate::device::needs_deterministic_formulation(x.device()) {
         bilinear_by_matmul(x, size)
     } else {
         x.upsample_bilinear2d(size, true, None, None)
@@ -20,7 +24,8 @@ pub fn upsample_bilinear_aligned(x: &Tensor, size: [i64; 2]) -> Tensor {
 /// softmax(q kᵀ / √d) v over the last two dimensions (`[..., n, d]`), as libtorch's
 /// `scaled_dot_product_attention` without mask or dropout; its math form when needed.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Tensor {
-    if crate::device::needs_deterministic_formulation(q.device()) {
+    let grad = q.requires_grad() || k.requires_grad() || v.requires_grad();
+    if grad && crate::device::needs_deterministic_formulation(q.device()) {
         math_attention(q, k, v)
     } else {
         Tensor::scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, false)

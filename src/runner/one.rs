@@ -156,13 +156,18 @@ enum Trained {
     Stopped,
 }
 
-/// The device kind the run's checkpoints were written on: that of the last attempt that trained
-/// (`attempts.jsonl`), if any.
-fn checkpointed_on(dir: &RunDir) -> Option<String> {
-    dir.attempts()
-        .iter()
-        .rev()
-        .find_map(|a| a["device"].as_str().map(|d| crate::device::kind_of_description(d).to_string()))
+/// The device kind the checkpoint of `step` was written on: its own record (`device`), else, for a
+/// checkpoint of an older version, that of the last attempt (`attempts.jsonl`).
+fn checkpointed_on(dir: &RunDir, step: usize) -> Option<String> {
+    let recorded = crate::track::checkpoint::state(&dir.path.join("checkpoints"), step)
+        .ok()
+        .and_then(|s| s["device"].as_str().map(String::from));
+    recorded.or_else(|| {
+        dir.attempts()
+            .iter()
+            .rev()
+            .find_map(|a| a["device"].as_str().map(|d| crate::device::kind_of_description(d).to_string()))
+    })
 }
 
 /// Refuses to resume on another device kind than the checkpoint's unless allowed: CPU and CUDA draw
@@ -170,8 +175,8 @@ fn checkpointed_on(dir: &RunDir) -> Option<String> {
 /// CPU run nor the CUDA one.
 pub fn check_device_change(dir: &RunDir, resume: Option<usize>, device: Device, allowed: bool) -> Result<bool> {
     let now = if device.is_cuda() { "cuda" } else { "cpu" };
-    match (resume, checkpointed_on(dir)) {
-        (Some(step), Some(then)) if then != now => {
+    match resume.and_then(|step| Some((step, checkpointed_on(dir, step)?))) {
+        Some((step, then)) if then != now => {
             if !allowed {
                 anyhow::bail!(
                     "{}: its checkpoint at step {step} was written on {then}, and this attempt runs on {now}; \
@@ -199,8 +204,20 @@ fn train(
     let device_name = crate::device::describe(device);
     // What the loop will load: the newest checkpoint that verifies, not the newest file.
     let (resume, _) = dir.valid_checkpoint();
-    let changed = check_device_change(dir, resume, device, allow_device_change)?;
-    let memory = crate::device::check_free_memory(device)?;
+    // Refusals before the attempt starts are the run's recorded error (the runner prints it).
+    let checked = check_device_change(dir, resume, device, allow_device_change)
+        .and_then(|changed| Ok((changed, crate::device::check_free_memory(device)?)));
+    let (changed, memory) = match checked {
+        Ok(c) => c,
+        Err(e) => {
+            let message = format!("{e:#}");
+            reporter.note(&format!("not started: {message}"));
+            let mut status = Status::new(State::Failed, spec, resume.unwrap_or(0));
+            status.error = Some(message);
+            dir.write_status(&status)?;
+            return Ok(Trained::Failed);
+        }
+    };
     let mut extra = serde_json::Map::new();
     if let Some((free, total)) = memory {
         extra.insert("device_memory_free_bytes".into(), free.into());

@@ -78,6 +78,14 @@ pub fn load(dir: &Path, step: usize) -> Result<Checkpoint> {
     Ok(Checkpoint { step: meta.step, tensors, state: meta.state })
 }
 
+/// The state the checkpoint of `step` recorded (its record only; the tensors are not read).
+pub fn state(dir: &Path, step: usize) -> Result<serde_json::Value> {
+    let json = stem(dir, step).with_extension("json");
+    let text = std::fs::read_to_string(&json).with_context(|| format!("cannot read {}", json.display()))?;
+    let meta: Meta = serde_json::from_str(&text).with_context(|| format!("{}: unreadable", json.display()))?;
+    Ok(meta.state)
+}
+
 /// Whether the checkpoint of `step` is whole: its record reads and its tensors file has the recorded
 /// sha256 (what [`load`] checks, without decoding the tensors).
 pub fn verify(dir: &Path, step: usize) -> Result<()> {

@@ -474,6 +474,9 @@ fn save_checkpoint(
     // safetensors stores row-major bytes: channels-last tensors are written as contiguous copies.
     let tensors: Vec<(String, Tensor)> = tensors.into_iter().map(|(k, t)| (k, t.contiguous())).collect();
     let mut state = serde_json::json!({
+        // The device kind that computed these weights: a resume on the other kind is refused unless
+        // allowed (`runner::one::check_device_change`).
+        "device": if vs.device().is_cuda() { "cuda" } else { "cpu" },
         "adam_step": opt.step,
         "timestep_sampler": ts.state(),
         "train_seconds": spent.train_seconds,
