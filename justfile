@@ -115,7 +115,9 @@ test: build tensorboard-setup
     {{bin}} data fetch mnist
     {{bin}} data fetch fashion_mnist
     {{bin}} data fetch inception
-    cargo test --release --locked
+    # The sequential stopping rule's simulation prints its error rate and power; then everything else.
+    cargo test --release --locked --lib analysis::sequential -- --nocapture
+    cargo test --release --locked -- --skip analysis::sequential::
 
 # Speed of each recipe's model here (train img/s, sampling, FID features, memory) against PyTorch eager,
 # and where a training step's time goes: writes analysis/bench/<device>.csv and profile-<device>.csv

@@ -30,7 +30,7 @@ enum Command {
     Logdir(ExperimentArgs),
     /// Tables (Parquet, CSV), plots and report.md of an experiment's runs in analysis/<experiment>/
     /// (also written at the end of `run`).
-    Analyze(ExperimentArgs),
+    Analyze(commands::analyze::AnalyzeArgs),
     /// Print every resolved key of each run with its value and where it came from.
     Show(ExperimentArgs),
     /// Execute one prepared run directory (what `run` starts for each run).

@@ -4,7 +4,8 @@
 //! - `init`: the weights; `epoch`/e: the data order of epoch e; `step`/k: the timesteps, noise and
 //!   dropout of training step k (see `train::draws`); `sample`: sampling; `forward-strip`: the
 //!   forward-process figure; `eval-sample-<s>`/b: batch b of an evaluation's samples (s = 0 for the
-//!   final evaluation, 1 during training); `eval-kid`: KID's subsets; `eval-bpd`: the bound's noise.
+//!   final evaluation, 1 during training); `eval-kid`: KID's subsets; `eval-bpd`: the bound's noise;
+//!   each with `-r<r>` appended under evaluation replicate r > 0 (`replicate_stream`).
 //!
 //! A run resumed at step k therefore draws exactly what it would have drawn uninterrupted, changing
 //! the evaluation does not change training, and two runs with the same seed draw the same batches,
@@ -15,6 +16,17 @@ use sha2::{Digest, Sha256};
 pub fn stream_seed(run_seed: u64, stream: &str, index: u64) -> i64 {
     let digest = Sha256::digest(format!("{run_seed}/{stream}/{index}").as_bytes());
     (u64::from_le_bytes(digest[..8].try_into().expect("8 bytes")) >> 1) as i64
+}
+
+/// The name of an evaluation stream under evaluation replicate r (`eval.replicate`): the stream
+/// itself for r = 0, so every evaluation made before replicates existed draws what it drew;
+/// `<stream>-r<r>` otherwise.
+pub fn replicate_stream(stream: &str, replicate: usize) -> String {
+    if replicate == 0 {
+        stream.to_string()
+    } else {
+        format!("{stream}-r{replicate}")
+    }
 }
 
 /// Seeds libtorch's generators (CPU and every CUDA device) for a stream.

@@ -191,12 +191,52 @@ fn tables_report_and_plot_of_a_fixture() {
     assert_eq!((v["runs"].as_i64(), v["curves"].as_i64()), (Some(6), Some(12)));
     assert_eq!((v["seed_dtype"].as_str(), v["fid_dtype"].as_str()), (Some("Int64"), Some("Float64")));
 
-    // The report names the winner per metric and says whether its interval excludes zero.
+    // The report opens with the verdict table: the winner per metric, its paired difference with the
+    // interval, whether it is decided after Holm's correction, and the seeds that would decide it.
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    assert!(report.contains("`fid`: best `schedule=cosine` (mean 9.50000)"), "{report}");
-    assert!(report.contains("includes zero"), "{report}");
+    let row = report.lines().find(|l| l.starts_with("| `fid` |")).unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        row.starts_with(
+            "| `fid` | `schedule=cosine` (9.500) | `schedule=cosine`: -1.500 [-7.853, 4.853] | 2 | no (Holm p "
+        ),
+        "{row}"
+    );
+    assert!(report.find("## Verdicts").unwrap() < report.find("## Runs").unwrap());
     // Every FID beside its floor; the confident share ranked higher-is-better.
-    assert!(report.contains("(floor 5.00000: held-out real images under the same spec)"), "{report}");
+    assert!(
+        report.contains("`fid` of `schedule=cosine`: floor 5.000 (held-out real images under the same spec)"),
+        "{report}"
+    );
+
+    // verdicts: the p-value by hand, and the seeds needed against SciPy's noncentral t. Differences
+    // −1 and −2: mean −1.5, sd √½, t = −3 on 1 df, p = 1 − 2·atan(3)/π; d = 1.5/√½, planned at
+    // α/m for the m comparisons in the family.
+    let py = format!(
+        "import polars as pl, json; v = pl.read_parquet('{}/verdicts.parquet'); \
+         print(json.dumps({{'fid': v.filter(pl.col('metric') == 'fid').to_dicts()[0], \
+         'family': int(v['p'].is_not_null().sum())}}))",
+        dir.display()
+    );
+    let out = Command::new(root().join(".venv/bin/python")).args(["-c", &py]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let fid = &v["fid"];
+    let p = 1.0 - 2.0 * 3f64.atan() / std::f64::consts::PI;
+    assert!((fid["p"].as_f64().unwrap() - p).abs() < 1e-9, "{fid}");
+    assert_eq!((fid["decided"].as_bool(), fid["variant"].as_str()), (Some(false), Some("schedule=cosine")));
+    let m = v["family"].as_i64().unwrap();
+    assert!(m >= 2, "{v}");
+    let scipy = format!(
+        "from scipy import stats; import math\n\
+         a, d = 0.05 / {m}, 1.5 / math.sqrt(0.5)\n\
+         def power(n):\n    c = stats.t.ppf(1 - a / 2, n - 1); l = d * math.sqrt(n)\n    \
+         return stats.nct.sf(c, n - 1, l) + stats.nct.cdf(-c, n - 1, l)\n\
+         print(next(n for n in range(2, 1000) if power(n) >= 0.8))"
+    );
+    let out = Command::new(root().join(".venv/bin/python")).args(["-c", &scipy]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(fid["seeds_needed"].as_i64().unwrap().to_string(), text(&out.stdout).trim(), "{fid}");
+    assert!(row.ends_with(&format!("| {} |", text(&out.stdout).trim())), "{row}");
     assert!(report.contains("| fid_floor |") || report.contains("fid_floor"), "{report}");
     assert!(report.contains("[grid]"));
 
@@ -249,6 +289,13 @@ fn tables_report_and_plot_of_a_fixture() {
         assert_eq!(std::fs::read(dir.join(f)).unwrap(), b, "{f} changed");
     }
 
+    // Decided again from the record alone (runs.parquet; no run directories): the same report.
+    std::fs::rename(results.join("runs"), results.join("runs.moved")).unwrap();
+    let out = ddpm(&["analyze", exp.to_str().unwrap(), "--from-record"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(dir.join("report.md")).unwrap(), report, "the report from the record");
+    std::fs::rename(results.join("runs.moved"), results.join("runs")).unwrap();
+
     // A baseline named in the file, as run keys: the differences turn around (linear − cosine).
     let named = EXPERIMENT.replace(
         "description = \"two schedules, three seeds\"",
@@ -279,4 +326,137 @@ fn tables_report_and_plot_of_a_fixture() {
     for part in ["fixture.toml", "experiment.baseline", "matches no run", "schedule=linear; schedule=cosine"] {
         assert!(stderr.contains(part), "{part:?} in {stderr}");
     }
+}
+
+/// Evaluation replicates through real (seconds-long) runs: two schedules × two seeds, each evaluated
+/// as replicates 0, 1 and 2 of one training.
+const REPLICATES: &str = r#"
+seed = 4
+[experiment]
+name = "tiny_replicates"
+seeds = [0, 1]
+[data]
+name = "mnist"
+image_size = 16
+limit = 128
+[diffusion]
+timesteps = 20
+[train]
+steps = 8
+batch_size = 16
+log_every = 4
+checkpoint_every = 8
+[sample]
+num_samples = 4
+[eval]
+num_samples = 16
+sampler = { name = "ddim", steps = 4 }
+reference_images = 32
+kid_subsets = 10
+kid_subset_size = 8
+bpd_images = 2
+[grid]
+"diffusion.schedule.name" = ["linear", "cosine"]
+"eval.replicate" = [0, 1, 2]
+"#;
+
+#[test]
+fn evaluation_replicates_split_the_variance_without_retraining() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("replicates.toml");
+    std::fs::write(&exp, REPLICATES).unwrap();
+    let results = tmp.path().join("results");
+    let out = Command::new(env!("CARGO_BIN_EXE_ddpm"))
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .env("DDPM_DATA_DIR", root().join("data"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // Four trainings, each evaluated three times: replicates are evaluations, not runs.
+    let runs: Vec<PathBuf> = std::fs::read_dir(results.join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(runs.len(), 4);
+    let dir = results.join("analysis/tiny_replicates");
+    let table = std::fs::read_to_string(dir.join("runs.csv")).unwrap();
+    assert_eq!(table.lines().count(), 1 + 4, "{table}");
+    assert!(!table.contains("replicate=1"), "{table}");
+
+    // Replicate 0 is the evaluation as it was before replicates existed: its spec hash is that of the
+    // same [eval] without the key.
+    let mut plain = EvalConfig {
+        num_samples: 16,
+        reference_images: 32,
+        kid_subsets: 10,
+        kid_subset_size: 8,
+        bpd_images: 2,
+        ..Default::default()
+    };
+    plain.sampler = toml::from_str::<toml::Table>("name = \"ddim\"\nsteps = 4").unwrap().try_into().unwrap();
+    let plain = plain.for_device(false);
+    for run in &runs {
+        let evals: Vec<String> = std::fs::read_dir(run.join("eval"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(evals.len(), 3, "{evals:?}");
+        assert!(evals.contains(&spec_hash(&plain)), "{evals:?} holds the plain spec {}", spec_hash(&plain));
+    }
+
+    // The replicates' metrics: other samples, other bound noise and test images, the same weights.
+    let py = format!(
+        "import polars as pl, json; r = pl.read_parquet('{0}/replicates.parquet'); \
+         v = pl.read_parquet('{0}/variance.parquet'); \
+         f = r.filter((pl.col('metric') == 'fid') & (pl.col('label') == 'schedule=linear,seed=0')).sort('replicate'); \
+         b = r.filter((pl.col('metric') == 'bpd') & (pl.col('label') == 'schedule=linear,seed=0')).sort('replicate'); \
+         print(json.dumps({{'fid': f['value'].to_list(), 'bpd': b['value'].to_list(), 'reps': r['replicate'].unique().sort().to_list(), \
+         'variance': v.filter(pl.col('metric') == 'fid').to_dicts()}}))",
+        dir.display()
+    );
+    let out = Command::new(root().join(".venv/bin/python")).args(["-c", &py]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(&text(&out.stdout)).unwrap();
+    assert_eq!(v["reps"], serde_json::json!([0, 1, 2]));
+    let fid: Vec<f64> = serde_json::from_value(v["fid"].clone()).unwrap();
+    let bpd: Vec<f64> = serde_json::from_value(v["bpd"].clone()).unwrap();
+    assert_eq!((fid.len(), bpd.len()), (3, 3));
+    assert!(fid[0] != fid[1] && fid[1] != fid[2] && bpd[0] != bpd[1], "{fid:?} {bpd:?}");
+    // Replicate 0 in the replicates table is the run's own FID.
+    let own = table.lines().find(|l| l.starts_with("\"schedule=linear,seed=0\"")).unwrap();
+    assert!(own.contains(&fid[0].to_string()), "{own} has {}", fid[0]);
+
+    // The decomposition of linear's FID by hand from the table: σ²_e pooled within seeds, s² between
+    // the seeds' replicate-0 values.
+    let py = format!(
+        "import polars as pl, json; r = pl.read_parquet('{0}/replicates.parquet').filter((pl.col('metric') == 'fid') & (pl.col('variant') == 'schedule=linear')); \
+         print(json.dumps([r.filter(pl.col('seed') == s).sort('replicate')['value'].to_list() for s in (0, 1)]))",
+        dir.display()
+    );
+    let out = Command::new(root().join(".venv/bin/python")).args(["-c", &py]).output().unwrap();
+    let groups: Vec<Vec<f64>> = serde_json::from_str(&text(&out.stdout)).unwrap();
+    let within: f64 = groups
+        .iter()
+        .map(|g| {
+            let m = g.iter().sum::<f64>() / 3.0;
+            g.iter().map(|x| (x - m).powi(2)).sum::<f64>()
+        })
+        .sum::<f64>()
+        / 4.0;
+    let between = (groups[0][0] - groups[1][0]).powi(2) / 2.0;
+    let row = v["variance"].as_array().unwrap().iter().find(|r| r["variant"] == "schedule=linear").unwrap();
+    assert!((row["variance_evaluation"].as_f64().unwrap() - within).abs() < 1e-9 * within.max(1.0), "{row}");
+    assert!((row["variance_between_seeds"].as_f64().unwrap() - between).abs() < 1e-9 * between.max(1.0), "{row}");
+
+    let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Where the variance comes from") && report.contains("more seeds or samples?"),
+        "{report}"
+    );
+    // The record alone decides the same way.
+    let before = report.clone();
+    let out = ddpm(&["analyze", exp.to_str().unwrap(), "--from-record"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let verdicts = |r: &str| r[..r.find("## Runs").unwrap()].to_string();
+    assert_eq!(verdicts(&after), verdicts(&before));
 }

@@ -216,3 +216,88 @@ fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     assert!(text(&out.stdout).lines().any(|l| l.contains(" bpd ") && l.ends_with("FAIL")), "{}", text(&out.stdout));
     assert!(!repo.join("target/reproductions").read_dir().unwrap().any(|_| true), "scratch folders removed");
 }
+
+/// Sequential seeds on seconds-long runs: a barely trained model (lr 1e-6) against a trained one
+/// (lr 1e-2), decided on the final training loss. The safe rule cannot decide before 5 seeds
+/// (E_n ≤ (1 + n)^{(n−1)/2}: 4 at 3 seeds, 11.2 at 4); it stops at the first look that does (6 on
+/// the CPU this was written on) and never trains the seeds after it.
+const SEQUENTIAL: &str = r#"
+seed = 0
+[experiment]
+name = "tiny_sequential"
+seeds = { start = 3, max = 9, step = 1 }
+baseline = { "train.lr" = 1e-2 }
+[analysis]
+primary = "final_loss"
+[data]
+name = "mnist"
+image_size = 16
+limit = 128
+[diffusion]
+timesteps = 20
+[train]
+steps = 12
+batch_size = 16
+log_every = 4
+checkpoint_every = 6
+[sample]
+num_samples = 4
+[eval]
+fid = false
+bpd = false
+[grid]
+"train.lr" = [1e-2, 1e-6]
+"#;
+
+#[test]
+fn sequential_seeds_stop_when_decided_and_reproduce_replays_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = tmp.path().join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    copy_repository(&repo);
+    std::fs::write(repo.join("experiments/sequential.toml"), SEQUENTIAL).unwrap();
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "a sequential experiment"]);
+
+    let out = ddpm(&repo, &["plan", "experiments/sequential.toml"]);
+    assert!(text(&out.stdout).contains("sequential seeds: seeds 0 … 2 first"), "{}", text(&out.stdout));
+    // Slurm is refused, saying why.
+    let out = ddpm(&repo, &["run", "experiments/sequential.toml", "--launcher", "slurm"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("runs only locally"), "{}", text(&out.stderr));
+
+    let out = ddpm(&repo, &["run", "experiments/sequential.toml", "--device", "cpu"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("not decided after 3 seeds; adding seeds up to 4"), "{stdout}");
+    assert!(stdout.contains("not decided after 4 seeds; adding seeds up to 5"), "{stdout}");
+    let stop: usize = stdout
+        .lines()
+        .find_map(|l| l.split(": decided after ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no decision: {stdout}"));
+    assert!((5..9).contains(&stop), "{stdout}");
+    // The seeds after the stopping look were never trained.
+    assert_eq!(std::fs::read_dir(repo.join("results/runs")).unwrap().count(), 2 * stop);
+    let report = std::fs::read_to_string(repo.join("analysis/tiny_sequential/report.md")).unwrap();
+    assert!(report.contains("**final_loss** (primary)") && report.contains("**yes** (e = "), "{report}");
+    assert!(report.contains("3 seeds: e = ") && report.contains(&format!("{stop} seeds: e = ")), "{report}");
+    assert!(!report.contains(&format!("seed={stop}")), "{report}");
+
+    // Running it again trains nothing and stops at the same look.
+    let out = ddpm(&repo, &["run", "experiments/sequential.toml", "--device", "cpu"]);
+    assert!(text(&out.stdout).contains(&format!(": decided after {stop} seeds")), "{}", text(&out.stdout));
+    assert_eq!(std::fs::read_dir(repo.join("results/runs")).unwrap().count(), 2 * stop);
+
+    // The record, reproduced: the same looks, the same stopping seed.
+    git(&repo, &["add", "analysis"]);
+    git(&repo, &["commit", "-q", "-m", "analysis of the sequential experiment"]);
+    let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/sequential.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains(&format!(": decided after {stop} seeds")), "{stdout}");
+    let seeds = stdout.lines().find(|l| l.contains("(all runs)") && l.contains(" seeds ")).unwrap();
+    let expected: Vec<String> = (0..stop).map(|s| s.to_string()).collect();
+    assert!(seeds.contains(&expected.join(",")) && seeds.ends_with("PASS"), "{seeds}");
+    assert!(stdout.contains("PASS: all"), "{stdout}");
+}

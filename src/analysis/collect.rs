@@ -53,6 +53,11 @@ pub struct RunRecord {
     /// The sample grid of this run: its evaluation's when the experiment varies `[eval]` (runs that
     /// share a training differ only there), else the one drawn at the end of training.
     pub samples: std::path::PathBuf,
+    /// The evaluation replicate (`eval.replicate`) this record's metrics come from.
+    pub replicate: usize,
+    /// When the experiment varies `eval.replicate`: the metrics of every replicate evaluation of
+    /// these weights, this record's own (replicate 0) first. Empty otherwise.
+    pub evaluations: Vec<(usize, BTreeMap<String, f64>)>,
 }
 
 fn read_json(path: &Path) -> Option<serde_json::Value> {
@@ -119,7 +124,8 @@ pub fn varied_keys(exp: &Experiment) -> Vec<String> {
 pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
     let keys: Vec<String> = varied_keys(exp).into_iter().filter(|k| k != "seed").collect();
     let eval_varies = keys.iter().any(|k| k.starts_with("eval."));
-    exp.runs
+    let mut records = exp
+        .runs
         .iter()
         .map(|spec| {
             let values = flat(&spec.config);
@@ -174,9 +180,116 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 per_t,
                 model_evaluations,
                 samples,
+                replicate: spec.config.eval.replicate,
+                evaluations: Vec::new(),
             }
         })
-        .collect()
+        .collect::<Vec<_>>();
+    // Evaluation replicates are repeats of their run's evaluation, not runs: each joins the record of
+    // the same weights (hash) and variant evaluated as replicate 0.
+    if records.iter().any(|r| r.replicate > 0) {
+        let (repeats, mut own): (Vec<RunRecord>, Vec<RunRecord>) = records.into_iter().partition(|r| r.replicate > 0);
+        for r in own.iter_mut() {
+            r.evaluations.push((0, r.metrics.clone()));
+            // A run's label, not its evaluation's: `schedule=linear,seed=0`.
+            r.label = r.label.split(',').filter(|p| !p.starts_with("replicate=")).collect::<Vec<_>>().join(",");
+        }
+        for rep in repeats {
+            match own.iter_mut().find(|r| r.hash == rep.hash && r.variant == rep.variant) {
+                Some(r) if rep.state == "done" => r.evaluations.push((rep.replicate, rep.metrics)),
+                Some(_) => {}
+                None => own.push(rep),
+            }
+        }
+        records = own;
+    }
+    // Sequential seeds: the seeds of looks not taken yet are not runs of this experiment (yet).
+    if exp.question.sequential.is_some() {
+        let reached = records.iter().filter(|r| r.state != "new").map(|r| r.seed + 1).max().unwrap_or(0);
+        records.retain(|r| r.seed < reached);
+    }
+    records
+}
+
+/// The records of a committed analysis (`analysis/<experiment>/runs.parquet`, written by
+/// `tables::runs_table`): label, hash, variant, seed, state, the metrics, steps, device and git
+/// state. What the table does not hold (curves, the bound per timestep, sample grids) stays empty:
+/// enough to decide again, not to draw again.
+pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecord>> {
+    use anyhow::{anyhow, Context};
+    use polars::prelude::*;
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let df =
+        ParquetReader::new(file).finish().map_err(|e| anyhow!("cannot read {} as Parquet: {e}", path.display()))?;
+    let texts = |name: &str| -> anyhow::Result<Vec<Option<String>>> {
+        let c = df.column(name).map_err(|_| anyhow!("{}: no column `{name}`", path.display()))?;
+        let c = c.cast(&DataType::String)?;
+        let c = c.str()?;
+        Ok((0..c.len()).map(|i| c.get(i).map(String::from)).collect())
+    };
+    let numbers = |name: &str| -> Option<Vec<Option<f64>>> {
+        let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
+        let c = c.f64().ok()?.clone();
+        Some((0..c.len()).map(|i| c.get(i)).collect())
+    };
+    let (labels, hashes, variants, states) = (texts("label")?, texts("hash")?, texts("variant")?, texts("state")?);
+    let seeds = numbers("seed").ok_or_else(|| anyhow!("{}: no column `seed`", path.display()))?;
+    let steps = numbers("steps").unwrap_or_else(|| vec![None; df.height()]);
+    let devices = texts("device").unwrap_or_else(|_| vec![None; df.height()]);
+    let commits = texts("git_commit").unwrap_or_else(|_| vec![None; df.height()]);
+    let dirty = texts("git_dirty").unwrap_or_else(|_| vec![None; df.height()]);
+    let metrics: Vec<(&str, Vec<Option<f64>>)> =
+        metric_names().into_iter().filter_map(|m| numbers(m).map(|v| (m, v))).collect();
+    let mut records = (0..df.height())
+        .map(|i| RunRecord {
+            label: labels[i].clone().unwrap_or_default(),
+            hash: hashes[i].clone().unwrap_or_default(),
+            state: states[i].clone().unwrap_or_default(),
+            seed: seeds[i].unwrap_or_default() as u64,
+            varied: Vec::new(),
+            variant: variants[i].clone().unwrap_or_default(),
+            metrics: metrics.iter().filter_map(|(m, v)| v[i].map(|x| (m.to_string(), x))).collect(),
+            steps: steps[i].map(|s| s as i64),
+            device: devices[i].clone(),
+            git_commit: commits[i].clone(),
+            git_dirty: dirty[i].as_deref().map(|d| d == "true"),
+            curves: Vec::new(),
+            per_t: Vec::new(),
+            model_evaluations: None,
+            samples: Default::default(),
+            replicate: 0,
+            evaluations: Vec::new(),
+        })
+        .collect::<Vec<_>>();
+    // The replicate evaluations (`tables::replicates_table`), when the experiment has them.
+    if let Ok(file) = std::fs::File::open(replicates) {
+        let df = ParquetReader::new(file)
+            .finish()
+            .map_err(|e| anyhow!("cannot read {} as Parquet: {e}", replicates.display()))?;
+        let col = |name: &str| df.column(name).map_err(|_| anyhow!("{}: no column `{name}`", replicates.display()));
+        let labels = col("label")?.str()?.clone();
+        let reps = col("replicate")?.cast(&DataType::Int64)?;
+        let reps = reps.i64()?.clone();
+        let metrics = col("metric")?.str()?.clone();
+        let values = col("value")?.cast(&DataType::Float64)?;
+        let values = values.f64()?.clone();
+        for i in 0..df.height() {
+            let (Some(label), Some(rep), Some(m), Some(v)) =
+                (labels.get(i), reps.get(i), metrics.get(i), values.get(i))
+            else {
+                continue;
+            };
+            let Some(r) = records.iter_mut().find(|r| r.label == label) else { continue };
+            let rep = rep as usize;
+            match r.evaluations.iter_mut().find(|(x, _)| *x == rep) {
+                Some((_, map)) => {
+                    map.insert(m.to_string(), v);
+                }
+                None => r.evaluations.push((rep, BTreeMap::from([(m.to_string(), v)]))),
+            }
+        }
+    }
+    Ok(records)
 }
 
 /// The variants in the order of their first run (the first is the baseline unless named).
@@ -211,22 +324,26 @@ pub fn summaries(records: &[RunRecord]) -> (Vec<(String, String, Summary)>, Vec<
     (out, left_out)
 }
 
-/// For each variant other than `baseline` and each metric: the differences variant − baseline of runs
-/// that share a seed (they share batches, timesteps and noise), summarised.
-pub fn paired(records: &[RunRecord], baseline: &str) -> Vec<(String, String, Summary)> {
+/// The differences `variant` − `baseline` of a metric over the seeds both have done, in seed order
+/// (runs of the same seed share batches, timesteps and noise).
+pub fn differences(records: &[RunRecord], baseline: &str, variant: &str, metric: &str) -> Vec<f64> {
     let done =
         |variant: &str, seed: u64| records.iter().find(|r| r.variant == variant && r.seed == seed && r.state == "done");
+    let mut seeds: Vec<u64> = records.iter().filter(|r| r.variant == variant).map(|r| r.seed).collect();
+    seeds.sort_unstable();
+    seeds.dedup();
+    seeds
+        .into_iter()
+        .filter_map(|seed| Some(done(variant, seed)?.metrics.get(metric)? - done(baseline, seed)?.metrics.get(metric)?))
+        .collect()
+}
+
+/// For each variant other than `baseline` and each metric: the seed-paired differences, summarised.
+pub fn paired(records: &[RunRecord], baseline: &str) -> Vec<(String, String, Summary)> {
     let mut out = Vec::new();
     for variant in variants(records).into_iter().filter(|v| v != baseline) {
         for metric in metric_names() {
-            let diffs: Vec<f64> = records
-                .iter()
-                .filter(|r| r.variant == variant && r.state == "done")
-                .filter_map(|r| {
-                    let base = done(baseline, r.seed)?;
-                    Some(r.metrics.get(metric)? - base.metrics.get(metric)?)
-                })
-                .collect();
+            let diffs = differences(records, baseline, &variant, metric);
             if !diffs.is_empty() {
                 out.push((variant.clone(), metric.to_string(), summarize(&diffs)));
             }
@@ -256,6 +373,8 @@ mod tests {
             per_t: vec![],
             model_evaluations: None,
             samples: Default::default(),
+            replicate: 0,
+            evaluations: vec![],
         }
     }
 

@@ -4,6 +4,8 @@
 //! timestamps, so the files are the same for the same runs.
 use super::collect::{metric_names, RunRecord};
 use super::stats::Summary;
+use super::variance::Decomposition;
+use super::verdict::{Comparison, SeedsNeeded, Verdict};
 use crate::eval::bpd::PerT;
 use crate::track::atomic_replace;
 use crate::track::hparams::HValue;
@@ -110,6 +112,88 @@ pub fn paired_table(rows: &[(String, String, Summary)], baseline: &str) -> Resul
     });
     columns.push(Column::new("ci_excludes_zero".into(), excludes.collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(columns)?)
+}
+
+/// One row per verdict: metric, primary, the best variant and its mean, the compared variant and the
+/// baseline, n, the difference with its interval, p, Holm's p, the last e-value of a sequential
+/// primary, decided, the effect planned for and the seeds needed (null when decided or unknown).
+pub fn verdict_table(verdicts: &[Verdict], baseline: &str) -> Result<DataFrame> {
+    fn c(v: &Verdict) -> Option<&Comparison> {
+        v.comparison.as_ref()
+    }
+    let opt = |f: &dyn Fn(&Comparison) -> Option<f64>| -> Vec<Option<f64>> {
+        verdicts.iter().map(|v| c(v).and_then(f).filter(|x| x.is_finite())).collect()
+    };
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("metric", verdicts.iter().map(|v| v.metric.clone()).collect()),
+        Column::new("primary".into(), verdicts.iter().map(|v| v.primary).collect::<Vec<_>>()),
+        text_column("best", verdicts.iter().map(|v| v.best.clone()).collect()),
+        float_column("best_mean", verdicts.iter().map(|v| Some(v.best_mean)).collect()),
+        Column::new("variant".into(), verdicts.iter().map(|v| c(v).map(|c| c.variant.clone())).collect::<Vec<_>>()),
+        text_column("baseline", vec![baseline.to_string(); verdicts.len()]),
+        Column::new("n".into(), verdicts.iter().map(|v| c(v).map(|c| c.diff.n as i64)).collect::<Vec<_>>()),
+        float_column("diff_mean", opt(&|c| Some(c.diff.mean))),
+        float_column("diff_std", opt(&|c| Some(c.diff.std))),
+        float_column("ci95_low", opt(&|c| Some(c.diff.ci_low))),
+        float_column("ci95_high", opt(&|c| Some(c.diff.ci_high))),
+        float_column("p", opt(&|c| c.p)),
+        float_column("p_holm", opt(&|c| c.p_holm)),
+        float_column("e_value", opt(&|c| c.looks.last().map(|l| l.e_value))),
+        Column::new("decided".into(), verdicts.iter().map(|v| c(v).map(|c| c.decided)).collect::<Vec<_>>()),
+        float_column("planned_effect", opt(&|c| c.planned_effect)),
+        Column::new(
+            "seeds_needed".into(),
+            verdicts
+                .iter()
+                .map(|v| match c(v).map(|c| &c.seeds_needed) {
+                    Some(SeedsNeeded::Seeds(n)) => Some(*n as i64),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+        float_column("evaluation_share", opt(&|c| c.variance.as_ref().map(Decomposition::evaluation_share))),
+        Column::new(
+            "seeds_needed_exact_evaluation".into(),
+            verdicts
+                .iter()
+                .map(|v| match c(v).and_then(|c| c.seeds_needed_exact_evaluation.as_ref()) {
+                    Some(SeedsNeeded::Seeds(n)) => Some(*n as i64),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+        ),
+    ])?)
+}
+
+/// The metrics of every evaluation replicate of every run, long format: label, variant, seed,
+/// replicate, metric, value (replicate 0 is the run's own evaluation, also in `runs`).
+pub fn replicates_table(records: &[RunRecord]) -> Result<DataFrame> {
+    let rows: Vec<(&RunRecord, usize, &String, f64)> = records
+        .iter()
+        .flat_map(|r| r.evaluations.iter().flat_map(move |(rep, m)| m.iter().map(move |(k, v)| (r, *rep, k, *v))))
+        .collect();
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("label", rows.iter().map(|r| r.0.label.clone()).collect()),
+        text_column("variant", rows.iter().map(|r| r.0.variant.clone()).collect()),
+        Column::new("seed".into(), rows.iter().map(|r| r.0.seed as i64).collect::<Vec<_>>()),
+        Column::new("replicate".into(), rows.iter().map(|r| r.1 as i64).collect::<Vec<_>>()),
+        text_column("metric", rows.iter().map(|r| r.2.clone()).collect()),
+        Column::new("value".into(), rows.iter().map(|r| r.3).collect::<Vec<_>>()),
+    ])?)
+}
+
+/// Per variant and metric with evaluation replicates: seeds, evaluations per run, the variance
+/// between seeds of one evaluation, its evaluation part, and that part's share.
+pub fn variance_table(rows: &[(String, String, Decomposition)]) -> Result<DataFrame> {
+    Ok(DataFrame::new_infer_height(vec![
+        text_column("variant", rows.iter().map(|r| r.0.clone()).collect()),
+        text_column("metric", rows.iter().map(|r| r.1.clone()).collect()),
+        Column::new("seeds".into(), rows.iter().map(|r| r.2.seeds as i64).collect::<Vec<_>>()),
+        Column::new("evaluations".into(), rows.iter().map(|r| r.2.replicates as i64).collect::<Vec<_>>()),
+        float_column("variance_between_seeds", rows.iter().map(|r| Some(r.2.total)).collect()),
+        float_column("variance_evaluation", rows.iter().map(|r| Some(r.2.evaluation)).collect()),
+        float_column("evaluation_share", rows.iter().map(|r| finite(r.2.evaluation_share())).collect()),
+    ])?)
 }
 
 /// The training loss and the evaluations during training of every run against step, long format:

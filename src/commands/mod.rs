@@ -160,8 +160,14 @@ impl Layers {
 }
 
 /// Writes the analysis of `exp` and prints its verdicts.
-pub fn analyze_and_print(exp: &Experiment, layers: &Layers) -> Result<()> {
+pub fn analyze_and_print(exp: &Experiment, layers: &Layers) -> Result<ddpm::analysis::Analysis> {
     let a = ddpm::analysis::analyze(exp, &layers.results_root(), &layers.analysis_root())?;
+    print_analysis(&a);
+    Ok(a)
+}
+
+/// Where the analysis went, its verdicts, and the runs it left out.
+pub fn print_analysis(a: &ddpm::analysis::Analysis) {
     println!("\nanalysis: {}", a.dir.display());
     for v in &a.verdicts {
         println!("  {v}");
@@ -169,5 +175,4 @@ pub fn analyze_and_print(exp: &Experiment, layers: &Layers) -> Result<()> {
     if !a.left_out.is_empty() {
         println!("  warning: left out of the statistics (not done): {}", a.left_out.join(", "));
     }
-    Ok(())
 }

@@ -20,5 +20,14 @@ pub fn plan(args: &ExperimentArgs) -> Result<()> {
     }
     let exp = load_experiment(&args.experiment, &args.load_options())?;
     print!("{}", ddpm::runner::status::plan_table(&exp, &args.results_root()));
+    if let (Some(d), Some(p)) = (&exp.question.sequential, &exp.question.primary) {
+        println!(
+            "sequential seeds: seeds 0 … {} first, then {} more at a time up to {}, until `{p}` is decided \
+             (the runs of later seeds run only if needed)",
+            d.start - 1,
+            d.step,
+            d.max
+        );
+    }
     Ok(())
 }

@@ -45,6 +45,17 @@ pub fn exec(a: Args) -> Result<bool> {
     if dry_run {
         super::plan::plan(&args).map(|_| true)
     } else if launcher == "slurm" {
+        if let Some(d) = sequential_design(&args)? {
+            anyhow::bail!(
+                "{}: `experiment.seeds` = {{ start = {}, max = {}, step = {} }} is sequential: which seeds run next \
+                 depends on the analysis of the last look, so it runs only locally (without --launcher slurm); \
+                 give a list of seeds to run it on Slurm",
+                args.experiment.display(),
+                d.start,
+                d.max,
+                d.step
+            );
+        }
         if list.is_empty() {
             submit_slurm(&args, &device, &slurm, allow_device_change).map(|_| true)
         } else {
@@ -53,27 +64,58 @@ pub fn exec(a: Args) -> Result<bool> {
     } else if slurm.any() {
         Err(anyhow::anyhow!("the Slurm options (--partition, --gres, ...) need --launcher slurm"))
     } else {
-        devices(&device, &list).and_then(|devices| {
+        let devices = devices(&device, &list)?;
+        // Sequential seeds: one look at a time (seeds 0 … n − 1), until the primary is decided.
+        let looks: Vec<Option<u64>> = match sequential_design(&args)? {
+            Some(d) => d.looks().into_iter().map(|n| Some(n as u64)).collect(),
+            None => vec![None],
+        };
+        for (k, &look) in looks.iter().enumerate() {
             let opts = RunOptions {
                 experiment: args.experiment.clone(),
                 load: args.load_options(),
-                devices,
+                devices: devices.clone(),
                 runs_per_device: runs_per_device as usize,
                 results_root: args.results_root(),
                 data_dir: ddpm::data::data_dir(),
                 allow_device_change,
+                seeds_below: look,
             };
             let report = runner::run(&opts)?;
             let nothing_new = report.outcomes.iter().all(|(_, _, o)| matches!(o, runner::Outcome::Skipped(_)));
-            match analyze_and_print(&report.experiment, &args.layers) {
+            let analysis = match analyze_and_print(&report.experiment, &args.layers) {
                 // Every run was done: the analysis of those runs is what was there (a
                 // read-only results folder cannot take a new copy).
-                Err(e) if nothing_new => eprintln!("warning: the analysis was not written: {e:#}"),
-                other => other?,
+                Err(e) if nothing_new => {
+                    eprintln!("warning: the analysis was not written: {e:#}");
+                    None
+                }
+                other => Some(other?),
+            };
+            if report.failures() > 0 {
+                return Ok(false);
             }
-            Ok(report.failures() == 0)
-        })
+            let (Some(n), Some(primary)) = (look, analysis.and_then(|a| a.primary)) else { continue };
+            if primary.decided {
+                println!("sequential seeds: {} after {n} seeds; no more seeds", primary.words);
+                break;
+            } else if k + 1 == looks.len() {
+                println!("sequential seeds: {} after the most seeds the design allows ({n})", primary.words);
+            } else {
+                println!(
+                    "sequential seeds: {} after {n} seeds; adding seeds up to {}",
+                    primary.words,
+                    looks[k + 1].unwrap_or(n)
+                );
+            }
+        }
+        Ok(true)
     }
+}
+
+/// The experiment's sequential seeds, if it has them.
+fn sequential_design(args: &ExperimentArgs) -> Result<Option<ddpm::experiment::SeedDesign>> {
+    Ok(ddpm::experiment::load_experiment(&args.experiment, &args.load_options())?.question.sequential)
 }
 
 /// The Slurm options: ~/.config/ddpm/launcher.toml, then ./ddpm.toml, then the command line.

@@ -16,10 +16,12 @@ pub struct RunSpec {
 }
 
 impl RunSpec {
-    /// The variant this run belongs to: its label without the seed part (`schedule=cosine`), or
-    /// `experiment` when nothing but the seed varies.
+    /// The variant this run belongs to: its label without the seed part (`schedule=cosine`) and
+    /// without the evaluation replicate (`replicate=1`, a repeat of the same evaluation), or
+    /// `experiment` when nothing but those varies.
     pub fn variant(&self) -> String {
-        let parts: Vec<&str> = self.label.split(',').filter(|p| !p.starts_with("seed=")).collect();
+        let parts: Vec<&str> =
+            self.label.split(',').filter(|p| !p.starts_with("seed=") && !p.starts_with("replicate=")).collect();
         if parts.is_empty() || self.label == self.experiment {
             self.experiment.clone()
         } else {

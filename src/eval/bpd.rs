@@ -75,10 +75,20 @@ pub fn bound(
     if n < 1 {
         bail!("--images must be at least 1");
     }
-    let x0 = data.images.narrow(0, 0, n);
+    // Replicate r: the next N test images after those of replicates 0 … r − 1.
+    let first = n * config.eval.replicate as i64;
+    if first + n > data.len() {
+        bail!(
+            "eval.replicate = {} needs test images {first} … {} but the test split has {}",
+            config.eval.replicate,
+            first + n - 1,
+            data.len()
+        );
+    }
+    let x0 = data.images.narrow(0, first, n);
     let stride = opts.t_stride.max(1);
     let ts: Vec<usize> = (0..d.timesteps).filter(|&t| t == 0 || t % stride == 0).collect();
-    crate::rng::reseed(config.seed, "eval-bpd", 0);
+    crate::rng::reseed(config.seed, &crate::rng::replicate_stream("eval-bpd", config.eval.replicate), 0);
 
     let pairs: Vec<(i64, i64)> = (0..n).flat_map(|i| ts.iter().map(move |&t| (i, t as i64))).collect();
     let mut terms = vec![0f64; pairs.len()];

@@ -65,6 +65,7 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     let e = &config.eval;
     let weights = if e.use_ema { "EMA" } else { "raw" };
     let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
+    let at = if e.replicate > 0 { format!("{at}, evaluation replicate {}", e.replicate) } else { at };
     let classes = match (config.conditioning.classes, e.classes) {
         (false, _) => String::new(),
         (true, EvalClasses::Balanced) => format!(", class-balanced, guidance w={}", e.guidance_scale),
@@ -252,7 +253,7 @@ pub fn sample_features(
         if let Some(l) = &labels {
             asked.push(l.to_device(Device::Cpu));
         }
-        reseed(config.seed, &format!("eval-sample-{stream}"), b as u64);
+        reseed(config.seed, &crate::rng::replicate_stream(&format!("eval-sample-{stream}"), e.replicate), b as u64);
         let x_t = Tensor::randn(shape(len), (Kind::Float, device));
         crate::device::synchronize(device);
         let started = Instant::now();
@@ -560,7 +561,7 @@ impl crate::train::DuringHook for DuringTraining {
         let n = config.eval.every_num_samples;
         let sampled = sample_features(s.model.as_ref(), &config, s.classes, n, 1, &s.net, device, progress)?;
         let fid = frechet_distance(&sampled.generated.gaussian, &s.reference.gaussian);
-        reseed(config.seed, "eval-kid", 1);
+        reseed(config.seed, &crate::rng::replicate_stream("eval-kid", config.eval.replicate), 1);
         let e = &config.eval;
         let kid = kid(&sampled.generated.features, &s.reference.features, e.kid_subsets, e.kid_subset_size);
         let first = sampled.first();

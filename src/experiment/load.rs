@@ -29,6 +29,7 @@
 //!
 //! A value that is a table with a `name` key (a schedule, model or sampler) replaces that table of
 //! the layers below it whole, and so does an axis key: keys of another kind are not mixed in.
+use super::question::{self, AnalysisTable, Question, SeedDesign};
 use crate::config::{RunConfig, RunSpec};
 use anyhow::{anyhow, bail, Context, Result};
 use figment::value::{Dict, Map, Value};
@@ -68,6 +69,22 @@ pub struct Experiment {
     pub baseline: Option<String>,
     /// Draw loss axes logarithmically (`[experiment] loss_log_scale`, default true).
     pub loss_log_scale: bool,
+    /// What the analysis decides: `[analysis]` and sequential seeds (`question`).
+    pub question: Question,
+}
+
+impl Experiment {
+    /// Keeps the runs of seeds below `n` (and their key sources): the runs of a look of sequential
+    /// seeds, whose seeds are 0 … max − 1.
+    pub fn keep_seeds_below(&mut self, n: u64) {
+        let keep: Vec<bool> = self.runs.iter().map(|r| r.config.seed < n).collect();
+        let mut k = keep.iter();
+        self.runs.retain(|_| *k.next().expect("one flag per run"));
+        if self.sources.len() == keep.len() {
+            let mut k = keep.iter();
+            self.sources.retain(|_| *k.next().expect("one flag per run"));
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -84,7 +101,7 @@ struct ExperimentMeta {
     name: Option<String>,
     description: Option<String>,
     include: Option<String>,
-    seeds: Option<Vec<toml::Value>>,
+    seeds: Option<toml::Value>,
     baseline: Option<toml::Value>,
     loss_log_scale: Option<bool>,
 }
@@ -250,6 +267,7 @@ struct FileParts {
     zip: toml::Table,
     variants: Option<Vec<toml::Table>>,
     profiles: toml::Table,
+    analysis: Option<AnalysisTable>,
 }
 
 fn read_file(path: &Path) -> Result<FileParts> {
@@ -266,6 +284,7 @@ fn read_file(path: &Path) -> Result<FileParts> {
         zip: toml::Table::new(),
         variants: None,
         profiles: toml::Table::new(),
+        analysis: None,
     };
     for (key, value) in table {
         match key.as_str() {
@@ -278,6 +297,7 @@ fn read_file(path: &Path) -> Result<FileParts> {
             "zip" => parts.zip = into_table(value, &shown, "zip")?,
             "variants" => parts.variants = Some(into_tables(value, &shown, "variants")?),
             "profiles" => parts.profiles = into_table(value, &shown, "profiles")?,
+            "analysis" => parts.analysis = Some(AnalysisTable::parse(value, &shown)?),
             _ => {
                 parts.base.insert(key, value);
             }
@@ -325,6 +345,7 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
     let mut zip: Vec<(String, toml::Value, Origin)> = Vec::new();
     let mut variants: Option<(Vec<toml::Table>, Origin)> = None;
     let mut seeds: Option<(Vec<toml::Value>, Origin)> = None;
+    let mut sequential: Option<SeedDesign> = None;
     let mut base_layers = Vec::new();
     for f in &chain {
         let file_name = f.path.display().to_string();
@@ -342,8 +363,10 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                 Some((v.clone(), origin(f, format!("{file_name} [variants]"), vec![Seg::Key("variants".into())])));
         }
         if let Some(s) = &f.meta.seeds {
+            let (values, design) = question::seeds(s, &file_name, "experiment.seeds")?;
+            sequential = design;
             seeds = Some((
-                s.clone(),
+                values,
                 origin(f, format!("{file_name} [experiment.seeds]"), vec![Seg::Key("experiment".into())]),
             ));
         }
@@ -399,7 +422,10 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                         );
                     }
                     if let Some(s) = meta.seeds {
-                        seeds = Some((s, sub("experiment")));
+                        let (values, design) =
+                            question::seeds(&s, &file_name, &format!("profiles.{name}.experiment.seeds"))?;
+                        sequential = design;
+                        seeds = Some((values, sub("experiment")));
                     }
                 }
                 "profiles" => bail!("{shown}: key `profiles.{name}.profiles`: profiles do not nest"),
@@ -507,6 +533,12 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
             None => None,
         };
     let loss_log_scale = chain.iter().rev().find_map(|f| f.meta.loss_log_scale).unwrap_or(true);
+    // The nearest file that has an `[analysis]` table decides the whole question.
+    let question = match chain.iter().rev().find_map(|f| f.analysis.as_ref().map(|a| (a, f.path.display().to_string())))
+    {
+        Some((table, file)) => table.resolve(sequential, &file)?,
+        None => AnalysisTable::default().resolve(sequential, &shown)?,
+    };
     Ok(Experiment {
         name,
         description: top.meta.description.clone(),
@@ -517,6 +549,7 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         sources,
         baseline,
         loss_log_scale,
+        question,
     })
 }
 

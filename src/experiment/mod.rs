@@ -2,6 +2,8 @@
 //! hash (`identity`). One floor above `data` and `diffusion`, whose fingerprints the identity reads.
 pub mod identity;
 mod load;
+pub mod question;
 
 pub use identity::HASH_LEN;
 pub use load::{load_experiment, Experiment, LoadOptions};
+pub use question::{Question, SeedDesign};

@@ -104,6 +104,33 @@ pub fn compare(committed: &DataFrame, reproduced: &DataFrame, tolerance: f64) ->
             });
         }
     }
+    // Runs the record does not have: a sequential experiment that stopped later, or a changed grid.
+    for label in new_labels.iter().filter(|l| !labels.contains(l)) {
+        checks.push(Check {
+            run: label.clone().unwrap_or_default(),
+            what: "run".into(),
+            committed: "absent".into(),
+            reproduced: "present".into(),
+            difference: None,
+            pass: false,
+        });
+    }
+    // The seeds: with sequential seeds, where the experiment stopped.
+    let seeds = |df: &DataFrame| -> String {
+        let mut s: Vec<i64> = numbers(df, "seed").unwrap_or_default().into_iter().flatten().map(|x| x as i64).collect();
+        s.sort_unstable();
+        s.dedup();
+        s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
+    };
+    let (a, b) = (seeds(committed), seeds(reproduced));
+    checks.push(Check {
+        run: "(all runs)".into(),
+        what: "seeds".into(),
+        pass: a == b,
+        committed: a,
+        reproduced: b,
+        difference: None,
+    });
     Ok(checks)
 }
 
@@ -165,8 +192,12 @@ mod tests {
         assert!(agree(f64::NAN, f64::NAN, 0.0) && !agree(f64::NAN, 1.0, 1.0));
 
         let same = compare(&runs("ab", Some(10.0), 0.5), &runs("ab", Some(10.0), 0.5), 0.0).unwrap();
-        // hash, state, fid, final_loss; wall time is not compared, absent metrics are skipped.
-        assert_eq!(same.iter().map(|c| c.what.as_str()).collect::<Vec<_>>(), ["hash", "state", "final_loss", "fid"]);
+        // hash, state, fid, final_loss; wall time is not compared, absent metrics are skipped; the
+        // seeds (no column here: both empty).
+        assert_eq!(
+            same.iter().map(|c| c.what.as_str()).collect::<Vec<_>>(),
+            ["hash", "state", "final_loss", "fid", "seeds"]
+        );
         assert!(same.iter().all(|c| c.pass));
 
         let changed = compare(&runs("ab", Some(10.0), 0.5), &runs("ac", None, 0.25), 0.0).unwrap();
@@ -176,5 +207,21 @@ mod tests {
         assert_eq!(loss.difference, Some(-0.25));
         let text = table(&changed);
         assert!(text.contains("FAIL") && text.contains("-2.5e-1"), "{text}");
+    }
+
+    #[test]
+    fn a_reproduction_that_stopped_at_another_seed_fails() {
+        let table = |n: usize| {
+            let labels: Vec<String> = (0..n).map(|s| format!("lr=0,seed={s}")).collect();
+            let seeds: Vec<i64> = (0..n as i64).collect();
+            df!("label" => labels, "seed" => seeds, "hash" => vec!["h"; n], "state" => vec!["done"; n]).unwrap()
+        };
+        let checks = compare(&table(5), &table(6), 0.0).unwrap();
+        let failed: Vec<(&str, &str)> =
+            checks.iter().filter(|c| !c.pass).map(|c| (c.run.as_str(), c.what.as_str())).collect();
+        assert_eq!(failed, [("lr=0,seed=5", "run"), ("(all runs)", "seeds")]);
+        let seeds = checks.iter().find(|c| c.what == "seeds").unwrap();
+        assert_eq!((seeds.committed.as_str(), seeds.reproduced.as_str()), ("0,1,2,3,4", "0,1,2,3,4,5"));
+        assert!(compare(&table(5), &table(5), 0.0).unwrap().iter().all(|c| c.pass));
     }
 }

@@ -157,6 +157,7 @@ mod tests {
             sources: vec![],
             baseline: None,
             loss_log_scale: true,
+            question: Default::default(),
         };
         let (keys, flats) = hparams_of(&exp);
         for k in [

@@ -36,6 +36,8 @@ pub struct RunOptions {
     pub data_dir: PathBuf,
     /// A run checkpointed on one device kind may resume on another (`--allow-device-change`).
     pub allow_device_change: bool,
+    /// Only the runs of seeds below this (a look of sequential seeds: seeds 0 … n − 1).
+    pub seeds_below: Option<u64>,
 }
 
 /// How a run of the experiment ended in this invocation.
@@ -190,7 +192,10 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     // SIGTERM/SIGUSR1 to the runner (a scheduler, `systemctl stop`, `kill`) are recorded, passed on
     // to every run's process, and no further run is started; the summary follows.
     crate::train::stop::install();
-    let experiment = load_experiment(&opts.experiment, &opts.load)?;
+    let mut experiment = load_experiment(&opts.experiment, &opts.load)?;
+    if let Some(n) = opts.seeds_below {
+        experiment.keep_seeds_below(n);
+    }
     let devices: Vec<String> = opts.devices.iter().map(|d| crate::device::describe(*d)).collect();
     println!(
         "experiment `{}`{}: {} run(s), device(s) {}",

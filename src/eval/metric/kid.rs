@@ -26,7 +26,7 @@ impl SampleMetric for KernelInception {
 
     fn compute(&self, i: &Inputs, _progress: &mut dyn Reporter) -> Result<Computed> {
         let e = &i.config.eval;
-        reseed(i.config.seed, "eval-kid", i.stream);
+        reseed(i.config.seed, &crate::rng::replicate_stream("eval-kid", e.replicate), i.stream);
         let k = kid(&i.generated.features, &i.reference.features, e.kid_subsets, e.kid_subset_size);
         reseed(i.config.seed, "eval-kid-floor", 0);
         let floor = kid(&i.real.features, &i.reference.features, e.kid_subsets, e.kid_subset_size);
