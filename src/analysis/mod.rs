@@ -497,7 +497,14 @@ impl Report<'_> {
         let file = std::fs::read_to_string(&exp.path).with_context(|| format!("cannot read {}", exp.path.display()))?;
         let git = crate::track::run_dir::git_state();
         let commit = git.get("commit").and_then(|c| c.as_str()).unwrap_or("unknown").to_string();
-        let dirty = git.get("dirty").and_then(|d| d.as_bool()).unwrap_or(false);
+        // The analysis' own files (this one being rewritten) are no change to the code.
+        let dirty = git.get("dirty").and_then(|d| d.as_bool()).unwrap_or(false)
+            && std::process::Command::new("git")
+                .args(["status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)analysis"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .is_none_or(|o| !o.stdout.is_empty());
         let mut r = format!("# Analysis of `{}`\n\n", exp.name);
         if let Some(d) = &exp.description {
             let _ = writeln!(r, "{d}\n");
