@@ -229,8 +229,8 @@ fn decided_text(c: &Comparison, q: &Question) -> String {
         };
     }
     match (c.p, c.p_holm) {
-        (Some(p), Some(holm)) if Some(c.metric.as_str()) == q.primary.as_deref() => {
-            format!("{} (p {}, Holm {})", if c.decided { "**yes**" } else { "no" }, p_text(p), p_text(holm))
+        (Some(p), Some(_)) if Some(c.metric.as_str()) == q.primary.as_deref() => {
+            format!("{} (p {})", if c.decided { "**yes**" } else { "no" }, p_text(p))
         }
         (Some(_), Some(holm)) => format!("{} (Holm p {})", if c.decided { "**yes**" } else { "no" }, p_text(holm)),
         _ if c.diff.n >= 2 => "no (the same difference at every seed: no spread to test)".into(),
@@ -242,6 +242,7 @@ fn seeds_text(s: &SeedsNeeded, n: usize) -> String {
     match s {
         SeedsNeeded::Decided => "-".into(),
         SeedsNeeded::Seeds(n) => n.to_string(),
+        SeedsNeeded::AtLeast(n) => format!("≥ {n} (sequential)"),
         SeedsNeeded::Unreachable => format!("> {}", decide::MAX_SEEDS),
         SeedsNeeded::NoSpread if n < 2 => "? (1 seed)".into(),
         SeedsNeeded::NoSpread => "? (no spread)".into(),
@@ -363,30 +364,36 @@ fn verdict_section(
     let family = comparisons.iter().filter(|c| c.p.is_some()).count();
     let _ = write!(
         r,
-        "\nDecided means that the seed-paired difference survives the correction for the number of comparisons, \
-         at a family-wise level α = {}. ",
+        "\nDecided means that the seed-paired difference survives the correction for the number of comparisons \
+         (α = {}). ",
         q.alpha
     );
     match &q.primary {
         Some(p) => {
-            let k = comparisons.iter().filter(|c| &c.metric == p && c.p.is_some()).count();
+            let k = comparisons.iter().filter(|c| &c.metric == p && (q.sequential.is_some() || c.p.is_some())).count();
             let how = match &q.sequential {
                 Some(d) => format!(
                     "by the safe (anytime-valid) paired t test over sequential seeds (start {}, max {}, step {}): \
-                     decided when its e-value reaches 1/α = {} at a look, which keeps the type-I error at most α \
-                     over all looks (Ville's inequality; see the README)",
+                     decided when its e-value reaches {}/α = {} at a look ({} comparison{}), which keeps the \
+                     type-I error at most α over all looks (Ville's inequality; see the README); its seeds \
+                     needed are the fixed-n number or the fewest seeds at which the rule can decide at all, a lower \
+                     bound",
                     d.start,
                     d.max,
                     d.step,
-                    sig(1.0 / q.alpha, 3)
+                    k.max(1),
+                    sig(k.max(1) as f64 / q.alpha, 3),
+                    k.max(1),
+                    if k > 1 { "s" } else { "" }
                 ),
                 None if k > 1 => format!("by the paired t test at α, Holm-corrected over its {k} comparisons"),
-                None => "by the paired t test at α".to_string(),
+                None => "by the paired t test at α (p: its two-sided p-value)".to_string(),
             };
             let _ = write!(
                 r,
                 "The primary question, `{p}`, is decided {how}. The other verdicts are secondary: each is \
-                 Holm-corrected over all {family} metric × comparison pairs of the ranked metrics. "
+                 Holm-corrected over all {family} metric × comparison pairs of the ranked metrics (the primary's \
+                 included), at α; the primary and the secondary family are each held at α, not jointly. "
             );
         }
         None => {
@@ -402,7 +409,8 @@ fn verdict_section(
         r,
         "Seeds needed: the seeds per variant at which the paired t test would decide {} with {:.0}% power, at the \
          observed standard deviation of the paired differences and at the level the verdict is tested at (α for \
-         the primary, α/{family} for the others: Holm's strictest step), from the noncentral t distribution; \
+         the primary, divided by its comparisons when there are several; α/{family} for the others: Holm's \
+         strictest step), from the noncentral t distribution; \
          \"> {}\" when no number of seeds would.",
         if min_effects.is_empty() {
             "the observed difference".to_string()

@@ -21,13 +21,12 @@ use crate::experiment::SeedDesign as Design;
 pub const PRIOR_G: f64 = 1.0;
 
 /// The e-value E_n of n paired differences with this mean and standard deviation (module comment);
-/// `None` below two. Differences without spread give ∞ (all equal and not zero) or 1 (all zero).
+/// `None` below two differences or without spread.
 pub fn e_value(n: usize, mean: f64, std: f64, g: f64) -> Option<f64> {
-    if n < 2 || !mean.is_finite() || !std.is_finite() {
+    // Differences without spread (a metric that is constant per seed) leave t undefined and break
+    // the normal model the rule's guarantee rests on: no evidence, as for the fixed-n test.
+    if n < 2 || !mean.is_finite() || !std.is_finite() || std <= 0.0 {
         return None;
-    }
-    if std <= 0.0 {
-        return Some(if mean == 0.0 { 1.0 } else { f64::INFINITY });
     }
     let nu = (n - 1) as f64;
     let t2 = (mean / (std / (n as f64).sqrt())).powi(2);
@@ -52,8 +51,16 @@ fn mean_std(x: &[f64]) -> (f64, f64) {
     (mean, (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt())
 }
 
+/// The fewest seeds at which E_n can reach `threshold` at all: E_n tends to (1 + n g)^{(n−1)/2} as
+/// |t| grows (5 at g = 1 and a threshold of 20).
+pub fn earliest_decision(threshold: f64) -> usize {
+    (2..10_000).find(|&n| ((n - 1) as f64 / 2.0) * (1.0 + n as f64 * PRIOR_G).ln() >= threshold.ln()).unwrap_or(10_000)
+}
+
 /// Applies the rule to differences in seed order at the design's looks (those it has the seeds for):
 /// the looks taken, the last one the stopping point (decided, or the design's or the data's end).
+/// `alpha` is the level of this one comparison: α/k when k comparisons are decided by the rule
+/// (Bonferroni over e-values: P(any E ≥ k/α) ≤ k · α/k).
 pub fn replay(differences: &[f64], design: &Design, alpha: f64) -> Vec<Look> {
     let mut out = Vec::new();
     for n in design.looks().into_iter().filter(|&n| n <= differences.len()) {
@@ -103,8 +110,10 @@ mod tests {
         assert!((e - 15.0 / (7.0 * 3f64.sqrt())).abs() < 1e-12, "{e}");
         // t = 0: the evidence is (1 + n g)^{−1/2} against the alternative.
         assert!((e_value(5, 0.0, 1.0, 1.0).unwrap() - 6f64.powf(-0.5)).abs() < 1e-12);
-        assert_eq!(e_value(3, 0.5, 0.0, 1.0), Some(f64::INFINITY));
+        assert_eq!(e_value(3, 0.5, 0.0, 1.0), None);
         assert_eq!(e_value(1, 0.5, f64::NAN, 1.0), None);
+        // (1 + n)^{(n−1)/2}: 4 at n = 3, 11.2 at 4, 36 at 5; 40 (two comparisons at 5 %) needs 6 (76).
+        assert_eq!((earliest_decision(20.0), earliest_decision(40.0), earliest_decision(4.0)), (5, 6, 3));
     }
 
     /// The e-value as the Bayes factor of the data themselves, integrated numerically over σ (prior

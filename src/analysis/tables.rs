@@ -146,7 +146,7 @@ pub fn verdict_table(verdicts: &[Verdict], baseline: &str) -> Result<DataFrame> 
             verdicts
                 .iter()
                 .map(|v| match c(v).map(|c| &c.seeds_needed) {
-                    Some(SeedsNeeded::Seeds(n)) => Some(*n as i64),
+                    Some(SeedsNeeded::Seeds(n) | SeedsNeeded::AtLeast(n)) => Some(*n as i64),
                     _ => None,
                 })
                 .collect::<Vec<_>>(),
@@ -157,7 +157,7 @@ pub fn verdict_table(verdicts: &[Verdict], baseline: &str) -> Result<DataFrame> 
             verdicts
                 .iter()
                 .map(|v| match c(v).and_then(|c| c.seeds_needed_exact_evaluation.as_ref()) {
-                    Some(SeedsNeeded::Seeds(n)) => Some(*n as i64),
+                    Some(SeedsNeeded::Seeds(n) | SeedsNeeded::AtLeast(n)) => Some(*n as i64),
                     _ => None,
                 })
                 .collect::<Vec<_>>(),

@@ -47,6 +47,9 @@ pub enum SeedsNeeded {
     /// Decided already.
     Decided,
     Seeds(usize),
+    /// A sequential primary: the fixed-n number (or the fewest seeds at which the safe rule can decide
+    /// at all, if more) is a lower bound on what the anytime-valid rule needs.
+    AtLeast(usize),
     /// More than `decide::MAX_SEEDS`, or no difference to detect.
     Unreachable,
     /// One seed, or the same difference at every seed: no spread to plan with.
@@ -110,6 +113,7 @@ pub fn comparisons(
     let primary = question.primary.as_deref();
     let primary_tested: Vec<usize> =
         tested.iter().copied().filter(|&i| Some(out[i].metric.as_str()) == primary).collect();
+    let k_primary = out.iter().filter(|c| Some(c.metric.as_str()) == primary).count();
     let primary_adjusted = holm(&primary_tested.iter().map(|&i| out[i].p.expect("tested")).collect::<Vec<_>>());
     for c in out.iter_mut() {
         let is_primary = Some(c.metric.as_str()) == primary;
@@ -121,7 +125,9 @@ pub fn comparisons(
         c.decided = c.p_holm.is_some_and(|p| p <= question.alpha);
         if is_primary {
             if let Some(design) = &question.sequential {
-                c.looks = replay(&data.by_seed(&c.variant, &c.metric), design, question.alpha);
+                // k comparisons decided by e-values: each at α/k (Bonferroni).
+                let k = k_primary.max(1) as f64;
+                c.looks = replay(&data.by_seed(&c.variant, &c.metric), design, question.alpha / k);
                 c.decided = c.looks.last().is_some_and(|l| l.decided);
             }
         }
@@ -142,6 +148,10 @@ pub fn comparisons(
         } else {
             needed(effect, c.diff.std, c.plan_alpha)
         };
+        if let (false, SeedsNeeded::Seeds(n)) = (c.looks.is_empty(), &c.seeds_needed) {
+            let k = k_primary.max(1) as f64;
+            c.seeds_needed = SeedsNeeded::AtLeast((*n).max(super::sequential::earliest_decision(k / question.alpha)));
+        }
         if c.seeds_needed != SeedsNeeded::Decided {
             c.seeds_needed_exact_evaluation =
                 c.variance.as_ref().map(|v| needed(effect, v.training().sqrt(), c.plan_alpha));
@@ -166,9 +176,11 @@ impl Comparison {
     /// removing the evaluation noise would at least halve the seeds needed.
     pub fn more_samples_help(&self) -> Option<bool> {
         match (&self.seeds_needed, &self.seeds_needed_exact_evaluation) {
-            (SeedsNeeded::Seeds(now), Some(SeedsNeeded::Seeds(exact))) => Some(2 * exact <= *now),
+            (SeedsNeeded::Seeds(now) | SeedsNeeded::AtLeast(now), Some(SeedsNeeded::Seeds(exact))) => {
+                Some(2 * exact <= *now)
+            }
             (SeedsNeeded::Unreachable, Some(SeedsNeeded::Seeds(_))) => Some(true),
-            (SeedsNeeded::Unreachable | SeedsNeeded::Seeds(_), Some(_)) => Some(false),
+            (SeedsNeeded::Unreachable | SeedsNeeded::Seeds(_) | SeedsNeeded::AtLeast(_), Some(_)) => Some(false),
             _ => None,
         }
     }

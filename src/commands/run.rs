@@ -95,7 +95,11 @@ pub fn exec(a: Args) -> Result<bool> {
             if report.failures() > 0 {
                 return Ok(false);
             }
-            let (Some(n), Some(primary)) = (look, analysis.and_then(|a| a.primary)) else { continue };
+            let Some(n) = look else { continue };
+            let Some(primary) = analysis.and_then(|a| a.primary) else {
+                println!("sequential seeds: no verdict on the primary metric after {n} seeds (not measured, or the same in every variant); adding seeds");
+                continue;
+            };
             if primary.decided {
                 println!("sequential seeds: {} after {n} seeds; no more seeds", primary.words);
                 break;
