@@ -423,7 +423,7 @@ fn verdict_section(
     if with_variance {
         r.push_str(
             "\nMore seeds or samples: from the evaluation replicates (the same weights evaluated again under other \
-             sampling seeds and, for bits/dim, other test images), the share of the paired differences' variance \
+             sampling seeds, KID subsets and bound noise, on the same images), the share of the paired differences' variance \
              between seeds that is evaluation noise, and the seeds needed if that noise were gone (more samples per \
              evaluation, or the mean of several evaluations, shrink only that part). \"samples\" when removing it \
              would at least halve the seeds needed; \"seeds\" otherwise.\n",
