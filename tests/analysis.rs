@@ -202,6 +202,11 @@ fn tables_report_and_plot_of_a_fixture() {
         "{row}"
     );
     assert!(report.find("## Verdicts").unwrap() < report.find("## Runs").unwrap());
+    // No run was evaluated twice and the fid comparison is undecided: the report says how to learn
+    // whether samples or seeds would decide it.
+    assert!(
+        report.contains("More seeds or samples: not measured here") && report.contains("\"eval.replicate\" = [0, 1]")
+    );
     // Every FID beside its floor; the confident share ranked higher-is-better.
     assert!(
         report.contains("`fid` of `schedule=cosine`: floor 5.000 (held-out real images under the same spec)"),
@@ -449,7 +454,9 @@ fn evaluation_replicates_split_the_variance_without_retraining() {
 
     let report = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(
-        report.contains("## Where the variance comes from") && report.contains("more seeds or samples?"),
+        report.contains("## Where the variance comes from")
+            && report.contains("more seeds or samples?")
+            && !report.contains("not measured here"),
         "{report}"
     );
     // The record alone decides the same way.

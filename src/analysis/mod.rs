@@ -428,6 +428,12 @@ fn verdict_section(
              evaluation, or the mean of several evaluations, shrink only that part). \"samples\" when removing it \
              would at least halve the seeds needed; \"seeds\" otherwise.\n",
         );
+    } else if comparisons.iter().any(|c| !c.decided) {
+        r.push_str(
+            "\nMore seeds or samples: not measured here, as no run was evaluated twice. `\"eval.replicate\" = [0, 1]` \
+             in `[grid]` evaluates the same weights again (no retraining) and the report then splits each metric's \
+             variance between seeds into evaluation noise and training, and says which of the two would decide sooner.\n",
+        );
     }
     for c in comparisons.iter().filter(|c| !c.looks.is_empty()) {
         let looks: Vec<String> =
