@@ -13,6 +13,7 @@ pub mod eval;
 pub mod experiment;
 pub mod foreach;
 pub mod grid;
+pub mod hardware;
 pub mod hash;
 pub mod models;
 pub mod plot;

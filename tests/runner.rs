@@ -802,45 +802,103 @@ fn sizes_are_bounded_and_checkpoint_errors_name_the_option() {
 
 /// Every run whose device is CUDA gets the recipe's `full` profile unless `--profile` says otherwise,
 /// whether CUDA comes from `--device cuda`, `--device cuda:1`, `--devices` or a Slurm `--gres` that
-/// asks for a GPU, and the printed reason names the device; on the CPU the file's default. Checked
+/// asks for a GPU, and the printed reason names the device; on a CPU with native bf16 (here set by
+/// `DDPM_CPU_NATIVE_BF16`, so that both branches run on any machine) the profile
+/// `experiment.cpu_bf16_profile` names; on any other CPU, and on Slurm CPU nodes (whose CPU is not
+/// known here), the file's default. `--profile default` is the default wherever it runs. Checked
 /// with `--dry-run`, which resolves the experiment without needing the device.
 #[test]
-fn a_cuda_device_gets_the_full_profile_and_says_why() {
+fn a_cuda_device_gets_the_full_profile_and_a_bf16_cpu_its_own_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let main = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments/cosine_vs_linear.toml");
     let main = main.to_str().unwrap();
     let results = tmp.path().join("r");
-    let dry = |extra: &[&str]| {
+    let dry = |extra: &[&str], bf16: &str| {
         let mut args = vec!["run", main, "--dry-run"];
         args.extend_from_slice(extra);
-        let out = bin().current_dir(tmp.path()).args(&args).arg("--results").arg(&results).output().unwrap();
+        let mut cmd = bin();
+        cmd.current_dir(tmp.path()).args(&args).arg("--results").arg(&results).env("DDPM_CPU_NATIVE_BF16", bf16);
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "{extra:?}: {}", text(&out.stderr));
-        text(&out.stdout)
+        let out = text(&out.stdout);
+        let runs = out.lines().filter(|l| l.contains("schedule=")).count();
+        (out.lines().find(|l| l.starts_with("profile:")).unwrap_or_default().to_string(), runs, out)
     };
-    for (extra, named) in [
-        (vec!["--device", "cuda"], "--device cuda"),
-        (vec!["--device", "cuda:1"], "--device cuda:1"),
-        (vec!["--devices", "0,1"], "--devices 0,1"),
-        (vec!["--launcher", "slurm", "--gres", "gpu:1"], "--gres=gpu:1"),
-        (vec!["--launcher", "slurm", "--device", "cuda"], "--device cuda on the Slurm tasks"),
-    ] {
-        let out = dry(&extra);
-        let line = out.lines().find(|l| l.starts_with("profile:")).unwrap_or_else(|| panic!("{extra:?}: {out}"));
-        assert!(line.contains("`full`") && line.contains(named), "{extra:?}: {line}");
-        // Its 3 seeds × 2 schedules, not the default's 2 × 2.
-        assert_eq!(out.lines().filter(|l| l.contains("schedule=")).count(), 6, "{extra:?}: {out}");
+    for bf16 in ["0", "1"] {
+        for (extra, named) in [
+            (vec!["--device", "cuda"], "--device cuda"),
+            (vec!["--device", "cuda:1"], "--device cuda:1"),
+            (vec!["--devices", "0,1"], "--devices 0,1"),
+            (vec!["--launcher", "slurm", "--gres", "gpu:1"], "--gres=gpu:1"),
+            (vec!["--launcher", "slurm", "--device", "cuda"], "--device cuda on the Slurm tasks"),
+        ] {
+            let (line, runs, out) = dry(&extra, bf16);
+            assert!(line.contains("`full`") && line.contains(named), "{extra:?}: {out}");
+            // Its 3 seeds × 2 schedules, not the default's 2 × 2.
+            assert_eq!(runs, 6, "{extra:?}: {out}");
+        }
     }
-    for (extra, named) in [
-        (vec!["--device", "cpu"], "--device cpu"),
-        (vec!["--launcher", "slurm"], "no GPU (no --gres)"),
-        (vec!["--launcher", "slurm", "--gres", "gpu:1", "--device", "cpu"], "--device cpu on the Slurm tasks"),
+    for (extra, named, bf16) in [
+        (vec!["--device", "cpu"], "--device cpu", "0"),
+        (vec!["--launcher", "slurm"], "no GPU (no --gres)", "0"),
+        (vec!["--launcher", "slurm"], "the Slurm nodes' CPUs are not known here", "1"),
+        (vec!["--launcher", "slurm", "--gres", "gpu:1", "--device", "cpu"], "--device cpu on the Slurm tasks", "1"),
     ] {
-        let out = dry(&extra);
-        let line = out.lines().find(|l| l.starts_with("profile:")).unwrap_or_else(|| panic!("{extra:?}: {out}"));
-        assert!(line.contains("CPU-sized default") && line.contains(named), "{extra:?}: {line}");
+        let (line, runs, out) = dry(&extra, bf16);
+        assert!(line.contains("CPU-sized default") && line.contains(named), "{extra:?} bf16 {bf16}: {out}");
+        assert_eq!(runs, 4, "{extra:?}: {out}");
     }
-    let out = dry(&["--device", "cuda", "--profile", "full"]);
-    assert!(!out.contains("profile: the file's"), "an explicit --profile is not second-guessed: {out}");
+    let (line, runs, out) = dry(&["--device", "cpu"], "0");
+    assert!(line.contains("DDPM_CPU_NATIVE_BF16=0, so not `likelihood_bf16`") && runs == 4, "{out}");
+    let (line, runs, out) = dry(&["--device", "cpu"], "1");
+    assert!(line.contains("`likelihood_bf16`") && line.contains("DDPM_CPU_NATIVE_BF16=1"), "{out}");
+    assert_eq!(runs, 10, "five seeds × two schedules: {out}");
+    for bf16 in ["0", "1"] {
+        let (line, runs, out) = dry(&["--device", "cuda", "--profile", "full"], bf16);
+        assert!(line.is_empty() && runs == 6, "an explicit --profile is not second-guessed: {out}");
+        let (line, runs, out) = dry(&["--device", "cpu", "--profile", "default"], bf16);
+        assert!(line.is_empty() && runs == 4, "--profile default is the file's default: {out}");
+    }
+    let out = bin()
+        .args(["run", main, "--dry-run", "--device", "cpu", "--results"])
+        .arg(&results)
+        .env("DDPM_CPU_NATIVE_BF16", "yes")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("DDPM_CPU_NATIVE_BF16=\"yes\": allowed values are 1 and 0"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// `[experiment] cpu_bf16_profile` must name one of the file's profiles, profiles may not set it, and
+/// `default` is no profile's name: each an error naming the file and the key.
+#[test]
+fn cpu_bf16_profile_and_the_reserved_default_are_checked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let check = |body: &str, expect: &[&str]| {
+        let exp = write(tmp.path(), "b.toml", body);
+        let out = ddpm(&["plan", exp.to_str().unwrap(), "--profile", "slow"], &tmp.path().join("r"));
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{body}");
+        for e in expect {
+            assert!(err.contains(e), "{body}: expected {e:?} in {err}");
+        }
+    };
+    check(
+        "[experiment]\ncpu_bf16_profile = \"fast\"\n[train]\nsteps = 2\n[profiles.slow]\ntrain.steps = 4\n",
+        &["b.toml", "key `experiment.cpu_bf16_profile` = \"fast\" names no profile", "profiles in this file: slow"],
+    );
+    check(
+        "[train]\nsteps = 2\n[profiles.slow]\nexperiment.cpu_bf16_profile = \"slow\"\n",
+        &["b.toml", "a profile may set only `experiment.seeds`", "cpu_bf16_profile"],
+    );
+    check(
+        "[train]\nsteps = 2\n[profiles.default]\ntrain.steps = 4\n[profiles.slow]\ntrain.steps = 3\n",
+        &["b.toml", "[profiles.default]", "reserved"],
+    );
 }
 
 /// `--devices 0,0` is refused before anything runs, pointing to `--runs-per-device`.

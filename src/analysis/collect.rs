@@ -42,6 +42,9 @@ pub struct RunRecord {
     /// The git commit the run was trained from, and whether the working tree had uncommitted changes.
     pub git_commit: Option<String>,
     pub git_dirty: Option<bool>,
+    /// The experiment's profile the run was analysed under (`default`: none), so that `reproduce`
+    /// runs the same one wherever it runs (the default profile depends on the machine).
+    pub profile: Option<String>,
     /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
     /// `eval_history.jsonl`, in file order.
     pub curves: Vec<(String, i64, f64)>,
@@ -176,6 +179,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 device: last_device(&dir.path),
                 git_commit: provenance.as_ref().and_then(|p| p["git"]["commit"].as_str().map(String::from)),
                 git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),
+                profile: Some(exp.profile.clone().unwrap_or_else(|| crate::experiment::DEFAULT_PROFILE.into())),
                 curves: read_curves(&dir.path),
                 per_t,
                 model_evaluations,
@@ -212,8 +216,8 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
 }
 
 /// The records of a committed analysis (`analysis/<experiment>/runs.parquet`, written by
-/// `tables::runs_table`): label, hash, variant, seed, state, the metrics, steps, device and git
-/// state. What the table does not hold (curves, the bound per timestep, sample grids) stays empty:
+/// `tables::runs_table`): label, hash, variant, seed, state, the metrics, steps, device, git
+/// state and profile. What the table does not hold (curves, the bound per timestep, sample grids) stays empty:
 /// enough to decide again, not to draw again.
 pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecord>> {
     use anyhow::{anyhow, Context};
@@ -238,6 +242,7 @@ pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecor
     let devices = texts("device").unwrap_or_else(|_| vec![None; df.height()]);
     let commits = texts("git_commit").unwrap_or_else(|_| vec![None; df.height()]);
     let dirty = texts("git_dirty").unwrap_or_else(|_| vec![None; df.height()]);
+    let profiles = texts("profile").unwrap_or_else(|_| vec![None; df.height()]);
     let metrics: Vec<(&str, Vec<Option<f64>>)> =
         metric_names().into_iter().filter_map(|m| numbers(m).map(|v| (m, v))).collect();
     let mut records = (0..df.height())
@@ -253,6 +258,7 @@ pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecor
             device: devices[i].clone(),
             git_commit: commits[i].clone(),
             git_dirty: dirty[i].as_deref().map(|d| d == "true"),
+            profile: profiles[i].clone(),
             curves: Vec::new(),
             per_t: Vec::new(),
             model_evaluations: None,
@@ -369,6 +375,7 @@ mod tests {
             device: None,
             git_commit: None,
             git_dirty: None,
+            profile: None,
             curves: vec![],
             per_t: vec![],
             model_evaluations: None,

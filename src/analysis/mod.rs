@@ -537,6 +537,12 @@ impl Report<'_> {
         if !trained.is_empty() {
             let _ = writeln!(r, "Runs trained from commit {}.", trained.join(", "));
         }
+        // The profile the record holds (what `reproduce` runs again), and why when it was chosen here.
+        if let Some(p) = records.iter().find_map(|r| r.profile.clone()) {
+            let here = exp.profile.as_deref().unwrap_or(crate::experiment::DEFAULT_PROFILE) == p;
+            let why = exp.profile_reason.as_deref().filter(|_| here).map(|w| format!(" ({w})")).unwrap_or_default();
+            let _ = writeln!(r, "Profile: `{p}`{why}.");
+        }
         let _ = writeln!(r, "Analysed at commit `{commit}`{}.\n", if dirty { " with uncommitted changes" } else { "" });
         r.push_str(&verdict_section(exp, verdicts, comparisons, summary, baseline));
         r.push_str(&variance_section(decompositions));

@@ -77,6 +77,7 @@ pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<S
     columns.push(Column::new("device".into(), records.iter().map(|r| r.device.clone()).collect::<Vec<_>>()));
     columns.push(Column::new("git_commit".into(), records.iter().map(|r| r.git_commit.clone()).collect::<Vec<_>>()));
     columns.push(Column::new("git_dirty".into(), records.iter().map(|r| r.git_dirty).collect::<Vec<_>>()));
+    columns.push(Column::new("profile".into(), records.iter().map(|r| r.profile.clone()).collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(columns)?)
 }
 

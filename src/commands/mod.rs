@@ -53,6 +53,8 @@ pub struct Layers {
 pub struct Placement {
     pub cuda: bool,
     pub why: String,
+    /// The runs execute on this machine, so its CPU's features may choose the default.
+    pub here: bool,
 }
 
 impl Placement {
@@ -61,17 +63,16 @@ impl Placement {
     pub fn local(device: &str, devices: &[usize]) -> Placement {
         if !devices.is_empty() {
             let list: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
-            return Placement { cuda: true, why: format!("--devices {}", list.join(",")) };
+            return Placement { cuda: true, why: format!("--devices {}", list.join(",")), here: true };
         }
-        match device {
-            "auto" if tch::Cuda::is_available() => Placement {
-                cuda: true,
-                why: format!("--device auto found {} CUDA device(s)", tch::Cuda::device_count()),
-            },
-            "auto" => Placement { cuda: false, why: "--device auto found no CUDA device".into() },
-            d if d == "cuda" || d.starts_with("cuda:") => Placement { cuda: true, why: format!("--device {d}") },
-            d => Placement { cuda: false, why: format!("--device {d}") },
-        }
+        let (cuda, why) = match device {
+            "auto" if tch::Cuda::is_available() => {
+                (true, format!("--device auto found {} CUDA device(s)", tch::Cuda::device_count()))
+            }
+            "auto" => (false, "--device auto found no CUDA device".into()),
+            d => (d == "cuda" || d.starts_with("cuda:"), format!("--device {d}")),
+        };
+        Placement { cuda, why, here: true }
     }
 
     /// `run --launcher slurm`: the compute nodes' device, which `--device` names or `--gres` asks for.
@@ -83,23 +84,26 @@ impl Placement {
             Some(g) => format!("the Slurm tasks' --gres={g} names no GPU"),
             None => "the Slurm tasks ask for no GPU (no --gres)".into(),
         };
-        Placement { cuda, why }
+        Placement { cuda, why, here: false }
     }
 }
 
 impl Layers {
     /// `run` without `--profile`: where the runs execute on CUDA (`placement`), the experiment's
-    /// `full` profile (the recipe's real length) when it has one; elsewhere the file's CPU-sized
-    /// default. Says which, and why, at the start.
-    pub fn choose_profile(&mut self, experiment: &std::path::Path, placement: &Placement) {
-        if self.profile.is_some() {
-            self.profile_reason = Some("--profile".into());
-            return;
+    /// `full` profile (the recipe's real length) when it has one; on a CPU with native bf16, the profile
+    /// `[experiment] cpu_bf16_profile` names; elsewhere the file's CPU-sized default. Says which, and
+    /// why, at the start. `--profile default` asks for the file's default wherever it runs.
+    pub fn choose_profile(&mut self, experiment: &std::path::Path, placement: &Placement) -> Result<()> {
+        if let Some(p) = &self.profile {
+            self.profile_reason = Some(format!("--profile {p}"));
+            return Ok(());
         }
         let has_full = {
             let opts = LoadOptions { profile: Some("full".into()), ..self.load_options() };
             load_experiment(experiment, &opts).is_ok()
         };
+        // An error in the file is reported by the load that follows, not here.
+        let cpu_bf16 = load_experiment(experiment, &self.load_options()).ok().and_then(|e| e.cpu_bf16_profile);
         let why = &placement.why;
         if placement.cuda && has_full {
             println!(
@@ -108,15 +112,30 @@ impl Layers {
             );
             self.profile = Some("full".into());
             self.profile_reason = Some(format!("default on CUDA ({why}, no --profile)"));
-        } else {
-            let reason = if placement.cuda { format!("{why}, but no `full` profile in the file") } else { why.clone() };
-            if has_full {
-                println!(
-                    "profile: the file's CPU-sized default ({reason}); --profile full runs the recipe's real length"
-                );
-            }
-            self.profile_reason = Some(format!("default ({reason}, no --profile)"));
+            return Ok(());
         }
+        let mut reason = if placement.cuda { format!("{why}, but no `full` profile in the file") } else { why.clone() };
+        if let (false, false, Some(p)) = (placement.cuda, placement.here, &cpu_bf16) {
+            reason = format!("{reason}; not `{p}`: the Slurm nodes' CPUs are not known here");
+        } else if let (false, Some(p)) = (placement.cuda, &cpu_bf16) {
+            let (native, cpu) = ddpm::hardware::native_bf16()?;
+            if native {
+                println!(
+                    "profile: `{p}` (the file's `experiment.cpu_bf16_profile`): {cpu} ({why}, no --profile); \
+                     --profile default runs the CPU-sized default"
+                );
+                self.profile = Some(p.clone());
+                self.profile_reason = Some(format!("default on a CPU with native bf16 ({cpu}; {why}, no --profile)"));
+                return Ok(());
+            }
+            reason = format!("{reason}; {cpu}, so not `{p}`");
+        }
+        if has_full || cpu_bf16.is_some() {
+            let full = if has_full { "; --profile full runs the recipe's real length" } else { "" };
+            println!("profile: the file's CPU-sized default ({reason}){full}");
+        }
+        self.profile_reason = Some(format!("default ({reason}, no --profile)"));
+        Ok(())
     }
 }
 

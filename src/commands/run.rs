@@ -41,7 +41,7 @@ pub fn exec(a: Args) -> Result<bool> {
     } else {
         super::Placement::local(&device, &list)
     };
-    args.layers.choose_profile(&args.experiment.clone(), &placement);
+    args.layers.choose_profile(&args.experiment.clone(), &placement)?;
     if dry_run {
         super::plan::plan(&args).map(|_| true)
     } else if launcher == "slurm" {

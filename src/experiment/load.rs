@@ -42,6 +42,9 @@ use std::path::{Path, PathBuf};
 const RUN_SECTIONS: [&str; 9] =
     ["seed", "data", "model", "diffusion", "train", "conditioning", "cluster", "sample", "eval"];
 
+/// The profile name that means the file without a profile (`--profile default`); reserved.
+pub const DEFAULT_PROFILE: &str = "default";
+
 #[derive(Debug, Default, Clone)]
 pub struct LoadOptions {
     pub profile: Option<String>,
@@ -61,6 +64,9 @@ pub struct Experiment {
     pub profile: Option<String>,
     /// Why the profile was chosen (recorded in each new run's provenance).
     pub profile_reason: Option<String>,
+    /// The profile `run` without `--profile` uses on a CPU with native bf16 (`[experiment]
+    /// cpu_bf16_profile`), checked to be one of the file's.
+    pub cpu_bf16_profile: Option<String>,
     pub runs: Vec<RunSpec>,
     /// For each run, every resolved key with its value and where it came from.
     pub sources: Vec<Vec<KeySource>>,
@@ -104,6 +110,7 @@ struct ExperimentMeta {
     seeds: Option<toml::Value>,
     baseline: Option<toml::Value>,
     loss_log_scale: Option<bool>,
+    cpu_bf16_profile: Option<String>,
 }
 
 /// The variant the analysis compares the others against (`[experiment] baseline`): a variant's label
@@ -290,7 +297,7 @@ fn read_file(path: &Path) -> Result<FileParts> {
         match key.as_str() {
             "experiment" => {
                 parts.meta = value.try_into().map_err(|e| {
-                    anyhow!("{shown}: in [experiment]: {e} (allowed keys: name, description, include, seeds, baseline, loss_log_scale)")
+                    anyhow!("{shown}: in [experiment]: {e} (allowed keys: name, description, include, seeds, baseline, loss_log_scale, cpu_bf16_profile)")
                 })?
             }
             "grid" => parts.grid = into_table(value, &shown, "grid")?,
@@ -372,14 +379,38 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         }
     }
 
+    // `--profile default` is the file without a profile: no file may define a profile of that name.
+    if let Some(f) = chain.iter().find(|f| f.profiles.contains_key(DEFAULT_PROFILE)) {
+        bail!(
+            "{}: [profiles.{DEFAULT_PROFILE}]: the name `{DEFAULT_PROFILE}` is reserved (`--profile {DEFAULT_PROFILE}` \
+             runs the file without a profile); rename the profile",
+            f.path.display()
+        );
+    }
+    let mut available: Vec<&String> = chain.iter().flat_map(|f| f.profiles.keys()).collect();
+    available.sort();
+    available.dedup();
+    // The nearest file that names a profile for CPUs with native bf16; it must be one of the chain's.
+    let cpu_bf16_profile = chain.iter().rev().find_map(|f| f.meta.cpu_bf16_profile.clone().map(|p| (p, &f.path)));
+    if let Some((p, file)) = &cpu_bf16_profile {
+        if !available.contains(&p) {
+            bail!(
+                "{}: key `experiment.cpu_bf16_profile` = {p:?} names no profile (profiles in this file: {})",
+                file.display(),
+                list_or_none(&available)
+            );
+        }
+    }
+    let profile_name = opts.profile.clone().filter(|p| p != DEFAULT_PROFILE);
+
     // The profile: run keys, and axes or seeds that replace the file's.
     let mut profile_layer = None;
-    if let Some(name) = &opts.profile {
+    if let Some(name) = &profile_name {
         let Some((f, profile)) = chain.iter().rev().find_map(|f| f.profiles.get(name).map(|p| (f, p))) else {
-            let mut available: Vec<&String> = chain.iter().flat_map(|f| f.profiles.keys()).collect();
-            available.sort();
-            available.dedup();
-            bail!("{shown}: no profile `{name}` (profiles in this file: {})", list_or_none(&available));
+            bail!(
+                "{shown}: no profile `{name}` (profiles in this file: {}; `{DEFAULT_PROFILE}`: none)",
+                list_or_none(&available)
+            );
         };
         let region = vec![Seg::Key("profiles".into()), Seg::Key(name.clone())];
         let file_name = format!("{} [profiles.{name}]", f.path.display());
@@ -415,10 +446,11 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                         || meta.description.is_some()
                         || meta.baseline.is_some()
                         || meta.loss_log_scale.is_some()
+                        || meta.cpu_bf16_profile.is_some()
                     {
                         bail!(
                             "{shown}: a profile may set only `experiment.seeds`, not the name, description, include, \
-                             baseline or loss_log_scale"
+                             baseline, loss_log_scale or cpu_bf16_profile"
                         );
                     }
                     if let Some(s) = meta.seeds {
@@ -543,8 +575,9 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
         name,
         description: top.meta.description.clone(),
         path: path.to_path_buf(),
-        profile: opts.profile.clone(),
+        profile: profile_name,
         profile_reason: opts.profile_reason.clone(),
+        cpu_bf16_profile: cpu_bf16_profile.map(|(p, _)| p),
         runs,
         sources,
         baseline,
@@ -720,7 +753,8 @@ fn check_run_key(key: &str, origin: &Origin, section: &str) -> Result<()> {
 }
 
 /// The harness's own environment variables: settings of the program, not run keys.
-pub const HARNESS_VARIABLES: [&str; 4] = ["DDPM_DATA_DIR", "DDPM_RESULTS_DIR", "DDPM_CIFAR10", "DDPM_SKIP_SLURM_TEST"];
+pub const HARNESS_VARIABLES: [&str; 5] =
+    ["DDPM_DATA_DIR", "DDPM_RESULTS_DIR", "DDPM_CIFAR10", "DDPM_SKIP_SLURM_TEST", crate::hardware::NATIVE_BF16_ENV];
 /// Prefixes of the harness's own variables (the Slurm launcher's `DDPM_SLURM_<KEY>`, checked by it).
 const HARNESS_PREFIXES: [&str; 1] = ["DDPM_SLURM_"];
 /// What build.rs gives the compiler (cargo also exports them to the processes of `cargo test`/`run`).

@@ -5,5 +5,5 @@ mod load;
 pub mod question;
 
 pub use identity::HASH_LEN;
-pub use load::{load_experiment, Experiment, LoadOptions};
+pub use load::{load_experiment, Experiment, LoadOptions, DEFAULT_PROFILE};
 pub use question::{Question, SeedDesign};

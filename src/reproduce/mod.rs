@@ -69,12 +69,12 @@ fn run_experiment(
     rel: &str,
     name: &str,
     results: &Path,
-    opts: &ReproduceOptions,
+    profile: Option<&str>,
     device: &str,
 ) -> Result<PathBuf> {
     let mut cmd = Command::new(binary);
     cmd.current_dir(tree).args(["run", rel, "--device", device, "--results"]).arg(results);
-    if let Some(p) = &opts.profile {
+    if let Some(p) = profile {
         cmd.args(["--profile", p]);
     }
     let data = std::fs::canonicalize(crate::data::data_dir()).unwrap_or_else(|_| crate::data::data_dir());
@@ -89,6 +89,17 @@ fn run_experiment(
         bail!("the reproduction wrote no {}", runs.display());
     }
     Ok(runs)
+}
+
+/// The profile a reproduction runs: the one asked for, else the one the record holds (its `profile`
+/// column; `default` for the file without one). A record older than that column was made by a binary
+/// that picks no profile by the CPU's features, so the commit's own `run` is left to choose, as it
+/// chose then (`full` on CUDA, the file's default elsewhere).
+pub fn profile_to_run(asked: Option<&str>, committed: Option<&polars::prelude::DataFrame>) -> Option<String> {
+    match asked {
+        Some(p) => Some(p.to_string()),
+        None => committed.and_then(|df| compare::texts(df, "profile")?.into_iter().flatten().next()),
+    }
 }
 
 fn report(checks: &[Check]) -> bool {
@@ -133,7 +144,11 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
             ));
         }
     }
-    say(&format!("commit {commit}, experiment `{name}` ({rel}), device {device}, tolerance {tolerance}"));
+    let profile = profile_to_run(opts.profile.as_deref(), committed.as_ref());
+    say(&format!(
+        "commit {commit}, experiment `{name}` ({rel}), profile {}, device {device}, tolerance {tolerance}",
+        profile.as_deref().map_or("as `run` picks it on the device".into(), |p| format!("`{p}`"))
+    ));
 
     let work = work_dir(&repo, &commit);
     let patch = file_at(&repo, &commit, &format!("analysis/{name}/code.patch"));
@@ -143,14 +158,22 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
             say("warning: the runs were trained from a working tree with uncommitted changes; their recorded diff (code.patch) is applied on top of the commit");
         }
         let binary = checkout.binary(&mut |l| say(l))?;
-        let first = run_experiment(&binary, &checkout.tree, &rel, &name, &work.join("results"), opts, &device)?;
+        let first =
+            run_experiment(&binary, &checkout.tree, &rel, &name, &work.join("results"), profile.as_deref(), &device)?;
         let reproduced = read_parquet(std::fs::read(&first)?, &first.display().to_string())?;
         let checks = match &committed {
             Some(c) => compare(c, &reproduced, tolerance)?,
             None => {
                 say("no committed analysis: comparing two fresh reproductions");
-                let second =
-                    run_experiment(&binary, &checkout.tree, &rel, &name, &work.join("results-2"), opts, &device)?;
+                let second = run_experiment(
+                    &binary,
+                    &checkout.tree,
+                    &rel,
+                    &name,
+                    &work.join("results-2"),
+                    profile.as_deref(),
+                    &device,
+                )?;
                 let again = read_parquet(std::fs::read(&second)?, &second.display().to_string())?;
                 compare(&reproduced, &again, tolerance)?
             }
@@ -272,4 +295,24 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
         let _ = std::fs::remove_dir_all(&work);
     }
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use polars::prelude::*;
+
+    /// The record's profile wins over the machine's default; the user's over the record's; a record
+    /// without the column leaves the choice to the commit's own `run`.
+    #[test]
+    fn a_reproduction_runs_the_profile_the_record_holds() {
+        let with = df!("label" => ["a", "b"], "profile" => ["likelihood_bf16", "likelihood_bf16"]).unwrap();
+        let default = df!("label" => ["a"], "profile" => ["default"]).unwrap();
+        let older = df!("label" => ["a"]).unwrap();
+        assert_eq!(profile_to_run(None, Some(&with)).as_deref(), Some("likelihood_bf16"));
+        assert_eq!(profile_to_run(None, Some(&default)).as_deref(), Some("default"));
+        assert_eq!(profile_to_run(Some("full"), Some(&with)).as_deref(), Some("full"));
+        assert_eq!(profile_to_run(None, Some(&older)), None);
+        assert_eq!(profile_to_run(None, None), None);
+    }
 }

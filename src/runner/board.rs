@@ -153,6 +153,7 @@ mod tests {
             path: "e.toml".into(),
             profile: None,
             profile_reason: None,
+            cpu_bf16_profile: None,
             runs: vec![RunSpec::new("e", "a".into(), a).unwrap(), RunSpec::new("e", "b".into(), b).unwrap()],
             sources: vec![],
             baseline: None,
