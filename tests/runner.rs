@@ -859,6 +859,39 @@ fn a_cuda_device_gets_the_full_profile_and_a_bf16_cpu_its_own_and_says_why() {
         let (line, runs, out) = dry(&["--device", "cpu", "--profile", "default"], bf16);
         assert!(line.is_empty() && runs == 4, "--profile default is the file's default: {out}");
     }
+    // `plan` lists what `run` would run here (`--device auto`): on the header line for a file, beside
+    // the description in a folder's table. (On a machine with CUDA that is `full`, checked above.)
+    if !tch::Cuda::is_available() {
+        let plan = |args: &[&str], bf16: &str| {
+            let out =
+                bin().args(args).arg("--results").arg(&results).env("DDPM_CPU_NATIVE_BF16", bf16).output().unwrap();
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        let runs = |out: &str| out.lines().filter(|l| l.contains("schedule=")).count();
+        let out = plan(&["plan", main], "1");
+        let head = out.lines().next().unwrap_or_default();
+        assert!(
+            head.contains("10 run(s), profile `likelihood_bf16`") && head.contains("DDPM_CPU_NATIVE_BF16=1"),
+            "{out}"
+        );
+        assert_eq!(runs(&out), 10, "{out}");
+        let out = plan(&["plan", main], "0");
+        assert!(out.starts_with("experiment `cosine_vs_linear`: 4 run(s)\n") && runs(&out) == 4, "{out}");
+        let out = plan(&["plan", main, "--profile", "default"], "1");
+        assert!(out.starts_with("experiment `cosine_vs_linear`: 4 run(s)\n") && runs(&out) == 4, "{out}");
+        let folder = Path::new(main).parent().unwrap().to_str().unwrap();
+        let row = |bf16: &str| {
+            let out = plan(&["plan", folder], bf16);
+            out.lines().find(|l| l.trim_start().starts_with("cosine_vs_linear.toml")).unwrap_or_default().to_string()
+        };
+        let (bf16, not) = (row("1"), row("0"));
+        assert!(
+            bf16.split_whitespace().nth(1) == Some("10") && bf16.contains("[profile `likelihood_bf16` here]"),
+            "{bf16}"
+        );
+        assert!(not.split_whitespace().nth(1) == Some("4") && !not.contains("[profile"), "{not}");
+    }
     let out = bin()
         .args(["run", main, "--dry-run", "--device", "cpu", "--results"])
         .arg(&results)

@@ -32,7 +32,7 @@ pub struct ExperimentArgs {
 }
 
 /// How an experiment file is resolved, and where its runs live.
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 pub struct Layers {
     /// A profile of the experiment file (e.g. `full`), applied over its base.
     #[arg(long)]
@@ -92,11 +92,12 @@ impl Layers {
     /// `run` without `--profile`: where the runs execute on CUDA (`placement`), the experiment's
     /// `full` profile (the recipe's real length) when it has one; on a CPU with native bf16, the profile
     /// `[experiment] cpu_bf16_profile` names; elsewhere the file's CPU-sized default. Says which, and
-    /// why, at the start. `--profile default` asks for the file's default wherever it runs.
-    pub fn choose_profile(&mut self, experiment: &std::path::Path, placement: &Placement) -> Result<()> {
+    /// why, in the line it returns (None: nothing to say). `--profile default` asks for the file's
+    /// default wherever it runs.
+    pub fn choose_profile(&mut self, experiment: &std::path::Path, placement: &Placement) -> Result<Option<String>> {
         if let Some(p) = &self.profile {
             self.profile_reason = Some(format!("--profile {p}"));
-            return Ok(());
+            return Ok(None);
         }
         let has_full = {
             let opts = LoadOptions { profile: Some("full".into()), ..self.load_options() };
@@ -106,13 +107,12 @@ impl Layers {
         let cpu_bf16 = load_experiment(experiment, &self.load_options()).ok().and_then(|e| e.cpu_bf16_profile);
         let why = &placement.why;
         if placement.cuda && has_full {
-            println!(
-                "profile: `full` (the recipe's real length): the runs execute on CUDA ({why}) and no --profile \
-                 was given; --profile <name> overrides"
-            );
             self.profile = Some("full".into());
             self.profile_reason = Some(format!("default on CUDA ({why}, no --profile)"));
-            return Ok(());
+            return Ok(Some(format!(
+                "profile: `full` (the recipe's real length): the runs execute on CUDA ({why}) and no --profile \
+                 was given; --profile <name> overrides"
+            )));
         }
         let mut reason = if placement.cuda { format!("{why}, but no `full` profile in the file") } else { why.clone() };
         if let (false, false, Some(p)) = (placement.cuda, placement.here, &cpu_bf16) {
@@ -120,22 +120,21 @@ impl Layers {
         } else if let (false, Some(p)) = (placement.cuda, &cpu_bf16) {
             let (native, cpu) = ddpm::hardware::native_bf16()?;
             if native {
-                println!(
-                    "profile: `{p}` (the file's `experiment.cpu_bf16_profile`): {cpu} ({why}, no --profile); \
-                     --profile default runs the CPU-sized default"
-                );
                 self.profile = Some(p.clone());
                 self.profile_reason = Some(format!("default on a CPU with native bf16 ({cpu}; {why}, no --profile)"));
-                return Ok(());
+                return Ok(Some(format!(
+                    "profile: `{p}` (the file's `experiment.cpu_bf16_profile`): {cpu} ({why}, no --profile); \
+                     --profile default runs the CPU-sized default"
+                )));
             }
             reason = format!("{reason}; {cpu}, so not `{p}`");
         }
-        if has_full || cpu_bf16.is_some() {
+        let line = (has_full || cpu_bf16.is_some()).then(|| {
             let full = if has_full { "; --profile full runs the recipe's real length" } else { "" };
-            println!("profile: the file's CPU-sized default ({reason}){full}");
-        }
+            format!("profile: the file's CPU-sized default ({reason}){full}")
+        });
         self.profile_reason = Some(format!("default ({reason}, no --profile)"));
-        Ok(())
+        Ok(line)
     }
 }
 

@@ -41,7 +41,9 @@ pub fn exec(a: Args) -> Result<bool> {
     } else {
         super::Placement::local(&device, &list)
     };
-    args.layers.choose_profile(&args.experiment.clone(), &placement)?;
+    if let Some(line) = args.layers.choose_profile(&args.experiment.clone(), &placement)? {
+        println!("{line}");
+    }
     if dry_run {
         super::plan::plan(&args).map(|_| true)
     } else if launcher == "slurm" {

@@ -43,11 +43,14 @@ pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
 
 /// `ddpm plan <folder>`: every experiment file of the folder (sorted): its name, runs, trainings, how
 /// many runs are done and its description; a file that does not load shows its error. Returns the
-/// table and the number of files that failed.
+/// table and the number of files that failed. Without a profile in `load`, each file gets the profile
+/// `chosen` names for it (what `run` would pick on this machine; None: its default), shown beside its
+/// description.
 pub fn plan_folder(
     folder: &Path,
     load: &crate::experiment::LoadOptions,
     results_root: &Path,
+    chosen: &dyn Fn(&Path) -> Option<String>,
 ) -> anyhow::Result<(String, usize)> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(folder)
         .map_err(|e| anyhow::anyhow!("cannot list {}: {e}", folder.display()))?
@@ -65,7 +68,10 @@ pub fn plan_folder(
     let mut failed = 0;
     for f in &files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        match crate::experiment::load_experiment(f, load) {
+        let mut opts = load.clone();
+        let picked = if load.profile.is_none() { chosen(f) } else { None };
+        opts.profile = opts.profile.or(picked.clone());
+        match crate::experiment::load_experiment(f, &opts) {
             Ok(exp) => {
                 let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
                 hashes.sort();
@@ -78,7 +84,10 @@ pub fn plan_folder(
                     exp.runs.len(),
                     hashes.len(),
                     done,
-                    exp.description.as_deref().unwrap_or("")
+                    match &picked {
+                        Some(p) => format!("[profile `{p}` here] {}", exp.description.as_deref().unwrap_or("")),
+                        None => exp.description.as_deref().unwrap_or("").to_string(),
+                    }
                 )
                 .expect("String");
             }
