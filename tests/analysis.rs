@@ -152,11 +152,13 @@ fn tables_report_and_plot_of_a_fixture() {
         "device",
         "git_commit",
         "git_dirty",
+        "profile",
     ] {
         assert!(header.contains(&col), "{col} in {header:?}");
     }
     assert_eq!(runs.lines().count(), 7);
-    assert!(runs.lines().skip(1).all(|l| l.ends_with(",20,cpu (2 threads),abc123,false")), "{runs}");
+    // The profile the runs were made with: the file's default here (no --profile).
+    assert!(runs.lines().skip(1).all(|l| l.ends_with(",20,cpu (2 threads),abc123,false,default")), "{runs}");
     assert!(runs.contains("failed"));
 
     // summary: linear 10, 12, 14 → mean 12, sd 2, 95% CI 12 ± 4.302653·2/√3; cosine 9, 10 → mean 9.5.
@@ -464,6 +466,9 @@ fn evaluation_replicates_split_the_variance_without_retraining() {
     let out = ddpm(&["analyze", exp.to_str().unwrap(), "--from-record"], &results);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let after = std::fs::read_to_string(dir.join("report.md")).unwrap();
-    let verdicts = |r: &str| r[..r.find("## Runs").unwrap()].to_string();
+    let verdicts = |r: &str| r[r.find("## Verdicts").unwrap()..r.find("## Runs").unwrap()].to_string();
     assert_eq!(verdicts(&after), verdicts(&before));
+    // The header keeps the record's profile; why it was chosen is known only to the run that chose it.
+    assert!(before.contains("Profile: `default` (default (--device cpu, no --profile)).\n"), "{before}");
+    assert!(after.contains("Profile: `default`.\n"), "{after}");
 }
