@@ -249,10 +249,24 @@ fn seeds_text(s: &SeedsNeeded, n: usize) -> String {
     }
 }
 
+/// The Holm family in words: "all 9 metric × comparison pairs of the ranked metrics{extra}", or, when no
+/// pair could be tested (one seed, or no spread), that there is none.
+fn pairs(family: usize, extra: &str) -> String {
+    match family {
+        0 => "the metric × comparison pairs that can be tested: none here (a paired test needs two seeds and a \
+              spread between them), so no verdict is decided"
+            .to_string(),
+        n => format!("all {n} metric × comparison pairs of the ranked metrics{extra}"),
+    }
+}
+
 /// Whether more seeds or more samples would help, from the evaluation replicates.
 fn seeds_or_samples(c: &Comparison) -> String {
     let (Some(v), Some(exact)) = (&c.variance, &c.seeds_needed_exact_evaluation) else { return "-".into() };
-    let share = format!("{}% evaluation noise", sig(100.0 * v.evaluation_share(), 2));
+    let share = match v.evaluation_share() {
+        s if s.is_finite() => format!("{}% evaluation noise", sig(100.0 * s, 2)),
+        _ => "no variance between seeds to split".to_string(),
+    };
     match c.more_samples_help() {
         Some(true) => format!("samples ({share}; {} seeds with exact evaluation)", seeds_text(exact, c.diff.n)),
         Some(false) => format!("seeds ({share}; {} with exact evaluation)", seeds_text(exact, c.diff.n)),
@@ -392,15 +406,16 @@ fn verdict_section(
             let _ = write!(
                 r,
                 "The primary question, `{p}`, is decided {how}. The other verdicts are secondary: each is \
-                 Holm-corrected over all {family} metric × comparison pairs of the ranked metrics (the primary's \
-                 included), at α; the primary and the secondary family are each held at α, not jointly. "
+                 Holm-corrected over {}, at α; the primary and the secondary family are each held at α, not jointly. ",
+                pairs(family, " (the primary's included)")
             );
         }
         None => {
             let _ = write!(
                 r,
-                "No `[analysis] primary` is set, so every verdict is Holm-corrected over all {family} metric × \
-                 comparison pairs of the ranked metrics (p: the two-sided paired t test). "
+                "No `[analysis] primary` is set, so every verdict is Holm-corrected over {} (p: the two-sided \
+                 paired t test). ",
+                pairs(family, "")
             );
         }
     }
@@ -409,7 +424,7 @@ fn verdict_section(
         r,
         "Seeds needed: the seeds per variant at which the paired t test would decide {} with {:.0}% power, at the \
          observed standard deviation of the paired differences and at the level the verdict is tested at (α for \
-         the primary, divided by its comparisons when there are several; α/{family} for the others: Holm's \
+         the primary, divided by its comparisons when there are several; {} for the others: Holm's \
          strictest step), from the noncentral t distribution; \
          \"> {}\" when no number of seeds would.",
         if min_effects.is_empty() {
@@ -418,6 +433,7 @@ fn verdict_section(
             format!("the observed difference (the smallest effect of interest instead for {})", min_effects.join(", "))
         },
         decide::TARGET_POWER * 100.0,
+        if family > 0 { format!("α/{family}") } else { "α/m, m the pairs tested,".to_string() },
         decide::MAX_SEEDS
     );
     if with_variance {
@@ -574,5 +590,15 @@ impl Report<'_> {
         }
         let _ = write!(r, "\n## Experiment file `{}`\n\n```toml\n{}\n```\n", exp.path.display(), file.trim_end());
         Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// One-seed analyses test no pair: the report says so instead of "over all 0 pairs" and "α/0".
+    #[test]
+    fn a_holm_family_without_testable_pairs_says_so() {
+        assert!(super::pairs(0, "").contains("none here") && !super::pairs(0, "").contains('0'));
+        assert_eq!(super::pairs(9, " (x)"), "all 9 metric × comparison pairs of the ranked metrics (x)");
     }
 }
