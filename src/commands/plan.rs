@@ -9,19 +9,23 @@ pub fn exec(args: &ExperimentArgs) -> Result<bool> {
     Ok(true)
 }
 
-/// The profile `ddpm run <file>` would choose on this machine (`--device auto`, no `--profile`), and the
-/// layers it resolves with; `args` unchanged when `--profile` was given or `run` already chose.
-fn as_run_would(layers: &Layers, file: &Path) -> Result<Layers> {
+/// The layers `ddpm run <file>` would resolve with on this machine (`placement`: `--device auto`), and
+/// the profile it would choose by itself (None when `--profile` was given, `run` already chose, or the
+/// file's default is the choice).
+fn as_run_would(layers: &Layers, file: &Path, placement: &Placement) -> Result<(Layers, Option<String>)> {
     let mut layers = layers.clone();
-    if layers.profile_reason.is_none() {
-        layers.choose_profile(file, &Placement::local("auto", &[]))?;
+    if layers.profile.is_some() || layers.profile_reason.is_some() {
+        return Ok((layers, None));
     }
-    Ok(layers)
+    layers.choose_profile(file, placement)?;
+    let picked = layers.profile.clone();
+    Ok((layers, picked))
 }
 
 pub fn plan(args: &ExperimentArgs) -> Result<()> {
+    let placement = Placement::local("auto", &[]);
     if args.experiment.is_dir() {
-        let chosen = |f: &Path| as_run_would(&args.layers, f).ok().and_then(|l| l.profile);
+        let chosen = |f: &Path| as_run_would(&args.layers, f, &placement).ok().and_then(|(_, p)| p);
         let (table, failed) =
             ddpm::runner::status::plan_folder(&args.experiment, &args.load_options(), &args.results_root(), &chosen)?;
         print!("{table}");
@@ -30,12 +34,12 @@ pub fn plan(args: &ExperimentArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let layers = as_run_would(&args.layers, &args.experiment)?;
+    let (layers, picked) = as_run_would(&args.layers, &args.experiment, &placement)?;
     let exp = load_experiment(&args.experiment, &layers.load_options())?;
     let table = ddpm::runner::status::plan_table(&exp, &args.results_root());
-    match (&args.layers.profile_reason, &layers.profile, table.split_once('\n')) {
+    match (picked, table.split_once('\n')) {
         // The profile `run` would choose by itself, said on the header line.
-        (None, Some(p), Some((head, rest))) if args.layers.profile.is_none() => {
+        (Some(p), Some((head, rest))) => {
             let why = layers.profile_reason.as_deref().unwrap_or_default();
             print!("{head}, profile `{p}` as `ddpm run` chooses it here ({why}; --profile default lists the default)\n{rest}")
         }

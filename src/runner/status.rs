@@ -43,9 +43,8 @@ pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
 
 /// `ddpm plan <folder>`: every experiment file of the folder (sorted): its name, runs, trainings, how
 /// many runs are done and its description; a file that does not load shows its error. Returns the
-/// table and the number of files that failed. Without a profile in `load`, each file gets the profile
-/// `chosen` names for it (what `run` would pick on this machine; None: its default), shown beside its
-/// description.
+/// table and the number of files that failed. A file gets the profile `chosen` names for it (what `run`
+/// would pick by itself on this machine; None: `load`'s), shown beside its description.
 pub fn plan_folder(
     folder: &Path,
     load: &crate::experiment::LoadOptions,
@@ -68,9 +67,8 @@ pub fn plan_folder(
     let mut failed = 0;
     for f in &files {
         let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let mut opts = load.clone();
-        let picked = if load.profile.is_none() { chosen(f) } else { None };
-        opts.profile = opts.profile.or(picked.clone());
+        let picked = chosen(f);
+        let opts = crate::experiment::LoadOptions { profile: picked.clone().or(load.profile.clone()), ..load.clone() };
         match crate::experiment::load_experiment(f, &opts) {
             Ok(exp) => {
                 let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
@@ -84,10 +82,8 @@ pub fn plan_folder(
                     exp.runs.len(),
                     hashes.len(),
                     done,
-                    match &picked {
-                        Some(p) => format!("[profile `{p}` here] {}", exp.description.as_deref().unwrap_or("")),
-                        None => exp.description.as_deref().unwrap_or("").to_string(),
-                    }
+                    picked.map(|p| format!("[profile `{p}` here] ")).unwrap_or_default()
+                        + exp.description.as_deref().unwrap_or("")
                 )
                 .expect("String");
             }
