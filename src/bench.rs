@@ -244,6 +244,8 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     let spec = &exp.runs[0];
     let dir = RunDir::new(&scratch.join("results"), &spec.hash);
     dir.prepare(spec, None, Some("ddpm bench"))?;
+    // `--set train.cpu_isa=avx2` measures the pinned kernels (re-executing before the first kernel).
+    crate::hardware::pin_process(spec.config.train.cpu_isa)?;
     crate::device::prepare(&spec.config.train, o.device);
     reset_peak_rss();
     crate::device::reset_peak_device_memory(o.device);
@@ -410,8 +412,9 @@ pub fn run(o: &BenchOptions) -> Result<String> {
     let device_name = crate::device::describe(o.device);
     let (commit, libtorch, threads) = (git_commit(), env!("DDPM_LIBTORCH_VERSION"), tch::get_num_threads());
     let mut rows = Vec::new();
+    let hardware = crate::hardware::Hardware::here(o.device, crate::hardware::isa_in_environment()).key();
     let mut table = format!(
-        "ddpm bench on {device_name}, libtorch {libtorch}, commit {commit}\n{:11} {:>5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>10} {:>8}\n",
+        "ddpm bench on {device_name}, libtorch {libtorch}, commit {commit}\nhardware: {hardware}\n{:11} {:>5} {:>6} {:>11} {:>10} {:>12} {:>9} {:>9} {:>10} {:>10} {:>8}\n",
         "model", "side", "batch", "parameters", "train img/s", "sample ev/s", "FID img/s", "peak MB", "device MB", "torch img/s", "ddpm/torch"
     );
     for r in recipes {

@@ -74,7 +74,7 @@ pub fn check_free_memory(device: Device) -> anyhow::Result<Option<(u64, u64)>> {
     Ok(info)
 }
 
-use std::os::raw::{c_int, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 
 // src/libtorch_switches.cpp, compiled and linked by build.rs.
 extern "C" {
@@ -92,6 +92,11 @@ extern "C" {
     fn ddpm_cuda_peak_allocated(device: c_int) -> i64;
     fn ddpm_cuda_reset_peak(device: c_int) -> c_int;
     fn ddpm_cuda_memory_info(device: c_int, free: *mut i64, total: *mut i64) -> c_int;
+    fn ddpm_cpu_capability(buffer: *mut c_char, length: c_int) -> c_int;
+    fn ddpm_onednn_version(buffer: *mut c_char, length: c_int) -> c_int;
+    fn ddpm_mkl_version(buffer: *mut c_char, length: c_int) -> c_int;
+    fn ddpm_cuda_runtime_version() -> i64;
+    fn ddpm_cudnn_version() -> i64;
 }
 
 /// Makes glibc's malloc keep freed memory for reuse instead of handing it back to the kernel.
@@ -243,6 +248,45 @@ pub fn determinism() -> serde_json::Value {
         "tf32_matmul": unsafe { ddpm_tf32_matmul() != 0 },
         "threads": tch::get_num_threads(),
     })
+}
+
+/// A string a shim writes into a buffer; None when it failed.
+fn shim_text(f: unsafe extern "C" fn(*mut c_char, c_int) -> c_int) -> Option<String> {
+    let mut buffer = vec![0 as c_char; 512];
+    // SAFETY: the shim writes at most `buffer.len()` bytes, NUL-terminated.
+    let n = unsafe { f(buffer.as_mut_ptr(), buffer.len() as c_int) };
+    if n < 0 {
+        return None;
+    }
+    // SAFETY: NUL-terminated by the shim.
+    let text = unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) };
+    Some(text.to_string_lossy().trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// The versions and levels of libtorch's math libraries in this process, as they decide a CPU
+/// result's bits: ATen's vector capability (`AVX512`, `AVX2`, `DEFAULT`), oneDNN's and MKL's versions,
+/// and on CUDA the runtime's and cuDNN's versions (as integers: 12080 is CUDA 12.8, 91002 cuDNN 9.10.2).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MathLibraries {
+    pub aten_capability: Option<String>,
+    pub onednn: Option<String>,
+    pub mkl: Option<String>,
+    pub cuda_runtime: Option<i64>,
+    pub cudnn: Option<i64>,
+}
+
+/// What [`MathLibraries`] says about this process. ATen fixes its capability at the first question,
+/// so this is asked after the environment that caps it is in place (`hardware::pin_process`).
+pub fn math_libraries() -> MathLibraries {
+    // SAFETY: plain getters; the shim catches libtorch's exceptions.
+    let (cuda, cudnn) = unsafe { (ddpm_cuda_runtime_version(), ddpm_cudnn_version()) };
+    MathLibraries {
+        aten_capability: shim_text(ddpm_cpu_capability),
+        onednn: shim_text(ddpm_onednn_version),
+        mkl: shim_text(ddpm_mkl_version),
+        cuda_runtime: (cuda > 0).then_some(cuda),
+        cudnn: (cudnn > 0).then_some(cudnn),
+    }
 }
 
 /// Peak bytes allocated by libtorch's CUDA caching allocator on `device` since the last

@@ -1,7 +1,12 @@
 // libtorch's switches that tch does not expose: reproducibility (`device::set_deterministic`), cuDNN
 // autotuning and TF32, bf16 autocast, channels-last tensors, and the CUDA caching allocator's peak
-// statistics (src/device.rs wraps each).
+// statistics, and the versions and instruction sets of its math libraries that a run records
+// (src/device.rs wraps each).
 #include <ATen/Context.h>
+#include <ATen/Version.h>
+#include <ATen/detail/CUDAHooksInterface.h>
+#include <cstring>
+#include <string>
 #include <c10/core/CachingDeviceAllocator.h>
 #include <ATen/autocast_mode.h>
 #include <ATen/core/Tensor.h>
@@ -100,6 +105,59 @@ extern "C" int ddpm_cuda_memory_info(int device, long long* free_bytes, long lon
     *free_bytes = static_cast<long long>(info.first);
     *total_bytes = static_cast<long long>(info.second);
     return 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+// MKL's own C entry point, exported by libtorch_cpu (PyPI builds link MKL statically).
+extern "C" void MKL_Get_Version_String(char* buffer, int length);
+
+// Copies `s` into `buffer` (NUL-terminated, cut to `length`); the length of `s`.
+static int copy_out(const std::string& s, char* buffer, int length) {
+  if (length > 0) {
+    std::strncpy(buffer, s.c_str(), static_cast<size_t>(length - 1));
+    buffer[length - 1] = '\0';
+  }
+  return static_cast<int>(s.size());
+}
+
+// ATen's vector level for its CPU kernels as chosen at run time (`DEFAULT`, `AVX2`, `AVX512`): the
+// CPU's best, lowered by ATEN_CPU_CAPABILITY. -1 on an exception.
+extern "C" int ddpm_cpu_capability(char* buffer, int length) {
+  try {
+    return copy_out(at::get_cpu_capability(), buffer, length);
+  } catch (...) {
+    return -1;
+  }
+}
+
+// oneDNN's version as libtorch reports it (e.g. `3.7.1 (Git Hash ...)`); -1 on an exception.
+extern "C" int ddpm_onednn_version(char* buffer, int length) {
+  try {
+    return copy_out(at::get_mkldnn_version(), buffer, length);
+  } catch (...) {
+    return -1;
+  }
+}
+
+extern "C" int ddpm_mkl_version(char* buffer, int length) {
+  MKL_Get_Version_String(buffer, length);
+  return static_cast<int>(std::strlen(buffer));
+}
+
+// The CUDA runtime and cuDNN versions libtorch was built with and loads (0 where it has none).
+extern "C" long long ddpm_cuda_runtime_version() {
+  try {
+    return at::detail::getCUDAHooks().hasCUDA() ? at::detail::getCUDAHooks().versionCUDART() : 0;
+  } catch (...) {
+    return -1;
+  }
+}
+
+extern "C" long long ddpm_cudnn_version() {
+  try {
+    return at::detail::getCUDAHooks().hasCuDNN() ? at::detail::getCUDAHooks().versionRuntimeCuDNN() : 0;
   } catch (...) {
     return -1;
   }

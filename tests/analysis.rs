@@ -153,12 +153,15 @@ fn tables_report_and_plot_of_a_fixture() {
         "git_commit",
         "git_dirty",
         "profile",
+        "hardware",
+        "cpu_isa",
     ] {
         assert!(header.contains(&col), "{col} in {header:?}");
     }
     assert_eq!(runs.lines().count(), 7);
-    // The profile the runs were made with: the file's default here (no --profile).
-    assert!(runs.lines().skip(1).all(|l| l.ends_with(",20,cpu (2 threads),abc123,false,default")), "{runs}");
+    // The profile the runs were made with: the file's default here (no --profile); these attempts
+    // record no hardware (as before hardware records), so its columns are empty.
+    assert!(runs.lines().skip(1).all(|l| l.ends_with(",20,cpu (2 threads),abc123,false,default,,")), "{runs}");
     assert!(runs.contains("failed"));
 
     // summary: linear 10, 12, 14 → mean 12, sd 2, 95% CI 12 ± 4.302653·2/√3; cosine 9, 10 → mean 9.5.

@@ -129,7 +129,81 @@ fn two_cpu_runs_are_bit_identical() {
             serde_json::from_str(std::fs::read_to_string(a.join("attempts.jsonl")).unwrap().lines().last().unwrap())
                 .unwrap();
         assert_eq!(attempt["determinism"]["deterministic_algorithms"], true, "{attempt}");
+        // Where it ran: the CPU, the math libraries' levels and versions, the threads.
+        let hw = &attempt["hardware"];
+        assert_eq!(hw["device"], "cpu", "{attempt}");
+        assert_eq!(hw["cpu_isa"], "native", "{attempt}");
+        for key in ["cpu", "cpu_id", "aten_capability", "onednn", "mkl"] {
+            assert!(hw[key].as_str().is_some_and(|v| !v.is_empty()), "{key}: {attempt}");
+        }
+        assert_eq!(hw["threads"], attempt["determinism"]["threads"], "{attempt}");
+        let key = attempt["hardware_key"].as_str().unwrap();
+        assert!(
+            key.starts_with("cpu: ") && key.contains(hw["cpu"].as_str().unwrap()) && key.contains("threads"),
+            "{key}"
+        );
     }
+    // The analysis keeps it: the runs table's `hardware` and `cpu_isa` columns.
+    let runs = std::fs::read_to_string(tmp.path().join("a/analysis/tiny/runs.csv")).unwrap();
+    let header: Vec<&str> = runs.lines().next().unwrap().split(',').collect();
+    assert!(header.contains(&"hardware") && header.contains(&"cpu_isa"), "{header:?}");
+    assert!(runs.lines().skip(1).all(|l| l.contains("cpu: ") && l.contains(",native")), "{runs}");
+}
+
+/// The weights of TINY's run of the default schedule (seed 4, no grid) trained under `cpu_isa` with `env` in the environment.
+fn weights_under(dir: &Path, name: &str, cpu_isa: &str, env: &[(&str, &str)]) -> (String, serde_json::Value) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ddpm"));
+    c.current_dir(dir)
+        .args(["run", "tiny.toml", "--device", "cpu", "--results", name, "--set", &format!("train.cpu_isa={cpu_isa}")])
+        .args(["--set", "eval.fid=false", "--set", "eval.bpd=false"])
+        .env("DDPM_DATA_DIR", root().join("data"))
+        .env_remove("DDPM_RESULTS_DIR");
+    for v in ["ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_CBWR"] {
+        c.env_remove(v);
+    }
+    let out = c.envs(env.iter().copied()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let runs: Vec<PathBuf> =
+        std::fs::read_dir(dir.join(name).join("runs")).unwrap().map(|e| e.unwrap().path()).collect();
+    let s = status(&runs[0]);
+    let attempt = std::fs::read_to_string(runs[0].join("attempts.jsonl")).unwrap();
+    let attempt: serde_json::Value = serde_json::from_str(attempt.lines().last().unwrap()).unwrap();
+    (s["weights_sha256"].as_str().unwrap().to_string(), attempt["hardware"].clone())
+}
+
+/// `train.cpu_isa`: the instruction set decides the bits (the default and a pinned level give other
+/// weights), and the pin holds: a run whose environment caps libtorch lower still (as on an older CPU)
+/// gives the pinned run's weights exactly, and the record says what was inherited.
+#[test]
+fn portable_math_pins_the_cpu_kernels() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("tiny.toml"), TINY.split("[grid]").next().unwrap()).unwrap();
+    let lowest = [("ONEDNN_MAX_CPU_ISA", "SSE41"), ("ATEN_CPU_CAPABILITY", "default"), ("MKL_CBWR", "COMPATIBLE")];
+    let (native, hw) = weights_under(tmp.path(), "native", "native", &[]);
+    let (pinned, pinned_hw) = weights_under(tmp.path(), "avx2", "avx2", &[]);
+    let (pinned_low, low_hw) = weights_under(tmp.path(), "avx2-under-sse41", "avx2", &lowest);
+    let (unpinned_low, _) = weights_under(tmp.path(), "native-under-sse41", "native", &lowest);
+    let (sse41, sse41_hw) = weights_under(tmp.path(), "sse41", "sse41", &[]);
+    // The dependence is real: the lowest level changes the weights on any x86 CPU with AVX2 ...
+    assert_ne!(native, sse41, "native and sse41 kernels give the same weights");
+    assert_eq!(unpinned_low, sse41, "the inherited caps act as the sse41 pin does");
+    // ... and on a CPU above AVX2 (AVX-512) pinning at AVX2 changes them too.
+    if hw["aten_capability"] == "AVX512" {
+        assert_ne!(native, pinned, "AVX-512 and AVX2 kernels give the same weights");
+    }
+    // The pin holds whatever the environment capped before.
+    assert_eq!(pinned, pinned_low, "the avx2 pin did not override the inherited caps");
+    for h in [&pinned_hw, &low_hw] {
+        assert_eq!(
+            (&h["cpu_isa"], &h["aten_capability"], &h["onednn_max_cpu_isa"]),
+            (&"avx2".into(), &"AVX2".into(), &"AVX2".into()),
+            "{h}"
+        );
+        assert_eq!(h["mkl_cbwr"], "AVX2,STRICT", "{h}");
+    }
+    assert_eq!(low_hw["inherited"]["ONEDNN_MAX_CPU_ISA"], "SSE41", "{low_hw}");
+    assert_eq!(sse41_hw["aten_capability"], "DEFAULT", "{sse41_hw}");
+    assert!(hw.get("inherited").is_none() && pinned_hw["inherited"]["MKL_CBWR"].is_null(), "{pinned_hw}");
 }
 
 /// The files a build needs, copied from this checkout so that the copy builds this very binary.
@@ -146,15 +220,25 @@ fn copy_repository(to: &Path) {
     std::fs::write(to.join(".gitignore"), "/results/\n/target/\n/data\n/.venv\n").unwrap();
 }
 
+/// A git repository in `tmp/repo` holding a copy of this checkout's build inputs, TINY as
+/// `experiments/tiny.toml` and the `extra` experiment files, committed.
+fn repository(tmp: &Path, extra: &[(&str, &str)]) -> PathBuf {
+    let repo = tmp.join("repo");
+    std::fs::create_dir_all(&repo).unwrap();
+    copy_repository(&repo);
+    for (name, text) in extra {
+        std::fs::write(repo.join("experiments").join(name), text).unwrap();
+    }
+    git(&repo, &["init", "-q"]);
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "-q", "-m", "the experiments"]);
+    repo
+}
+
 #[test]
 fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    copy_repository(&repo);
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "tiny experiment"]);
+    let repo = repository(tmp.path(), &[]);
     let bare = git(&repo, &["rev-parse", "HEAD"]);
 
     // Without a committed analysis there is nothing to compare with.
@@ -186,11 +270,7 @@ fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     assert!(!stdout.contains("FAIL"));
 
     // A committed metric changed by hand: that row fails, with its difference, and the exit code says so.
-    let py = "import polars as pl; p = 'analysis/tiny/runs.parquet'; d = pl.read_parquet(p); \
-              d.with_columns(pl.when(pl.col('label') == 'schedule=linear').then(pl.col('final_loss') + 0.5) \
-              .otherwise(pl.col('final_loss')).alias('final_loss')).write_parquet(p)";
-    let out = Command::new(root().join(".venv/bin/python")).current_dir(&repo).args(["-c", py]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    edit_record(&repo, "tiny", "pl.when(pl.col('label') == 'schedule=linear').then(pl.col('final_loss') + 0.5).otherwise(pl.col('final_loss')).alias('final_loss')");
     git(&repo, &["commit", "-q", "-am", "a changed metric"]);
     let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/tiny.toml"]);
     let stdout = text(&out.stdout);
@@ -198,6 +278,16 @@ fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     let row = stdout.lines().find(|l| l.contains("schedule=linear") && l.contains(" final_loss ")).unwrap();
     assert!(row.ends_with("FAIL") && row.contains("-5e-1"), "{row}");
     assert!(stdout.contains("FAIL: 1 of"), "{stdout}");
+
+    // The same record said to come from other hardware: one seed per variant leaves no spread to
+    // judge the difference by, and reproduce says so instead of failing it.
+    set_hardware(&repo, "tiny", "cpu: Another CPU (x86_64 family 6 model 207); ATen AVX512; 2 threads");
+    git(&repo, &["commit", "-q", "-am", "made elsewhere"]);
+    let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/tiny.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("one seed per variant") && stdout.contains("Another CPU"), "{stdout}");
+    assert!(stdout.trim_end().lines().last().unwrap().starts_with("reproduce: INCONCLUSIVE: 1 of"), "{stdout}");
 
     // verify: the same code re-runs one run to the same weights and metrics...
     let run = std::fs::read_dir(repo.join("results/runs")).unwrap().next().unwrap().unwrap().path();
@@ -215,6 +305,67 @@ fn reproduce_passes_and_fails_on_a_changed_metric_and_verify_reruns_a_run() {
     assert!(!out.status.success());
     assert!(text(&out.stdout).lines().any(|l| l.contains(" bpd ") && l.ends_with("FAIL")), "{}", text(&out.stdout));
     assert!(!repo.join("target/reproductions").read_dir().unwrap().any(|_| true), "scratch folders removed");
+}
+
+/// Rewrites a column of the committed runs table of `experiment` with a polars expression (through
+/// Python's polars), as a hand-edited record.
+fn edit_record(repo: &Path, experiment: &str, column: &str) {
+    let py = format!(
+        "import polars as pl; p = 'analysis/{experiment}/runs.parquet'; \
+         pl.read_parquet(p).with_columns({column}).write_parquet(p)"
+    );
+    let out = Command::new(root().join(".venv/bin/python")).current_dir(repo).args(["-c", &py]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The committed runs table of `experiment`, as if made on `hardware`.
+fn set_hardware(repo: &Path, experiment: &str, hardware: &str) {
+    edit_record(repo, experiment, &format!("pl.lit({hardware:?}).alias('hardware')"));
+}
+
+/// A record made on other hardware (a fixture: the committed table's `hardware` column rewritten),
+/// with three seeds per variant: reproduce says up front that the bits are not expected to agree,
+/// compares each variant's metrics with the record's seed-to-seed spread and the verdicts, and passes;
+/// with one variant's loss moved far outside its spread, that row fails and so does the reproduction.
+#[test]
+fn reproduce_on_other_hardware_compares_statistically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds = TINY
+        .replace("name = \"tiny\"", "name = \"tiny_seeds\"\nseeds = [0, 1, 2]")
+        .replace("[eval]\n", "[eval]\nfid = false\n");
+    let repo = repository(tmp.path(), &[("seeds.toml", &seeds)]);
+    let out = ddpm(&repo, &["run", "experiments/seeds.toml", "--device", "cpu"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    set_hardware(&repo, "tiny_seeds", "cpu: Another CPU (x86_64 family 6 model 207); ATen AVX512; 2 threads");
+    git(&repo, &["add", "analysis"]);
+    git(&repo, &["commit", "-q", "-m", "a record made elsewhere"]);
+
+    let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/seeds.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("other hardware than recorded: bit-for-bit equality is not expected"), "{stdout}");
+    for variant in ["schedule=linear", "schedule=cosine"] {
+        let row = stdout.lines().find(|l| l.trim_start().starts_with(variant) && l.contains(" final_loss ")).unwrap();
+        assert!(row.contains("statistical") && row.ends_with("PASS") && row.contains("(n=3)"), "{row}");
+    }
+    assert!(
+        stdout.lines().any(|l| l.contains("(verdict)") && l.contains(" final_loss ") && l.ends_with("PASS")),
+        "{stdout}"
+    );
+    assert!(stdout.lines().any(|l| l.contains(" hash ") && l.contains("bitwise") && l.ends_with("PASS")), "{stdout}");
+    let last = stdout.trim_end().lines().last().unwrap();
+    assert!(last.starts_with("reproduce: PASS (statistical): ") && last.contains("Another CPU"), "{last}");
+
+    // The linear schedule's loss moved by 1 (its seeds spread by about 1e-3): that row fails.
+    edit_record(&repo, "tiny_seeds", "pl.when(pl.col('variant') == 'schedule=linear').then(pl.col('final_loss') + 1.0).otherwise(pl.col('final_loss')).alias('final_loss')");
+    git(&repo, &["commit", "-q", "-am", "a moved metric"]);
+    let out = ddpm(&repo, &["reproduce", "HEAD", "experiments/seeds.toml"]);
+    let stdout = text(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    let failed: Vec<&str> = stdout.lines().filter(|l| l.ends_with("FAIL")).collect();
+    assert_eq!(failed.len(), 1, "{stdout}");
+    assert!(failed[0].trim_start().starts_with("schedule=linear") && failed[0].contains(" final_loss "), "{stdout}");
+    assert!(stdout.trim_end().lines().last().unwrap().starts_with("reproduce: FAIL (statistical): 1 of"), "{stdout}");
 }
 
 /// Sequential seeds on seconds-long runs: a barely trained model (lr 1e-6) against a trained one
@@ -252,13 +403,7 @@ bpd = false
 #[test]
 fn sequential_seeds_stop_when_decided_and_reproduce_replays_them() {
     let tmp = tempfile::tempdir().unwrap();
-    let repo = tmp.path().join("repo");
-    std::fs::create_dir_all(&repo).unwrap();
-    copy_repository(&repo);
-    std::fs::write(repo.join("experiments/sequential.toml"), SEQUENTIAL).unwrap();
-    git(&repo, &["init", "-q"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "a sequential experiment"]);
+    let repo = repository(tmp.path(), &[("sequential.toml", SEQUENTIAL)]);
 
     let out = ddpm(&repo, &["plan", "experiments/sequential.toml"]);
     assert!(text(&out.stdout).contains("sequential seeds: seeds 0 … 2 first"), "{}", text(&out.stdout));

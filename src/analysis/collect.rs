@@ -45,6 +45,11 @@ pub struct RunRecord {
     /// The experiment's profile the run was analysed under (`default`: none), so that `reproduce`
     /// runs the same one wherever it runs (the default profile depends on the machine).
     pub profile: Option<String>,
+    /// Where the run's last attempt ran, as far as the bits of its result depend on it
+    /// (`hardware::Hardware::key`), and its `train.cpu_isa`; None for runs made before attempts
+    /// recorded them.
+    pub hardware: Option<String>,
+    pub cpu_isa: Option<String>,
     /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
     /// `eval_history.jsonl`, in file order.
     pub curves: Vec<(String, i64, f64)>,
@@ -67,11 +72,10 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// The device of the last line of `attempts.jsonl`.
-fn last_device(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("attempts.jsonl")).ok()?;
-    let last: serde_json::Value = serde_json::from_str(text.lines().last()?).ok()?;
-    last["device"].as_str().map(String::from)
+/// The last line of `attempts.jsonl`.
+fn last_attempt(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap_or_default();
+    text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default()
 }
 
 /// The curves of a run directory: see `RunRecord::curves`.
@@ -167,6 +171,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                     per_t = b.per_t;
                 }
             }
+            let attempt = last_attempt(&dir.path);
             RunRecord {
                 label: spec.label.clone(),
                 hash: spec.hash.clone(),
@@ -176,7 +181,9 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 variant,
                 metrics,
                 steps: status.as_ref().map(|s| s.step as i64),
-                device: last_device(&dir.path),
+                device: attempt["device"].as_str().map(String::from),
+                hardware: attempt["hardware_key"].as_str().map(String::from),
+                cpu_isa: attempt["hardware"]["cpu_isa"].as_str().map(String::from),
                 git_commit: provenance.as_ref().and_then(|p| p["git"]["commit"].as_str().map(String::from)),
                 git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),
                 profile: Some(exp.profile.clone().unwrap_or_else(|| crate::experiment::DEFAULT_PROFILE.into())),
@@ -243,6 +250,8 @@ pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecor
     let commits = texts("git_commit").unwrap_or_else(|_| vec![None; df.height()]);
     let dirty = texts("git_dirty").unwrap_or_else(|_| vec![None; df.height()]);
     let profiles = texts("profile").unwrap_or_else(|_| vec![None; df.height()]);
+    let hardware = texts("hardware").unwrap_or_else(|_| vec![None; df.height()]);
+    let cpu_isas = texts("cpu_isa").unwrap_or_else(|_| vec![None; df.height()]);
     let metrics: Vec<(&str, Vec<Option<f64>>)> =
         metric_names().into_iter().filter_map(|m| numbers(m).map(|v| (m, v))).collect();
     let mut records = (0..df.height())
@@ -259,6 +268,8 @@ pub fn from_table(path: &Path, replicates: &Path) -> anyhow::Result<Vec<RunRecor
             git_commit: commits[i].clone(),
             git_dirty: dirty[i].as_deref().map(|d| d == "true"),
             profile: profiles[i].clone(),
+            hardware: hardware[i].clone(),
+            cpu_isa: cpu_isas[i].clone(),
             curves: Vec::new(),
             per_t: Vec::new(),
             model_evaluations: None,
@@ -376,6 +387,8 @@ mod tests {
             git_commit: None,
             git_dirty: None,
             profile: None,
+            hardware: None,
+            cpu_isa: None,
             curves: vec![],
             per_t: vec![],
             model_evaluations: None,

@@ -100,6 +100,7 @@ impl NaiveRule {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::analysis::stats::simulate::Normals;
     use crate::analysis::stats::summarize;
 
     #[test]
@@ -146,52 +147,6 @@ mod tests {
         let s = summarize(&x);
         let closed = e_value(x.len(), s.mean, s.std, g).unwrap();
         assert!((num / den - closed).abs() < 1e-4 * closed, "integrated {} vs closed form {closed}", num / den);
-    }
-
-    /// xoshiro256** with SplitMix64 seeding and Box–Muller: a stream of standard normals, so that the
-    /// simulation needs no tensors and gives the same numbers everywhere.
-    struct Normals {
-        s: [u64; 4],
-        spare: Option<f64>,
-    }
-
-    impl Normals {
-        fn new(seed: u64) -> Self {
-            let mut z = seed;
-            let mut next = || {
-                z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-                let mut x = z;
-                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-                x ^ (x >> 31)
-            };
-            Self { s: [next(), next(), next(), next()], spare: None }
-        }
-
-        fn uniform(&mut self) -> f64 {
-            let s = &mut self.s;
-            let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
-            let t = s[1] << 17;
-            s[2] ^= s[0];
-            s[3] ^= s[1];
-            s[1] ^= s[2];
-            s[0] ^= s[3];
-            s[2] ^= t;
-            s[3] = s[3].rotate_left(45);
-            // 53 random bits in (0, 1].
-            ((result >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-        }
-
-        fn normal(&mut self) -> f64 {
-            if let Some(z) = self.spare.take() {
-                return z;
-            }
-            let (u, v) = (self.uniform(), self.uniform());
-            let r = (-2.0 * u.ln()).sqrt();
-            let theta = 2.0 * std::f64::consts::PI * v;
-            self.spare = Some(r * theta.sin());
-            r * theta.cos()
-        }
     }
 
     /// The share of `sims` simulated sequential experiments (differences N(effect, 1)) that the safe

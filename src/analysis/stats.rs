@@ -164,3 +164,53 @@ mod tests {
         assert!(one.std.is_nan() && one.ci_low.is_nan());
     }
 }
+
+/// Simulation helpers for the tests of statistical claims (sequential seeds, reproduce's comparison).
+#[cfg(test)]
+pub mod simulate {
+    /// xoshiro256** with SplitMix64 seeding and Box–Muller: a stream of standard normals, so that the
+    /// simulation needs no tensors and gives the same numbers everywhere.
+    pub struct Normals {
+        s: [u64; 4],
+        spare: Option<f64>,
+    }
+
+    impl Normals {
+        pub fn new(seed: u64) -> Self {
+            let mut z = seed;
+            let mut next = || {
+                z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+                let mut x = z;
+                x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                x ^ (x >> 31)
+            };
+            Self { s: [next(), next(), next(), next()], spare: None }
+        }
+
+        pub fn uniform(&mut self) -> f64 {
+            let s = &mut self.s;
+            let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+            let t = s[1] << 17;
+            s[2] ^= s[0];
+            s[3] ^= s[1];
+            s[1] ^= s[2];
+            s[0] ^= s[3];
+            s[2] ^= t;
+            s[3] = s[3].rotate_left(45);
+            // 53 random bits in (0, 1].
+            ((result >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+        }
+
+        pub fn normal(&mut self) -> f64 {
+            if let Some(z) = self.spare.take() {
+                return z;
+            }
+            let (u, v) = (self.uniform(), self.uniform());
+            let r = (-2.0 * u.ln()).sqrt();
+            let theta = 2.0 * std::f64::consts::PI * v;
+            self.spare = Some(r * theta.sin());
+            r * theta.cos()
+        }
+    }
+}

@@ -51,7 +51,8 @@ fn key_column(name: &str, values: Vec<Option<HValue>>) -> Column {
 }
 
 /// One row per run: label, hash, variant, seed, state, every varied key, the fixed keys, the metrics,
-/// steps done, device, and the git commit (with its dirty flag) the run was trained from.
+/// steps done, device, the git commit (with its dirty flag) the run was trained from, the profile, and
+/// the hardware it ran on (`hardware`, `cpu_isa`: what `reproduce` decides its comparison by).
 pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<String, HValue>]) -> Result<DataFrame> {
     let mut columns = vec![
         text_column("label", records.iter().map(|r| r.label.clone()).collect()),
@@ -78,6 +79,8 @@ pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<S
     columns.push(Column::new("git_commit".into(), records.iter().map(|r| r.git_commit.clone()).collect::<Vec<_>>()));
     columns.push(Column::new("git_dirty".into(), records.iter().map(|r| r.git_dirty).collect::<Vec<_>>()));
     columns.push(Column::new("profile".into(), records.iter().map(|r| r.profile.clone()).collect::<Vec<_>>()));
+    columns.push(Column::new("hardware".into(), records.iter().map(|r| r.hardware.clone()).collect::<Vec<_>>()));
+    columns.push(Column::new("cpu_isa".into(), records.iter().map(|r| r.cpu_isa.clone()).collect::<Vec<_>>()));
     Ok(DataFrame::new_infer_height(columns)?)
 }
 

@@ -9,7 +9,7 @@ pub struct Args {
     pub experiment: PathBuf,
     #[arg(long)]
     pub profile: Option<String>,
-    /// Relative tolerance [default: 0 (exact) for runs recorded on CPU, 1e-3 on GPU].
+    /// Relative tolerance of a bitwise comparison [default: 0 (exact) for runs recorded on CPU, 1e-3 on GPU].
     #[arg(long)]
     pub tolerance: Option<f64>,
     /// Without a committed analysis: reproduce twice and compare the two reproductions.
@@ -21,6 +21,10 @@ pub struct Args {
     /// cpu, cuda or cuda:N [default: the device kind of the committed runs].
     #[arg(long)]
     pub device: Option<String>,
+    /// auto: bit for bit on the hardware that made the record, statistically (against the record's
+    /// seed-to-seed spread) elsewhere; or either one forced.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub compare: ddpm::reproduce::Comparison,
 }
 
 pub fn exec(a: Args) -> Result<bool> {
@@ -32,5 +36,6 @@ pub fn exec(a: Args) -> Result<bool> {
         twice: a.twice,
         keep: a.keep,
         device: a.device,
+        compare: a.compare,
     })
 }

@@ -247,6 +247,10 @@ pub struct TrainConfig {
     /// GPU gives the same weights. CPU runs are deterministic either way. Execution only. Off, cuDNN
     /// benchmarks its convolution algorithms and keeps the fastest.
     pub deterministic: bool,
+    /// The instruction set libtorch's CPU kernels may use: `native` (the CPU's best), or `avx2` /
+    /// `sse41`, which pin oneDNN, ATen and MKL at that level so that x86 CPUs having it give the same
+    /// bits (portable math; `crate::config::CpuIsa`). Execution only: recorded in the attempts.
+    pub cpu_isa: crate::config::CpuIsa,
     /// The forward pass and loss in `fp32`, or under `bf16` autocast (convolutions and matmuls in
     /// bfloat16, reductions and the loss in float32); weights, Adam and EMA stay float32 either way.
     pub precision: Precision,
@@ -292,6 +296,7 @@ impl Default for TrainConfig {
             log_every: 50,
             checkpoint_every: 1000,
             deterministic: true,
+            cpu_isa: crate::config::CpuIsa::Native,
             precision: Precision::Fp32,
             channels_last: false,
             tf32: false,
@@ -522,7 +527,7 @@ impl SplitName {
 /// the run's identity (its hash). `data.path` says where the data is; its content's sha256 is in the
 /// identity instead.
 pub const EXECUTION_ONLY_KEYS: &[&str] =
-    &["train.log_every", "train.checkpoint_every", "train.deterministic", "eval", "data.path"];
+    &["train.log_every", "train.checkpoint_every", "train.deterministic", "train.cpu_isa", "eval", "data.path"];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -9,7 +9,35 @@ pub fn compared_metrics() -> Vec<&'static str> {
     metric_names().into_iter().filter(|m| !is_timing(m)).collect()
 }
 
-/// One comparison: a run's hash or state, or one of its metrics.
+/// How a row was compared: bit for bit (or within a relative tolerance the user gave), or
+/// statistically against the record's seed-to-seed spread (`statistical`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Kind {
+    Bitwise,
+    Relative(f64),
+    Statistical,
+}
+
+impl Kind {
+    pub fn of_tolerance(tolerance: f64) -> Kind {
+        if tolerance == 0.0 {
+            Kind::Bitwise
+        } else {
+            Kind::Relative(tolerance)
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Kind::Bitwise => "bitwise".into(),
+            Kind::Relative(t) => format!("within {t:e}"),
+            Kind::Statistical => "statistical".into(),
+        }
+    }
+}
+
+/// One comparison: a run's hash or state, one of its metrics, or (statistically) a variant's metric
+/// or a verdict.
 #[derive(Debug, Clone)]
 pub struct Check {
     pub run: String,
@@ -19,6 +47,44 @@ pub struct Check {
     /// reproduced − committed, for numbers.
     pub difference: Option<f64>,
     pub pass: bool,
+    pub kind: Kind,
+    /// What `difference` had to stay within (statistical rows), or why the row could not be tested.
+    pub tolerance: Option<String>,
+    /// False: the row could not be tested (no spread to judge by); shown as `n/a`, neither passed nor failed.
+    pub tested: bool,
+}
+
+impl Check {
+    /// A row compared as `kind` says, with nothing untested.
+    pub fn new(
+        run: &str,
+        what: &str,
+        committed: String,
+        reproduced: String,
+        difference: Option<f64>,
+        pass: bool,
+        kind: Kind,
+    ) -> Check {
+        Check {
+            run: run.into(),
+            what: what.into(),
+            committed,
+            reproduced,
+            difference,
+            pass,
+            kind,
+            tolerance: None,
+            tested: true,
+        }
+    }
+
+    pub fn result(&self) -> &'static str {
+        match (self.tested, self.pass) {
+            (false, _) => "n/a",
+            (true, true) => "PASS",
+            (true, false) => "FAIL",
+        }
+    }
 }
 
 pub fn read_parquet(bytes: Vec<u8>, what: &str) -> Result<DataFrame> {
@@ -32,7 +98,7 @@ pub fn texts(df: &DataFrame, name: &str) -> Option<Vec<Option<String>>> {
     Some((0..c.len()).map(|i| c.get(i).map(String::from)).collect())
 }
 
-fn numbers(df: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
+pub fn numbers(df: &DataFrame, name: &str) -> Option<Vec<Option<f64>>> {
     let c = df.column(name).ok()?.cast(&DataType::Float64).ok()?;
     let c = c.f64().ok()?;
     Some((0..c.len()).map(|i| c.get(i)).collect())
@@ -50,42 +116,39 @@ pub fn agree(committed: f64, reproduced: f64, tolerance: f64) -> bool {
     (reproduced - committed).abs() <= tolerance * committed.abs()
 }
 
-fn shown(v: Option<f64>) -> String {
+pub fn shown(v: Option<f64>) -> String {
     v.map_or("-".into(), |x| format!("{x}"))
 }
 
 /// Every committed run's hash, state and compared metrics against the reproduced table's run of the
-/// same label.
+/// same label; the metrics only when `metrics` (a statistical comparison judges them per variant).
 pub fn compare(committed: &DataFrame, reproduced: &DataFrame, tolerance: f64) -> Result<Vec<Check>> {
+    compare_runs(committed, reproduced, Some(tolerance))
+}
+
+/// [`compare`] with the metrics left out when `tolerance` is None: the runs' identity (hash, state,
+/// the seeds), which must agree bit for bit on any hardware.
+pub fn compare_runs(committed: &DataFrame, reproduced: &DataFrame, tolerance: Option<f64>) -> Result<Vec<Check>> {
     let labels = texts(committed, "label").context("the committed runs table has no `label` column")?;
     let new_labels = texts(reproduced, "label").context("the reproduced runs table has no `label` column")?;
+    let kind = Kind::of_tolerance(tolerance.unwrap_or(0.0));
+    let exact = |run: &str, what: &str, a: String, b: String| {
+        let pass = a == b;
+        Check::new(run, what, a, b, None, pass, Kind::Bitwise)
+    };
     let mut checks = Vec::new();
     for (i, label) in labels.iter().enumerate() {
         let run = label.clone().unwrap_or_default();
         let Some(j) = new_labels.iter().position(|l| l == label) else {
-            checks.push(Check {
-                run,
-                what: "run".into(),
-                committed: "present".into(),
-                reproduced: "missing".into(),
-                difference: None,
-                pass: false,
-            });
+            checks.push(exact(&run, "run", "present".into(), "missing".into()));
             continue;
         };
         for key in ["hash", "state"] {
             let a = texts(committed, key).and_then(|c| c[i].clone()).unwrap_or_default();
             let b = texts(reproduced, key).and_then(|c| c[j].clone()).unwrap_or_default();
-            let pass = a == b;
-            checks.push(Check {
-                run: run.clone(),
-                what: key.into(),
-                committed: a,
-                reproduced: b,
-                difference: None,
-                pass,
-            });
+            checks.push(exact(&run, key, a, b));
         }
+        let Some(tolerance) = tolerance else { continue };
         for metric in compared_metrics() {
             let a = numbers(committed, metric).and_then(|c| c[i]);
             let b = numbers(reproduced, metric).and_then(|c| c[j]);
@@ -94,26 +157,12 @@ pub fn compare(committed: &DataFrame, reproduced: &DataFrame, tolerance: f64) ->
                 (Some(x), Some(y)) => (agree(x, y, tolerance), Some(y - x)),
                 _ => (false, None),
             };
-            checks.push(Check {
-                run: run.clone(),
-                what: metric.into(),
-                committed: shown(a),
-                reproduced: shown(b),
-                difference,
-                pass,
-            });
+            checks.push(Check::new(&run, metric, shown(a), shown(b), difference, pass, kind));
         }
     }
     // Runs the record does not have: a sequential experiment that stopped later, or a changed grid.
     for label in new_labels.iter().filter(|l| !labels.contains(l)) {
-        checks.push(Check {
-            run: label.clone().unwrap_or_default(),
-            what: "run".into(),
-            committed: "absent".into(),
-            reproduced: "present".into(),
-            difference: None,
-            pass: false,
-        });
+        checks.push(exact(&label.clone().unwrap_or_default(), "run", "absent".into(), "present".into()));
     }
     // The seeds: with sequential seeds, where the experiment stopped.
     let seeds = |df: &DataFrame| -> String {
@@ -122,22 +171,14 @@ pub fn compare(committed: &DataFrame, reproduced: &DataFrame, tolerance: f64) ->
         s.dedup();
         s.iter().map(|x| x.to_string()).collect::<Vec<_>>().join(",")
     };
-    let (a, b) = (seeds(committed), seeds(reproduced));
-    checks.push(Check {
-        run: "(all runs)".into(),
-        what: "seeds".into(),
-        pass: a == b,
-        committed: a,
-        reproduced: b,
-        difference: None,
-    });
+    checks.push(exact("(all runs)", "seeds", seeds(committed), seeds(reproduced)));
     Ok(checks)
 }
 
 /// The checks as an aligned table.
 pub fn table(checks: &[Check]) -> String {
-    let header = ["run", "metric", "committed", "reproduced", "difference", "result"];
-    let rows: Vec<[String; 6]> = checks
+    let header = ["run", "metric", "committed", "reproduced", "difference", "tolerance", "comparison", "result"];
+    let rows: Vec<[String; 8]> = checks
         .iter()
         .map(|c| {
             [
@@ -146,7 +187,9 @@ pub fn table(checks: &[Check]) -> String {
                 c.committed.clone(),
                 c.reproduced.clone(),
                 c.difference.map_or("-".into(), |d| format!("{d:+e}")),
-                if c.pass { "PASS".into() } else { "FAIL".into() },
+                c.tolerance.clone().unwrap_or_else(|| "-".into()),
+                c.kind.label(),
+                c.result().into(),
             ]
         })
         .collect();

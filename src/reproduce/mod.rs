@@ -6,12 +6,13 @@
 //!   weights' checksums and metrics.
 pub mod checkout;
 pub mod compare;
+pub mod statistical;
 
 use crate::eval::metric;
 use crate::track::run_dir::{RunDir, State};
 use anyhow::{bail, Context, Result};
 use checkout::{file_at, repository_of, resolve_commit, Checkout};
-use compare::{compare, read_parquet, table, Check};
+use compare::{compare, read_parquet, shown, table, Check, Kind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -30,6 +31,76 @@ pub struct ReproduceOptions {
     pub keep: bool,
     /// `cpu`, `cuda`, `cuda:N`; default: the device kind the committed runs used.
     pub device: Option<String>,
+    pub compare: Comparison,
+}
+
+/// How the reproduction is compared with the record: `auto` (bit for bit where the record was made on
+/// this hardware, statistically elsewhere), or either one forced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Comparison {
+    #[default]
+    Auto,
+    Bitwise,
+    Statistical,
+}
+
+/// The distinct non-empty values of a text column, in first-seen order.
+fn distinct(df: &polars::prelude::DataFrame, column: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for v in compare::texts(df, column).unwrap_or_default().into_iter().flatten() {
+        if !out.contains(&v) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+/// The most seeds any variant of the record has.
+fn seeds_per_variant(df: &polars::prelude::DataFrame) -> usize {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for v in compare::texts(df, "variant").unwrap_or_default().into_iter().flatten() {
+        *counts.entry(v).or_default() += 1;
+    }
+    counts.into_values().max().unwrap_or(0)
+}
+
+/// What the comparison of a record with its reproduction found, in one line a user can quote, and
+/// whether it passed.
+fn conclusion(checks: &[Check], statistical: bool, where_: &str) -> (String, bool) {
+    let failed = checks.iter().filter(|c| c.tested && !c.pass).count();
+    let untested = checks.iter().filter(|c| !c.tested).count();
+    let n = checks.len();
+    if !statistical {
+        let kind = checks.iter().map(|c| c.kind).find(|k| *k != Kind::Bitwise).unwrap_or(Kind::Bitwise);
+        let how = if kind == Kind::Bitwise { "bit for bit".to_string() } else { kind.label() };
+        return if failed == 0 {
+            (format!("PASS: all {n} checks agree {how} ({where_})"), true)
+        } else {
+            (format!("FAIL: {failed} of {n} checks differ ({how}; {where_})"), false)
+        };
+    }
+    let of = |kind: Kind, verdict: bool| {
+        checks.iter().filter(|c| c.kind == kind && c.tested && (c.run == "(verdict)") == verdict).count()
+    };
+    let (metrics, verdicts, identity) =
+        (of(Kind::Statistical, false), of(Kind::Statistical, true), of(Kind::Bitwise, false));
+    let summary = format!(
+        "{metrics} metric means judged by the record's seed-to-seed prediction intervals (t, Bonferroni, \
+         family-wise α {}), {verdicts} verdicts, {identity} identity checks bit for bit{}; {where_}",
+        statistical::ALPHA,
+        match untested {
+            0 => String::new(),
+            1 => ", 1 row n/a".into(),
+            k => format!(", {k} rows n/a"),
+        }
+    );
+    if failed > 0 {
+        (format!("FAIL (statistical): {failed} of {} tested checks differ; {summary}", n - untested), false)
+    } else if metrics == 0 {
+        (format!("INCONCLUSIVE: no metric could be judged statistically ({summary})"), false)
+    } else {
+        (format!("PASS (statistical): all {} tested checks agree; {summary}", n - untested), true)
+    }
 }
 
 fn say(line: &str) {
@@ -102,15 +173,11 @@ pub fn profile_to_run(asked: Option<&str>, committed: Option<&polars::prelude::D
     }
 }
 
-fn report(checks: &[Check]) -> bool {
+fn report(checks: &[Check], statistical: bool, where_: &str) -> bool {
     print!("{}", table(checks));
-    let failed = checks.iter().filter(|c| !c.pass).count();
-    if failed == 0 {
-        println!("reproduce: PASS: all {} checks agree", checks.len());
-    } else {
-        println!("reproduce: FAIL: {failed} of {} checks differ", checks.len());
-    }
-    failed == 0
+    let (line, pass) = conclusion(checks, statistical, where_);
+    println!("reproduce: {line}");
+    pass
 }
 
 /// `ddpm reproduce`: true when every check passes.
@@ -135,23 +202,66 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
     let on_gpu = recorded_device.as_deref().is_some_and(|d| d.starts_with("cuda"));
     let device = opts.device.clone().unwrap_or_else(|| if on_gpu { "cuda".into() } else { "cpu".into() });
     let tolerance = opts.tolerance.unwrap_or(if device.starts_with("cuda") { GPU_TOLERANCE } else { 0.0 });
-    if let Some(d) = &recorded_device {
-        let here = crate::device::describe(tch::Device::Cpu);
-        if d.starts_with("cpu") && device == "cpu" && *d != here {
-            say(&format!(
-                "warning: the runs were recorded on `{d}`, this machine is `{here}`: CPU results are bit-identical \
-                 only with the same thread count"
-            ));
-        }
-    }
     let profile = profile_to_run(opts.profile.as_deref(), committed.as_ref());
     say(&format!(
-        "commit {commit}, experiment `{name}` ({rel}), profile {}, device {device}, tolerance {tolerance}",
+        "commit {commit}, experiment `{name}` ({rel}), profile {}, device {device}",
         profile.as_deref().map_or("as `run` picks it on the device".into(), |p| format!("`{p}`"))
     ));
+    // Where the record was made, and where this reproduction runs (under the record's `train.cpu_isa`).
+    let recorded = committed.as_ref().map(|df| distinct(df, "hardware")).unwrap_or_default();
+    let isa = committed
+        .as_ref()
+        .and_then(|df| distinct(df, "cpu_isa").into_iter().next())
+        .and_then(|i| serde_json::from_value(i.into()).ok())
+        .unwrap_or_default();
+    let here = crate::hardware::Hardware::expected_here(crate::device::parse(&device)?, isa).key();
+    let seeds = committed.as_ref().map_or(0, seeds_per_variant);
+    let statistical_here = |recorded: &[String], here: &str| match opts.compare {
+        Comparison::Bitwise => false,
+        Comparison::Statistical => true,
+        Comparison::Auto => !recorded.is_empty() && recorded.iter().any(|r| r != here),
+    };
+    let mut statistical = committed.is_some() && statistical_here(&recorded, &here);
+    say(&format!("this machine: {here}"));
+    if committed.is_some() {
+        say(&format!(
+            "the record was made on: {}",
+            if recorded.is_empty() {
+                "(not recorded: its runs predate hardware records)".into()
+            } else {
+                recorded.join(" | ")
+            }
+        ));
+    }
+    match (&committed, statistical) {
+        (None, _) => {}
+        (Some(_), false) if recorded.is_empty() && opts.compare == Comparison::Auto => say(&format!(
+            "comparing bit for bit (tolerance {tolerance}): that holds only on the hardware that made the record, \
+             which it does not name; on other hardware, `--compare statistical` judges the metrics by the \
+             record's seed-to-seed spread instead"
+        )),
+        (Some(_), false) => {
+            say(&format!("comparing bit for bit (tolerance {tolerance}): the same hardware as recorded"))
+        }
+        (Some(_), true) if seeds < 2 => {
+            say("other hardware than recorded: bit-for-bit equality is not expected here, and the record has one \
+             seed per variant, so there is no spread to judge a difference by: only a bitwise comparison is \
+             possible, and its result is inconclusive where it differs")
+        }
+        (Some(_), true) => say(&format!(
+            "other hardware than recorded: bit-for-bit equality is not expected here (libtorch's kernels round \
+             differently, and training amplifies it); the metrics are compared statistically ({}, α = {}), \
+             the verdicts must agree, and the runs' hashes, states and seeds must be equal",
+            statistical::TEST_NAME,
+            statistical::ALPHA
+        )),
+    }
 
     let work = work_dir(&repo, &commit);
     let patch = file_at(&repo, &commit, &format!("analysis/{name}/code.patch"));
+    let committed_verdicts = file_at(&repo, &commit, &format!("analysis/{name}/verdicts.parquet"))
+        .map(|b| read_parquet(b, &format!("analysis/{name}/verdicts.parquet")))
+        .transpose()?;
     let outcome = (|| -> Result<bool> {
         let checkout = Checkout::create(&repo, &commit, &work, patch.as_deref())?;
         if checkout.patched {
@@ -161,24 +271,70 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
         let first =
             run_experiment(&binary, &checkout.tree, &rel, &name, &work.join("results"), profile.as_deref(), &device)?;
         let reproduced = read_parquet(std::fs::read(&first)?, &first.display().to_string())?;
-        let checks = match &committed {
-            Some(c) => compare(c, &reproduced, tolerance)?,
-            None => {
-                say("no committed analysis: comparing two fresh reproductions");
-                let second = run_experiment(
-                    &binary,
-                    &checkout.tree,
-                    &rel,
-                    &name,
-                    &work.join("results-2"),
-                    profile.as_deref(),
-                    &device,
-                )?;
-                let again = read_parquet(std::fs::read(&second)?, &second.display().to_string())?;
-                compare(&reproduced, &again, tolerance)?
+        let Some(c) = &committed else {
+            say("no committed analysis: comparing two fresh reproductions");
+            let second = run_experiment(
+                &binary,
+                &checkout.tree,
+                &rel,
+                &name,
+                &work.join("results-2"),
+                profile.as_deref(),
+                &device,
+            )?;
+            let again = read_parquet(std::fs::read(&second)?, &second.display().to_string())?;
+            return Ok(report(&compare(&reproduced, &again, tolerance)?, false, "two reproductions on this machine"));
+        };
+        // The reproduction's own record of where it ran decides, where it differs from the forecast.
+        let ran_on = distinct(&reproduced, "hardware");
+        if !ran_on.is_empty() && ran_on.iter().any(|r| *r != here) {
+            say(&format!("the reproduction ran on: {}", ran_on.join(" | ")));
+            let now = statistical_here(&recorded, &ran_on[0]);
+            if now != statistical {
+                say(&format!("so the comparison is {}", if now { "statistical" } else { "bit for bit" }));
+                statistical = now;
+            }
+        }
+        let where_ = match (&recorded[..], statistical) {
+            ([], _) => format!("record's hardware not recorded; reproduced on {}", ran_on.first().unwrap_or(&here)),
+            (_, false) => format!("on {}", recorded.join(" | ")),
+            (_, true) => {
+                format!("recorded on {}; reproduced on {}", recorded.join(" | "), ran_on.first().unwrap_or(&here))
             }
         };
-        Ok(report(&checks))
+        if statistical && seeds >= 2 {
+            let verdicts_path = first.with_file_name("verdicts.parquet");
+            let verdicts = std::fs::read(&verdicts_path)
+                .ok()
+                .map(|b| read_parquet(b, &verdicts_path.display().to_string()))
+                .transpose()?;
+            let mut checks = compare::compare_runs(c, &reproduced, None)?;
+            checks.extend(statistical::compare_metrics(c, &reproduced, statistical::ALPHA));
+            if let Some(v) = &committed_verdicts {
+                checks.extend(statistical::compare_verdicts(v, verdicts.as_ref()));
+            }
+            return Ok(report(&checks, true, &where_));
+        }
+        let checks = compare(c, &reproduced, tolerance)?;
+        if statistical {
+            // One seed per variant on other hardware: what differs cannot be judged.
+            print!("{}", table(&checks));
+            let failed = checks.iter().filter(|c| !c.pass).count();
+            if failed == 0 {
+                println!(
+                    "reproduce: PASS: all {} checks agree bit for bit, on other hardware ({where_})",
+                    checks.len()
+                );
+                return Ok(true);
+            }
+            println!(
+                "reproduce: INCONCLUSIVE: {failed} of {} checks differ bit for bit, as expected on other hardware, \
+                 and a record with one seed per variant has no spread to judge them by ({where_})",
+                checks.len()
+            );
+            return Ok(false);
+        }
+        Ok(report(&checks, false, &where_))
     })();
     if opts.keep {
         say(&format!("kept the reproduction's results in {}", work.display()));
@@ -254,14 +410,7 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
             ("weights_sha256", &status.weights_sha256, &new.weights_sha256),
             ("ema_sha256", &status.ema_sha256, &new.ema_sha256),
         ] {
-            checks.push(Check {
-                run: status.label.clone(),
-                what: what.into(),
-                committed: text(a),
-                reproduced: text(b),
-                difference: None,
-                pass: a == b,
-            });
+            checks.push(Check::new(&status.label, what, text(a), text(b), None, a == b, Kind::Bitwise));
         }
         let tolerance = if device == "cpu" { 0.0 } else { GPU_TOLERANCE };
         // The training's loss and every metric of the evaluation but the timings.
@@ -274,15 +423,15 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
                 (Some(x), Some(y)) => (compare::agree(x, y, tolerance), Some(y - x)),
                 _ => (false, None),
             };
-            let shown = |v: Option<f64>| v.map_or("-".into(), |x| format!("{x}"));
-            checks.push(Check {
-                run: status.label.clone(),
-                what: what.into(),
-                committed: shown(a),
-                reproduced: shown(b),
+            checks.push(Check::new(
+                &status.label,
+                what,
+                shown(a),
+                shown(b),
                 difference,
                 pass,
-            });
+                Kind::of_tolerance(tolerance),
+            ));
         }
         print!("{}", table(&checks));
         let failed = checks.iter().filter(|c| !c.pass).count();

@@ -95,6 +95,9 @@ pub fn run_one(
     let evals = if evals.is_empty() { vec![spec.config.eval.clone()] } else { evals };
     // Each spec as it runs here: the batch size the device gives it when the spec leaves it open.
     let evals: Vec<EvalConfig> = evals.iter().map(|e| e.for_device(device.is_cuda())).collect();
+    // The math libraries' instruction set, before libtorch's first CPU kernel (this may re-execute
+    // the process with the pinned environment). A CPU that cannot run it is the run's recorded error.
+    let pinned = crate::hardware::pin_process(spec.config.train.cpu_isa);
     // Before the first cuBLAS call of this process (a run executes in a process of its own).
     crate::device::prepare(&spec.config.train, device);
     let _lock = match lock::try_acquire(&dir.path)? {
@@ -109,6 +112,19 @@ pub fn run_one(
     };
     let mut reporter: Box<dyn Reporter> =
         if events { Box::new(EventReporter::new()) } else { Box::new(Progress::new(&spec.label)) };
+    if let Err(e) = pinned {
+        let message = format!("{e:#}");
+        reporter.note(&format!("not started: {message}"));
+        let status = dir.status()?;
+        if status.as_ref().is_some_and(|s| s.state == State::Done) {
+            // Trained; its evaluation waits for a machine that can run the pinned level.
+            return Err(e);
+        }
+        let mut status = status.unwrap_or_else(|| Status::new(State::Failed, &spec, 0));
+        (status.state, status.error) = (State::Failed, Some(message));
+        dir.write_status(&status)?;
+        return Ok(Ended::Failed);
+    }
     let done = dir.status()?.filter(|s| s.state == State::Done);
     let status = match done {
         Some(_) if !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
@@ -226,6 +242,9 @@ fn train(
     if changed {
         extra.insert("device_change_allowed".into(), true.into());
     }
+    let hardware = crate::hardware::Hardware::here(device, spec.config.train.cpu_isa);
+    extra.insert("hardware_key".into(), hardware.key().into());
+    extra.insert("hardware".into(), serde_json::to_value(&hardware)?);
     dir.record_attempt(&device_name, resume, crate::device::determinism(), extra)?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
     let mut during = run_eval::DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
