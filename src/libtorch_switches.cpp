@@ -110,9 +110,6 @@ extern "C" int ddpm_cuda_memory_info(int device, long long* free_bytes, long lon
   }
 }
 
-// MKL's own C entry point, exported by libtorch_cpu (PyPI builds link MKL statically).
-extern "C" void MKL_Get_Version_String(char* buffer, int length);
-
 // Copies `s` into `buffer` (NUL-terminated, cut to `length`); the length of `s`.
 static int copy_out(const std::string& s, char* buffer, int length) {
   if (length > 0) {
@@ -141,12 +138,16 @@ extern "C" int ddpm_onednn_version(char* buffer, int length) {
   }
 }
 
+// MKL's version as libtorch reports it (empty in a build without MKL); -1 on an exception.
 extern "C" int ddpm_mkl_version(char* buffer, int length) {
-  MKL_Get_Version_String(buffer, length);
-  return static_cast<int>(std::strlen(buffer));
+  try {
+    return copy_out(at::get_mkl_version(), buffer, length);
+  } catch (...) {
+    return -1;
+  }
 }
 
-// The CUDA runtime and cuDNN versions libtorch was built with and loads (0 where it has none).
+// The CUDA version libtorch was built with and the cuDNN version it loaded (0 where it has none).
 extern "C" long long ddpm_cuda_runtime_version() {
   try {
     return at::detail::getCUDAHooks().hasCUDA() ? at::detail::getCUDAHooks().versionCUDART() : 0;

@@ -45,9 +45,9 @@ pub struct RunRecord {
     /// The experiment's profile the run was analysed under (`default`: none), so that `reproduce`
     /// runs the same one wherever it runs (the default profile depends on the machine).
     pub profile: Option<String>,
-    /// Where the run's last attempt ran, as far as the bits of its result depend on it
-    /// (`hardware::Hardware::key`), and its `train.cpu_isa`; None for runs made before attempts
-    /// recorded them.
+    /// Where the run's attempts ran, as far as the bits of its result depend on it
+    /// (`hardware::Hardware::key`; several joined by ` | ` when it was resumed elsewhere), and the
+    /// last attempt's `train.cpu_isa`; None for runs made before attempts recorded them.
     pub hardware: Option<String>,
     pub cpu_isa: Option<String>,
     /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
@@ -72,10 +72,19 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
 
-/// The last line of `attempts.jsonl`.
-fn last_attempt(dir: &Path) -> serde_json::Value {
+/// The last line of `attempts.jsonl`, and the distinct hardware keys of all its attempts joined by
+/// ` | ` (a run resumed on other hardware names each; None before attempts recorded it).
+fn attempts_of(dir: &Path) -> (serde_json::Value, Option<String>) {
     let text = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap_or_default();
-    text.lines().last().and_then(|l| serde_json::from_str(l).ok()).unwrap_or_default()
+    let all: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let mut keys: Vec<&str> = Vec::new();
+    for k in all.iter().filter_map(|a| a["hardware_key"].as_str()) {
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let hardware = (!keys.is_empty()).then(|| keys.join(" | "));
+    (all.last().cloned().unwrap_or_default(), hardware)
 }
 
 /// The curves of a run directory: see `RunRecord::curves`.
@@ -171,7 +180,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                     per_t = b.per_t;
                 }
             }
-            let attempt = last_attempt(&dir.path);
+            let (attempt, hardware) = attempts_of(&dir.path);
             RunRecord {
                 label: spec.label.clone(),
                 hash: spec.hash.clone(),
@@ -182,7 +191,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 metrics,
                 steps: status.as_ref().map(|s| s.step as i64),
                 device: attempt["device"].as_str().map(String::from),
-                hardware: attempt["hardware_key"].as_str().map(String::from),
+                hardware,
                 cpu_isa: attempt["hardware"]["cpu_isa"].as_str().map(String::from),
                 git_commit: provenance.as_ref().and_then(|p| p["git"]["commit"].as_str().map(String::from)),
                 git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),

@@ -9,6 +9,9 @@ pub fn compared_metrics() -> Vec<&'static str> {
     metric_names().into_iter().filter(|m| !is_timing(m)).collect()
 }
 
+/// The checks of a run's identity, equal on any hardware: its hash and state, its presence, the seeds.
+pub const IDENTITY: [&str; 4] = ["hash", "state", "run", "seeds"];
+
 /// How a row was compared: bit for bit (or within a relative tolerance the user gave), or
 /// statistically against the record's seed-to-seed spread (`statistical`).
 #[derive(Debug, Clone, Copy, PartialEq)]

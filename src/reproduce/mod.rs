@@ -133,20 +133,29 @@ fn work_dir(repo: &Path, commit: &str) -> PathBuf {
     repo.join("target/reproductions").join(format!("{}-{}", &commit[..12.min(commit.len())], std::process::id()))
 }
 
+/// How a reproduction's `ddpm run` is started: the checkout's binary and tree, the experiment file
+/// (relative) and name, and the record's profile, device and `train.cpu_isa`.
+struct Launch<'a> {
+    binary: &'a Path,
+    tree: &'a Path,
+    rel: &'a str,
+    name: &'a str,
+    profile: Option<&'a str>,
+    device: &'a str,
+    cpu_isa: crate::config::CpuIsa,
+}
+
 /// Runs `ddpm run` of the checkout's experiment into `results`; the path of the new runs table.
-fn run_experiment(
-    binary: &Path,
-    tree: &Path,
-    rel: &str,
-    name: &str,
-    results: &Path,
-    profile: Option<&str>,
-    device: &str,
-) -> Result<PathBuf> {
+fn run_experiment(launch: &Launch, results: &Path) -> Result<PathBuf> {
+    let Launch { binary, tree, rel, name, profile, device, cpu_isa } = *launch;
     let mut cmd = Command::new(binary);
     cmd.current_dir(tree).args(["run", rel, "--device", device, "--results"]).arg(results);
     if let Some(p) = profile {
         cmd.args(["--profile", p]);
+    }
+    // The record's portable-math level (execution only, so the experiment file need not hold it).
+    if cpu_isa != crate::config::CpuIsa::Native {
+        cmd.args(["--set", &format!("train.cpu_isa={}", cpu_isa.name())]);
     }
     let data = std::fs::canonicalize(crate::data::data_dir()).unwrap_or_else(|_| crate::data::data_dir());
     cmd.env("DDPM_DATA_DIR", data).env_remove("DDPM_RESULTS_DIR");
@@ -207,14 +216,18 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
         "commit {commit}, experiment `{name}` ({rel}), profile {}, device {device}",
         profile.as_deref().map_or("as `run` picks it on the device".into(), |p| format!("`{p}`"))
     ));
-    // Where the record was made, and where this reproduction runs (under the record's `train.cpu_isa`).
+    // Where the record was made, and where this reproduction runs (under the record's `train.cpu_isa`,
+    // which `run_experiment` passes on).
     let recorded = committed.as_ref().map(|df| distinct(df, "hardware")).unwrap_or_default();
     let isa = committed
         .as_ref()
         .and_then(|df| distinct(df, "cpu_isa").into_iter().next())
         .and_then(|i| serde_json::from_value(i.into()).ok())
         .unwrap_or_default();
-    let here = crate::hardware::Hardware::expected_here(crate::device::parse(&device)?, isa).key();
+    let parsed = crate::device::parse(&device).map_err(|e| {
+        anyhow::anyhow!("{e:#}; the record was made on `{device}`: `--device cpu` reproduces it on the CPU (compared statistically)")
+    })?;
+    let here = crate::hardware::Hardware::expected_here(parsed, isa).key();
     let seeds = committed.as_ref().map_or(0, seeds_per_variant);
     let statistical_here = |recorded: &[String], here: &str| match opts.compare {
         Comparison::Bitwise => false,
@@ -268,20 +281,20 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
             say("warning: the runs were trained from a working tree with uncommitted changes; their recorded diff (code.patch) is applied on top of the commit");
         }
         let binary = checkout.binary(&mut |l| say(l))?;
-        let first =
-            run_experiment(&binary, &checkout.tree, &rel, &name, &work.join("results"), profile.as_deref(), &device)?;
+        let launch = Launch {
+            binary: &binary,
+            tree: &checkout.tree,
+            rel: &rel,
+            name: &name,
+            profile: profile.as_deref(),
+            device: &device,
+            cpu_isa: isa,
+        };
+        let first = run_experiment(&launch, &work.join("results"))?;
         let reproduced = read_parquet(std::fs::read(&first)?, &first.display().to_string())?;
         let Some(c) = &committed else {
             say("no committed analysis: comparing two fresh reproductions");
-            let second = run_experiment(
-                &binary,
-                &checkout.tree,
-                &rel,
-                &name,
-                &work.join("results-2"),
-                profile.as_deref(),
-                &device,
-            )?;
+            let second = run_experiment(&launch, &work.join("results-2"))?;
             let again = read_parquet(std::fs::read(&second)?, &second.display().to_string())?;
             return Ok(report(&compare(&reproduced, &again, tolerance)?, false, "two reproductions on this machine"));
         };
@@ -326,6 +339,16 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
                     checks.len()
                 );
                 return Ok(true);
+            }
+            // The runs' identity must agree on any hardware: a difference there is a failure.
+            let is_identity = |c: &&Check| compare::IDENTITY.contains(&c.what.as_str());
+            let identity = checks.iter().filter(is_identity).filter(|c| !c.pass).count();
+            if identity > 0 {
+                println!(
+                    "reproduce: FAIL: {identity} of {} identity checks (hash, state, runs, seeds) differ ({where_})",
+                    checks.iter().filter(is_identity).count()
+                );
+                return Ok(false);
             }
             println!(
                 "reproduce: INCONCLUSIVE: {failed} of {} checks differ bit for bit, as expected on other hardware, \
