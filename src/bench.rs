@@ -251,7 +251,7 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     crate::device::reset_peak_device_memory(o.device);
     let mut collect = Collect { records: Vec::new(), times: Vec::new(), profile: o.profile, phases: None };
     let outcome =
-        crate::device::catching(o.device, || train_run(spec, &dir, o.device, &o.data_dir, &mut collect, None))?;
+        crate::device::catching(o.device, || train_run(spec, &dir, o.device, &o.data_dir, &mut collect, Vec::new()))?;
     let peak_host_bytes = peak_rss();
     let peak_device_bytes = crate::device::peak_device_memory(o.device);
     let measured = collect.records.get(1).context("the training loop logged no second window")?;

@@ -1,7 +1,9 @@
 //! `ddpm`: a research harness for diffusion-model ablations.
 //!
-//! Data flows one way: experiment TOML → `config` (validated, hashed `RunSpec`s) → `runner` →
-//! `train` (with `models`, `diffusion`, `data`) → a run directory (`track`) → `eval` outputs.
+//! Data flows one way: experiment TOML → `experiment` (loaded, validated by `config`, each run a
+//! `RunSpec` hashed by `experiment::identity`) → `runner` → `train` (with `models`, `diffusion`, `data`,
+//! and its hooks) → a run folder (`track::run_dir`, its schema) → `eval` → `analysis` and `reproduce`.
+//! CONTRIBUTING.md gives each module its floor; `tests/architecture.rs` holds the layering.
 pub mod analysis;
 pub mod bench;
 pub mod cluster;
@@ -21,6 +23,7 @@ pub mod progress;
 pub mod reproduce;
 pub mod rng;
 pub mod runner;
+pub mod signal;
 pub mod track;
 pub mod train;
 pub mod weights;

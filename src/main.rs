@@ -88,7 +88,7 @@ fn main() -> ExitCode {
         Command::RunOne(a) => return commands::run_one::exec(a),
         Command::Data { command } => commands::data::exec(command),
         Command::Device => commands::device::exec(),
-        Command::Bench(a) => a.exec(),
+        Command::Bench(a) => commands::bench::exec(a),
         Command::Schedules(a) => commands::schedules::exec(a),
         Command::Models(a) => commands::models::exec(a),
         Command::Eval { command, args } => commands::eval::exec(command, args),

@@ -2,7 +2,7 @@
 //! records) or those of one of its checkpoints, into the run's network.
 use crate::config::RunConfig;
 use crate::models::{self, Denoiser};
-use crate::track::run_dir::{RunDir, State};
+use crate::track::run_dir::{Artifact, Folder, RunDir, State};
 use crate::track::{checkpoint, sha256_hex};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -35,11 +35,11 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
                 bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
             }
             let (file, recorded) = if use_ema {
-                ("ema.safetensors", &status.ema_sha256)
+                (Artifact::EmaWeights, &status.ema_sha256)
             } else {
-                ("model.safetensors", &status.weights_sha256)
+                (Artifact::Weights, &status.weights_sha256)
             };
-            let weights = run_dir.join(file);
+            let weights = RunDir::at(run_dir).file(file);
             let bytes = std::fs::read(&weights).with_context(|| format!("cannot read {}", weights.display()))?;
             let actual = sha256_hex(&bytes);
             if recorded.as_deref() != Some(actual.as_str()) {
@@ -52,7 +52,7 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
             (config.train.steps, actual)
         }
         Some(step) => {
-            let ck_dir = run_dir.join("checkpoints");
+            let ck_dir = RunDir::at(run_dir).folder(Folder::Checkpoints);
             // The caller says which option asked for it (`--checkpoint`, `eval.checkpoint`).
             let available = checkpoint::steps(&ck_dir);
             if !available.contains(&step) {

@@ -2,12 +2,13 @@
 //! variants (the varied keys other than the seed), with summaries per variant and seed-paired
 //! differences against the baseline variant.
 use super::stats::{summarize, Summary};
+use crate::cluster::history::EmRecord;
 use crate::eval::bpd::PerT;
 use crate::eval::metric::{self, Role};
 use crate::experiment::Experiment;
-use crate::runner::board::flat;
+use crate::track::hparams::flat;
 use crate::track::hparams::HValue;
-use crate::track::run_dir::{RunDir, State};
+use crate::track::run_dir::{Artifact, Attempt, RunDir, State};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -50,8 +51,8 @@ pub struct RunRecord {
     /// last attempt's `train.cpu_isa`; None for runs made before attempts recorded them.
     pub hardware: Option<String>,
     pub cpu_isa: Option<String>,
-    /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_fid`/`_kid` from
-    /// `eval_history.jsonl`, in file order.
+    /// (metric, step, value): `train_loss` from `metrics.jsonl`, `eval_during_<name>` of every metric
+    /// computed during training (`metric::during`) from `eval_history.jsonl`, in file order.
     pub curves: Vec<(String, i64, f64)>,
     /// The bound's terms and the training loss per timestep, from the run's evaluation (empty when the
     /// bound was not evaluated).
@@ -68,17 +69,12 @@ pub struct RunRecord {
     pub evaluations: Vec<(usize, BTreeMap<String, f64>)>,
 }
 
-fn read_json(path: &Path) -> Option<serde_json::Value> {
-    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
-}
-
-/// The last line of `attempts.jsonl`, and the distinct hardware keys of all its attempts joined by
-/// ` | ` (a run resumed on other hardware names each; None before attempts recorded it).
-fn attempts_of(dir: &Path) -> (serde_json::Value, Option<String>) {
-    let text = std::fs::read_to_string(dir.join("attempts.jsonl")).unwrap_or_default();
-    let all: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+/// The last attempt of a run, and the distinct hardware keys of all its attempts joined by ` | ` (a
+/// run resumed on other hardware names each; None before attempts recorded it).
+fn attempts_of(dir: &RunDir) -> (Attempt, Option<String>) {
+    let all = dir.attempts();
     let mut keys: Vec<&str> = Vec::new();
-    for k in all.iter().filter_map(|a| a["hardware_key"].as_str()) {
+    for k in all.iter().filter_map(|a| a.hardware_key.as_deref()) {
         if !keys.contains(&k) {
             keys.push(k);
         }
@@ -88,37 +84,31 @@ fn attempts_of(dir: &Path) -> (serde_json::Value, Option<String>) {
 }
 
 /// The curves of a run directory: see `RunRecord::curves`.
-fn read_curves(dir: &Path) -> Vec<(String, i64, f64)> {
+fn read_curves(dir: &RunDir) -> Vec<(String, i64, f64)> {
     let mut out = Vec::new();
-    for (file, fields) in [("metrics.jsonl", &["loss"][..]), ("eval_history.jsonl", &["fid", "kid"][..])] {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_default();
-        for v in text.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()) {
-            for f in fields {
-                if let (Some(step), Some(x)) = (v["step"].as_i64(), v[*f].as_f64()) {
-                    let name = if *f == "loss" { "train_loss".to_string() } else { format!("eval_during_{f}") };
-                    out.push((name, step, x));
-                }
+    for l in dir.loss_curve() {
+        out.push(("train_loss".to_string(), l.step as i64, l.loss));
+    }
+    for l in dir.eval_history() {
+        for m in metric::during() {
+            if let Some(x) = l.metrics.get(m.name) {
+                out.push((format!("eval_during_{}", m.name), l.step as i64, *x));
             }
         }
     }
     // A clustering's E-steps: every π_k, the largest, the share of images that changed cluster, and
     // the assignment's scores against the labels.
-    let history = std::fs::read_to_string(dir.join("em_history.json")).unwrap_or_default();
-    for e in serde_json::from_str::<Vec<serde_json::Value>>(&history).unwrap_or_default() {
-        let Some(step) = e["step"].as_i64() else { continue };
-        let pi: Vec<f64> =
-            e["pi"].as_array().map(|a| a.iter().filter_map(|p| p.as_f64()).collect()).unwrap_or_default();
-        for (k, p) in pi.iter().enumerate() {
+    for e in dir.record::<Vec<EmRecord>>(Artifact::EmHistory).unwrap_or_default() {
+        let step = e.step as i64;
+        for (k, p) in e.pi.iter().enumerate() {
             out.push((format!("em_pi_{k}"), step, *p));
         }
-        if let Some(max) = pi.iter().copied().reduce(f64::max) {
+        if let Some(max) = e.pi.iter().copied().reduce(f64::max) {
             out.push(("em_pi_max".to_string(), step, max));
         }
-        if let Some(c) = e["changed"].as_f64() {
-            out.push(("em_changed".to_string(), step, c));
-        }
-        for score in ["accuracy", "nmi", "ari"] {
-            if let Some(x) = e["scores"][score].as_f64() {
+        out.push(("em_changed".to_string(), step, e.changed));
+        if let Some(s) = e.scores {
+            for (score, x) in [("accuracy", s.accuracy), ("nmi", s.nmi), ("ari", s.ari)] {
                 out.push((format!("em_{score}"), step, x));
             }
         }
@@ -160,19 +150,19 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
             };
             let mut metrics = BTreeMap::new();
             let mut per_t = Vec::new();
-            let provenance = read_json(&dir.path.join("provenance.json"));
+            let provenance = dir.provenance();
             // The numbers of this run's own `[eval]`, not the latest evaluation of its directory (runs
             // that share a training are evaluated under several specs).
             let evaluation = crate::eval::run_eval::stored_as_evaluated(&dir.path, &spec.config.eval);
             let mut model_evaluations = None;
-            let mut samples = dir.path.join("samples.png");
+            let mut samples = dir.file(Artifact::Samples);
             if let Some(s) = &status {
                 metrics.extend(metric::run::of_status(s));
             }
             if let Some(r) = evaluation {
                 metrics.extend(r.metrics);
                 model_evaluations = r.model_evaluations;
-                let own = dir.path.join("eval").join(&r.spec_hash).join("samples.png");
+                let own = dir.eval_samples(&r.spec_hash);
                 if eval_varies && own.exists() {
                     samples = own;
                 }
@@ -180,7 +170,7 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                     per_t = b.per_t;
                 }
             }
-            let (attempt, hardware) = attempts_of(&dir.path);
+            let (attempt, hardware) = attempts_of(&dir);
             RunRecord {
                 label: spec.label.clone(),
                 hash: spec.hash.clone(),
@@ -190,13 +180,13 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 variant,
                 metrics,
                 steps: status.as_ref().map(|s| s.step as i64),
-                device: attempt["device"].as_str().map(String::from),
+                device: attempt.device.clone(),
                 hardware,
-                cpu_isa: attempt["hardware"]["cpu_isa"].as_str().map(String::from),
-                git_commit: provenance.as_ref().and_then(|p| p["git"]["commit"].as_str().map(String::from)),
-                git_dirty: provenance.as_ref().and_then(|p| p["git"]["dirty"].as_bool()),
+                cpu_isa: attempt.cpu_isa().map(String::from),
+                git_commit: provenance.as_ref().and_then(|p| p.git.commit.clone()),
+                git_dirty: provenance.as_ref().and_then(|p| p.git.dirty),
                 profile: Some(exp.profile.clone().unwrap_or_else(|| crate::experiment::DEFAULT_PROFILE.into())),
-                curves: read_curves(&dir.path),
+                curves: read_curves(&dir),
                 per_t,
                 model_evaluations,
                 samples,

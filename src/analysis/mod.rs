@@ -11,7 +11,8 @@ pub mod verdict;
 
 use crate::eval::metric::{self, Role};
 use crate::experiment::{Experiment, Question};
-use crate::runner::board::flat;
+use crate::track::hparams::flat;
+use crate::track::run_dir::{Artifact, RunDir};
 use anyhow::{Context, Result};
 use collect::{collect, metric_names, paired, summaries, variants, RunRecord};
 use stats::Summary;
@@ -93,7 +94,7 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
     let patch = records
         .iter()
         .filter(|r| r.state == "done" && r.git_dirty == Some(true))
-        .find_map(|r| std::fs::read(results_root.join("runs").join(&r.hash).join("code.patch")).ok());
+        .find_map(|r| std::fs::read(RunDir::new(results_root, &r.hash).file(Artifact::CodePatch)).ok());
     match patch {
         Some(p) => crate::track::atomic_write(&dir.join("code.patch"), &p)?,
         None => {
@@ -389,7 +390,7 @@ fn verdict_section(
                 Some(d) => format!(
                     "by the safe (anytime-valid) paired t test over sequential seeds (start {}, max {}, step {}): \
                      decided when its e-value reaches {}/α = {} at a look ({} comparison{}), which keeps the \
-                     type-I error at most α over all looks (Ville's inequality; see the README); its seeds \
+                     type-I error at most α over all looks (Ville's inequality; see docs/analysis.md); its seeds \
                      needed are the fixed-n number or the fewest seeds at which the rule can decide at all, a lower \
                      bound",
                     d.start,

@@ -229,7 +229,9 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
     let mut at: BTreeMap<(String, usize), Vec<(f64, f64)>> = BTreeMap::new();
     let mut lines: Vec<String> = Vec::new();
     for (spec, r) in exp.runs.iter().zip(records) {
-        let (Some(nfe), Some(fid), "done") = (r.model_evaluations, r.metrics.get("fid"), r.state.as_str()) else {
+        let (Some(nfe), Some(fid), "done") =
+            (r.model_evaluations, r.metrics.get(crate::eval::metric::fid::FID.name), r.state.as_str())
+        else {
             continue;
         };
         let sampler = spec.config.eval.sampler.label(None);

@@ -5,5 +5,6 @@
 //! (`train::clustering`).
 pub mod em;
 pub mod estep;
+pub mod history;
 pub mod kmeans;
 pub mod scores;

@@ -43,27 +43,25 @@ pub struct Args {
     reference_script: Option<PathBuf>,
 }
 
-impl Args {
-    pub fn exec(self) -> Result<bool> {
-        let device = ddpm::device::parse(&self.device)?;
-        let out = self.out.clone();
-        let opts = ddpm::bench::BenchOptions {
-            models: self.models,
-            sets: self.sets,
-            device,
-            steps: self.steps,
-            batch: self.batch,
-            eval_batch: self.eval_batch,
-            eval_calls: self.eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
-            compare: self.compare,
-            profile: self.profile,
-            data_dir: ddpm::data::data_dir(),
-            out_dir: self.out,
-            python: self.python,
-            reference_script: self.reference_script,
-        };
-        print!("{}", ddpm::bench::run(&opts)?);
-        println!("written to {}", out.display());
-        Ok(true)
-    }
+pub fn exec(a: Args) -> Result<bool> {
+    let device = ddpm::device::parse(&a.device)?;
+    let out = a.out.clone();
+    let opts = ddpm::bench::BenchOptions {
+        models: a.models,
+        sets: a.sets,
+        device,
+        steps: a.steps,
+        batch: a.batch,
+        eval_batch: a.eval_batch,
+        eval_calls: a.eval_calls.unwrap_or(if device.is_cuda() { 50 } else { 3 }),
+        compare: a.compare,
+        profile: a.profile,
+        data_dir: ddpm::data::data_dir(),
+        out_dir: a.out,
+        python: a.python,
+        reference_script: a.reference_script,
+    };
+    print!("{}", ddpm::bench::run(&opts)?);
+    println!("written to {}", out.display());
+    Ok(true)
 }

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use ddpm::eval::run_eval::{evaluate_run, with_overrides};
 use ddpm::experiment::load_experiment;
 use ddpm::progress::Progress;
-use ddpm::track::run_dir::{RunDir, State};
+use ddpm::track::run_dir::{Artifact, RunDir, State};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -60,12 +60,9 @@ fn eval_runs(args: &Args) -> Result<bool> {
     let device = ddpm::device::parse(&args.device)?;
     let data_dir = ddpm::data::data_dir();
     let runs: Vec<(String, PathBuf, ddpm::config::EvalConfig)> = if target.is_dir() {
-        let config = RunDir { path: target.clone() }.load_config()?;
-        let provenance = std::fs::read_to_string(target.join("provenance.json")).unwrap_or_default();
-        let label = serde_json::from_str::<serde_json::Value>(&provenance)
-            .ok()
-            .and_then(|p| p["label"].as_str().map(String::from));
-        let label = label.unwrap_or_else(|| target.display().to_string());
+        let run = RunDir::at(target);
+        let config = run.load_config()?;
+        let label = run.provenance().and_then(|p| p.label).unwrap_or_else(|| target.display().to_string());
         vec![(label, target.clone(), config.eval)]
     } else {
         let exp = load_experiment(target, &args.layers.load_options())?;
@@ -126,10 +123,11 @@ fn bpd_command(run_dir: &std::path::Path, images: usize, batch: i64, t_stride: u
         device: ddpm::device::parse(device)?,
         data_dir: ddpm::data::data_dir(),
     };
-    let use_ema = RunDir { path: run_dir.to_path_buf() }.load_config()?.sample.use_ema;
+    let run = RunDir::at(run_dir);
+    let use_ema = run.load_config()?.sample.use_ema;
     let loaded = ddpm::weights::load_weights(run_dir, use_ema, None, opts.device)?;
     let r = ddpm::eval::bpd::bound(run_dir, &loaded.config, loaded.model.as_ref(), &opts, &mut Progress::new("bpd"))?;
-    ddpm::track::atomic_write(&run_dir.join("bpd.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
+    ddpm::track::atomic_write(&run.file(Artifact::BoundReport), serde_json::to_string_pretty(&r)?.as_bytes())?;
     // The bound joins the run's TensorBoard scalars at its last training step.
     let mut events = ddpm::track::tensorboard::EventWriter::create(run_dir)?;
     let values = ddpm::eval::metric::bound::values(&r);
@@ -145,6 +143,6 @@ fn bpd_command(run_dir: &std::path::Path, images: usize, batch: i64, t_stride: u
     println!("  prior L_T  {:.3e}", r.prior);
     println!("  diffusion  {:.5}  (sum of L_1..L_(T-1))", r.diffusion);
     println!("  decoder    {:.5}  (L_0)", r.decoder);
-    println!("written to {}", run_dir.join("bpd.json").display());
+    println!("written to {}", run.file(Artifact::BoundReport).display());
     Ok(())
 }

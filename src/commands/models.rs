@@ -11,7 +11,7 @@ pub struct Args {
 
 pub fn exec(a: Args) -> Result<bool> {
     let (channels, image_size) = (a.channels, a.image_size);
-    println!("models for {channels}-channel {image_size}x{image_size} images (default keys; see README for options):");
+    println!("models for {channels}-channel {image_size}x{image_size} images (default keys; see docs/experiments.md for options):");
     for e in ddpm::models::catalogue(channels, image_size) {
         let params = match e.parameters {
             Ok(n) => format!("{n:>12}"),

@@ -20,7 +20,7 @@ pub struct Args {
     /// List the runs and whether they are done, without running anything.
     #[arg(long)]
     pub dry_run: bool,
-    /// local (this machine's devices) or slurm (one job array on the cluster; see README).
+    /// local (this machine's devices) or slurm (one job array on the cluster; see docs/runner.md).
     #[arg(long, default_value = "local", value_parser = ["local", "slurm"])]
     pub launcher: String,
     #[command(flatten)]

@@ -24,7 +24,7 @@ pub struct Args {
 /// The exit code tells the runner how the run ended (`runner::one::Ended`).
 pub fn exec(a: Args) -> ExitCode {
     // SIGUSR1/SIGTERM: checkpoint and exit (the Slurm script requeues; `run` resumes later).
-    ddpm::train::stop::install();
+    ddpm::signal::install();
     let outcome = ddpm::device::parse(&a.device).and_then(|d| {
         let evals = a.eval.map(|e| ddpm::runner::one::parse_evals(&e)).transpose()?.unwrap_or_default();
         ddpm::runner::one::run_one(&a.run_dir, d, &ddpm::data::data_dir(), a.events, evals, a.allow_device_change)

@@ -1,6 +1,6 @@
 //! `ddpm sample`: images from a run's final weights or a checkpoint, as a grid and/or one PNG each.
 use anyhow::{bail, Result};
-use ddpm::config::SamplerConfig;
+use ddpm::config::{sampler, SamplerConfig};
 use ddpm::diffusion::Diffusion;
 use ddpm::eval::images::write_pngs;
 use std::path::PathBuf;
@@ -83,8 +83,20 @@ pub fn exec(a: Args) -> Result<bool> {
     let cfg: SamplerConfig = toml::Value::Table(keys).try_into().map_err(|e| {
         anyhow::anyhow!("--sampler {:?}: {e}; allowed are {}", a.sampler, SamplerConfig::NAMES.join(", "))
     })?;
-    if cfg.num_steps(t_max) < 1 || a.steps.is_some_and(|k| k < 1 || k > t_max) {
-        bail!("--steps: allowed are 1 to T ({t_max})");
+    // The keys given are checked by the rules of `[sample]`'s sampler (`SamplerConfig::check`).
+    let keys =
+        sampler::Keys { steps: "--steps", eta: "--eta", steps_allowed: format!("1 to T ({t_max})"), max_steps: t_max };
+    let mut problems = Vec::new();
+    cfg.check(&keys, &mut |ok, key, _value, allowed| {
+        if !ok && (key != "--steps" || a.steps.is_some()) {
+            problems.push(format!("{key}: allowed are {allowed}"));
+        }
+    });
+    if cfg.num_steps(t_max) < 1 {
+        problems.push(format!("--steps: allowed are 1 to T ({t_max})"));
+    }
+    if let Some(p) = problems.first() {
+        bail!("{p}");
     }
     let diffusion = Diffusion::new(c, device);
     let classes = loaded.classes;

@@ -25,8 +25,8 @@ pub fn exec(a: Args) -> Result<bool> {
 
 fn schedules_command(timesteps: usize, names: &[String], t: &[usize], plot: Option<PathBuf>) -> Result<()> {
     use ddpm::config::ScheduleConfig;
-    if timesteps < 2 {
-        anyhow::bail!("--T {timesteps}: allowed are integers >= 2");
+    if let Some(allowed) = ddpm::config::timesteps_problem(timesteps) {
+        anyhow::bail!("--T {timesteps}: allowed is {allowed} (as diffusion.timesteps)");
     }
     let schedules = names
         .iter()

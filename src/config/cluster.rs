@@ -72,6 +72,43 @@ impl ClusterConfig {
         self.min_weight.unwrap_or(if self.q > 0 { 0.1 / self.q as f64 } else { 0.0 })
     }
 
+    /// `[cluster]`'s own ranges (what it excludes elsewhere is in `rules::cluster`).
+    pub fn check(&self, check: &mut super::model::Check) {
+        let c = self;
+        if !c.on() {
+            check(
+                c.is_off(),
+                "cluster.q",
+                c.q.to_string(),
+                "an integer >= 2 when any other `cluster` key is set (q = 0: no clustering)",
+            );
+            return;
+        }
+        check(c.q >= 2, "cluster.q", c.q.to_string(), "0 (off) or an integer >= 2");
+        check(c.e_step_timesteps >= 1, "cluster.e_step_timesteps", c.e_step_timesteps.to_string(), "an integer >= 1");
+        check(c.e_step_batch >= 1, "cluster.e_step_batch", c.e_step_batch.to_string(), "an integer >= 1");
+        check(
+            c.temperature >= 1.0 && c.temperature.is_finite(),
+            "cluster.temperature",
+            c.temperature.to_string(),
+            "a finite number >= 1 (1: plain EM; above: deterministic annealing's start)",
+        );
+        check(
+            c.step_size > 0.0 && c.step_size <= 1.0,
+            "cluster.step_size",
+            c.step_size.to_string(),
+            "0 < step_size <= 1 (1: plain EM)",
+        );
+        if let Some(w) = c.min_weight {
+            check(
+                (0.0..1.0 / c.q.max(1) as f64).contains(&w),
+                "cluster.min_weight",
+                w.to_string(),
+                &format!("0 <= min_weight < 1/q ({:.4})", 1.0 / c.q.max(1) as f64),
+            );
+        }
+    }
+
     /// The training steps after which an E-step runs: every `e_step_every`, and after the last.
     pub fn e_step_at(&self, step: usize, steps: usize) -> bool {
         self.on() && (step == steps || step.is_multiple_of(self.e_step_every.max(1)))

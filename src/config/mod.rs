@@ -3,6 +3,7 @@
 pub mod cluster;
 mod cpu_isa;
 pub mod model;
+pub mod rules;
 pub mod sampler;
 pub mod schedule;
 mod schema;

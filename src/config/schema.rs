@@ -538,158 +538,49 @@ pub struct Invalid {
     pub allowed: String,
 }
 
-impl RunConfig {
-    /// The combinations of the objective, the learned variance, zero terminal SNR and offset noise.
-    fn check_objective(&self, check: &mut dyn FnMut(bool, &'static str, String, &str)) {
-        let (d, t) = (&self.diffusion, &self.train);
-        let learned = self.model.learn_sigma();
-        let objective = format!("{:?}", t.objective).to_lowercase();
-        check(
-            t.objective != Objective::Hybrid || learned,
-            "train.objective",
-            objective.clone(),
-            "`simple` or `vlb` unless model.learn_sigma = true (the hybrid's bound term trains only the variance: \
-             with a fixed one it is a constant)",
-        );
-        check(
-            !learned || t.objective != Objective::Simple,
-            "model.learn_sigma",
-            "true".into(),
-            "false with train.objective = \"simple\" (L_simple gives the variance channels no gradient); \
-             use train.objective = \"hybrid\" or \"vlb\"",
-        );
-        check(
-            !learned || d.variance == Variance::Posterior,
-            "diffusion.variance",
-            format!("{:?}", d.variance).to_lowercase(),
-            "`posterior` (the default) with model.learn_sigma = true: the network's interpolation between log β and \
-             log β̃ replaces the fixed variance",
-        );
-        check(
-            t.weighting == Weighting::Uniform || t.objective == Objective::Simple,
-            "train.weighting",
-            "min_snr".into(),
-            &format!("`uniform` with train.objective = \"{objective}\" (min-SNR weights L_simple only)"),
-        );
-        check(
-            !d.zero_terminal_snr || d.target != Target::Eps,
-            "diffusion.target",
-            "eps".into(),
-            "`v` or `x0` with diffusion.zero_terminal_snr = true (at SNR 0, x_T is pure noise and ε-prediction \
-             cannot give x_0)",
-        );
-        for (key, w) in
-            [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)]
-        {
-            check(
-                !learned || w == 0.0,
-                key,
-                w.to_string(),
-                "0 with model.learn_sigma = true (guidance would mix the variance channels too)",
-            );
-        }
-        let s = t.offset_noise_strength;
-        check(
-            (0.0..=1.0).contains(&s),
-            "train.offset_noise_strength",
-            s.to_string(),
-            "0 <= offset_noise_strength <= 1 (0: off; lucidrains suggests 0.1)",
-        );
-    }
+/// The check every rule reports through: (holds, key, value, what is allowed).
+pub use super::model::Check;
 
-    /// `[cluster]`'s ranges and what it excludes: the dataset's own classes (the clusters take the
-    /// class-embedding path) and guidance (no label dropout trains an unconditional model).
-    fn check_cluster(&self, check: &mut dyn FnMut(bool, &'static str, String, &str)) {
-        let c = &self.cluster;
-        if !c.on() {
-            check(
-                c.is_off(),
-                "cluster.q",
-                c.q.to_string(),
-                "an integer >= 2 when any other `cluster` key is set (q = 0: no clustering)",
-            );
-            return;
-        }
-        check(c.q >= 2, "cluster.q", c.q.to_string(), "0 (off) or an integer >= 2");
-        check(
-            !self.conditioning.classes,
-            "conditioning.classes",
-            "true".into(),
-            "false with cluster.q > 0 (the clusters are the model's classes)",
-        );
-        check(
-            self.eval.classes == EvalClasses::Balanced,
-            "eval.classes",
-            "\"unconditional\"".into(),
-            "\"balanced\" with cluster.q > 0 (without label dropout the network has no unconditional model)",
-        );
-        check(
-            (1..self.train.steps.max(2)).contains(&c.e_step_every),
-            "cluster.e_step_every",
-            c.e_step_every.to_string(),
-            &format!(
-                "an integer from 1 to train.steps − 1 ({}): at least one E-step before the last",
-                self.train.steps - 1
-            ),
-        );
-        check(
-            !self.eval.bpd,
-            "eval.bpd",
-            "true".into(),
-            "false with cluster.q > 0 (the bound of the mixture is not computed by `eval`; each image's bound under \
-             every cluster is the E-step's, summarised in em_history.json)",
-        );
-        check(c.e_step_timesteps >= 1, "cluster.e_step_timesteps", c.e_step_timesteps.to_string(), "an integer >= 1");
-        check(c.e_step_batch >= 1, "cluster.e_step_batch", c.e_step_batch.to_string(), "an integer >= 1");
-        check(
-            c.temperature >= 1.0 && c.temperature.is_finite(),
-            "cluster.temperature",
-            c.temperature.to_string(),
-            "a finite number >= 1 (1: plain EM; above: deterministic annealing's start)",
-        );
-        check(
-            c.step_size > 0.0 && c.step_size <= 1.0,
-            "cluster.step_size",
-            c.step_size.to_string(),
-            "0 < step_size <= 1 (1: plain EM)",
-        );
-        if let Some(w) = c.min_weight {
-            check(
-                (0.0..1.0 / c.q.max(1) as f64).contains(&w),
-                "cluster.min_weight",
-                w.to_string(),
-                &format!("0 <= min_weight < 1/q ({:.4})", 1.0 / c.q.max(1) as f64),
-            );
-        }
-        let n = self.data.limit.or(self.data.name.known_size().map(|s| s.0));
-        if let Some(n) = n {
-            check(
-                n as i64 >= c.q,
-                "cluster.q",
-                c.q.to_string(),
-                &format!("at most the number of training images ({n})"),
-            );
-        }
-    }
+/// `count` as a check: at most `max` (`what`: of what).
+pub(crate) fn check_count(check: &mut Check, key: &'static str, v: i64, max: i64, what: &str) {
+    check(v <= max, key, v.to_string(), &format!("at most {max} ({what})"));
+}
 
-    /// Checks ranges and combinations that serde cannot express. Returns every problem found.
-    pub fn validate(&self) -> Vec<Invalid> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &'static str, value: String, allowed: &str| {
-            if !ok {
-                out.push(Invalid { key, value, allowed: allowed.to_string() });
-            }
-        };
-        let d = &self.diffusion;
-        let t_max = d.timesteps;
-        check(t_max >= 2, "diffusion.timesteps", t_max.to_string(), "an integer >= 2");
-        d.schedule.check(t_max, &mut check);
-        let data = &self.data;
-        let side = data.image_size;
-        let known = data.name.known_size();
+fn clamp(n: usize) -> i64 {
+    n.min(i64::MAX as usize) as i64
+}
+
+/// The range of `diffusion.timesteps`, as every command that takes a T checks it: the text of what
+/// is allowed when `t` is out of it.
+pub fn timesteps_problem(t: usize) -> Option<&'static str> {
+    if t < 2 {
+        Some("an integer >= 2")
+    } else if t > 100_000 {
+        Some("at most 100000")
+    } else {
+        None
+    }
+}
+
+impl DiffusionConfig {
+    /// `diffusion.timesteps` and the schedule's keys.
+    pub fn check(&self, check: &mut Check) {
+        let t_max = self.timesteps;
+        if let Some(allowed) = timesteps_problem(t_max) {
+            check(false, "diffusion.timesteps", t_max.to_string(), allowed);
+        }
+        self.schedule.check(t_max, check);
+    }
+}
+
+impl DataConfig {
+    /// The image size (the dataset lives on the device), the keys of an image folder, and the counts.
+    pub fn check(&self, check: &mut Check) {
+        let side = self.image_size;
+        let known = self.name.known_size();
         let (images, channels) = match known {
-            Some((train, _, c)) => (data.limit.unwrap_or(train).min(train) as f64, c),
-            None => (data.limit.map_or(1.0, |l| l as f64), data.channels.unwrap_or(3)),
+            Some((train, _, c)) => (self.limit.unwrap_or(train).min(train) as f64, c),
+            None => (self.limit.map_or(1.0, |l| l as f64), self.channels.unwrap_or(3)),
         };
         let resident = images * channels as f64 * (side.max(1) as f64).powi(2) * 4.0;
         check(
@@ -704,103 +595,43 @@ impl RunConfig {
                 bytes_text(resident)
             ),
         );
-        if (1..=MAX_IMAGE_SIZE).contains(&side) {
-            self.model.check(side, &mut check);
+        if let Some(limit) = self.limit {
+            let train_n = known.map_or(MAX_IMAGES, |(a, _, _)| a as i64);
+            let what = format!("the training images of `{}`", self.name.as_str());
+            check_count(check, "data.limit", clamp(limit), train_n, &what);
         }
-        // Counts of images: at most what the dataset has, where that is known, and never above MAX_IMAGES.
-        let (train_n, test_n) = known.map_or((MAX_IMAGES, MAX_IMAGES), |(a, b, _)| (a as i64, b as i64));
-        let count = |check: &mut dyn FnMut(bool, &'static str, String, &str),
-                     key: &'static str,
-                     v: i64,
-                     max: i64,
-                     what: &str| {
-            check(v <= max, key, v.to_string(), &format!("at most {max} ({what})"));
-        };
-        let train_what = format!("the training images of `{}`", data.name.as_str());
-        let test_what = format!("the test images of `{}`", data.name.as_str());
-        if let Some(limit) = data.limit {
-            count(&mut check, "data.limit", limit.min(i64::MAX as usize) as i64, train_n, &train_what);
-        }
-        count(&mut check, "data.test_images", data.test_images.min(i64::MAX as usize) as i64, MAX_IMAGES, "images");
-        count(
-            &mut check,
-            "train.batch_size",
-            self.train.batch_size,
-            data.limit.map_or(train_n, |l| l as i64).min(train_n),
-            &train_what,
-        );
-        count(&mut check, "eval.bpd_images", self.eval.bpd_images.min(i64::MAX as usize) as i64, test_n, &test_what);
-        let reference_n = if self.eval.reference_split == SplitName::Test { test_n } else { train_n };
-        count(
-            &mut check,
-            "eval.reference_images",
-            self.eval.reference_images.min(i64::MAX as usize) as i64,
-            reference_n,
-            "the reference split's images",
-        );
-        count(&mut check, "eval.num_samples", self.eval.num_samples, MAX_IMAGES, "generated images");
-        count(&mut check, "eval.every_num_samples", self.eval.every_num_samples, MAX_IMAGES, "generated images");
-        if let Some(b) = self.eval.batch_size {
-            count(&mut check, "eval.batch_size", b, 1 << 16, "images per sampling batch");
-        }
-        count(
-            &mut check,
-            "eval.kid_subset_size",
-            self.eval.kid_subset_size.min(i64::MAX as usize) as i64,
-            MAX_IMAGES,
-            "images",
-        );
-        count(&mut check, "sample.num_samples", self.sample.num_samples, 1 << 16, "images in samples.png");
-        check(d.timesteps <= 100_000, "diffusion.timesteps", d.timesteps.to_string(), "at most 100000");
-        let name = data.name.as_str();
+        check_count(check, "data.test_images", clamp(self.test_images), MAX_IMAGES, "images");
+        let name = self.name.as_str();
         let folder_only = "only for data.name = \"image_folder\"";
-        if let Some(c) = data.channels {
-            check(data.name == DatasetName::ImageFolder, "data.channels", c.to_string(), folder_only);
+        if let Some(c) = self.channels {
+            check(self.name == DatasetName::ImageFolder, "data.channels", c.to_string(), folder_only);
             check(c == 1 || c == 3, "data.channels", c.to_string(), "1 (grey) or 3 (RGB)");
         }
-        if data.test_images > 0 {
-            check(data.name == DatasetName::ImageFolder, "data.test_images", data.test_images.to_string(), folder_only);
+        if self.test_images > 0 {
+            check(self.name == DatasetName::ImageFolder, "data.test_images", self.test_images.to_string(), folder_only);
         }
-        if let Some(p) = &data.path {
+        if let Some(p) = &self.path {
             check(
-                !data.name.is_fetched(),
+                !self.name.is_fetched(),
                 "data.path",
                 format!("{p:?}"),
                 &format!("only for cifar10 and image_folder (`{name}` is fetched from a package registry)"),
             );
         }
-        if data.name == DatasetName::ImageFolder {
+        if self.name == DatasetName::ImageFolder {
             check(
-                data.path.is_some(),
+                self.path.is_some(),
                 "data.path",
                 "absent".into(),
                 "the folder of images (data.name = \"image_folder\")",
             );
-            let needs_test = if self.eval.bpd {
-                Some("eval.bpd")
-            } else if self.eval.reference_split == SplitName::Test {
-                Some("eval.reference_split = \"test\"")
-            } else {
-                None
-            };
-            if let Some(what) = needs_test {
-                check(
-                    data.has_test_split(),
-                    "data.test_images",
-                    "0".into(),
-                    &format!("at least 1: {what} needs a test split (or turn it off)"),
-                );
-            }
         }
-        let t = &self.train;
-        if let Some(limit) = self.data.limit {
-            check(
-                limit as i64 >= t.batch_size.max(1),
-                "data.limit",
-                limit.to_string(),
-                &format!("at least train.batch_size ({}) images", t.batch_size),
-            );
-        }
+    }
+}
+
+impl TrainConfig {
+    pub fn check(&self, check: &mut Check) {
+        let t = self;
         check(t.steps >= 1, "train.steps", t.steps.to_string(), "an integer >= 1");
         check(t.batch_size >= 1, "train.batch_size", t.batch_size.to_string(), "an integer >= 1");
         check(t.lr > 0.0 && t.lr.is_finite(), "train.lr", t.lr.to_string(), "a finite number > 0");
@@ -817,47 +648,67 @@ impl RunConfig {
         check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");
         let gamma = t.min_snr_gamma;
         check(gamma > 0.0 && gamma.is_finite(), "train.min_snr_gamma", gamma.to_string(), "a finite number > 0");
-        self.check_objective(&mut check);
-        let cond = &self.conditioning;
+        let s = t.offset_noise_strength;
         check(
-            (0.0..1.0).contains(&cond.label_dropout),
+            (0.0..=1.0).contains(&s),
+            "train.offset_noise_strength",
+            s.to_string(),
+            "0 <= offset_noise_strength <= 1 (0: off; lucidrains suggests 0.1)",
+        );
+    }
+}
+
+impl ConditioningConfig {
+    pub fn check(&self, check: &mut Check) {
+        check(
+            (0.0..1.0).contains(&self.label_dropout),
             "conditioning.label_dropout",
-            cond.label_dropout.to_string(),
+            self.label_dropout.to_string(),
             "0 <= label_dropout < 1",
         );
-        for (key, w) in
-            [("sample.guidance_scale", self.sample.guidance_scale), ("eval.guidance_scale", self.eval.guidance_scale)]
-        {
-            check(w >= 0.0 && w.is_finite(), key, w.to_string(), "a finite number >= 0 (0: no guidance)");
-            if w > 0.0 {
-                check(
-                    cond.classes && cond.label_dropout > 0.0,
-                    key,
-                    w.to_string(),
-                    "0 unless conditioning.classes = true with conditioning.label_dropout > 0 (guidance needs the \
-                     unconditional model that label dropout trains)",
-                );
-            }
-        }
-        self.check_cluster(&mut check);
-        let sample = &self.sample;
-        check(sample.num_samples >= 1, "sample.num_samples", sample.num_samples.to_string(), "an integer >= 1");
-        for &step in sample.trajectory.iter().flatten() {
+    }
+}
+
+/// A guidance scale's range (`sample.guidance_scale`, `eval.guidance_scale`, `ddpm sample --guidance`).
+pub fn check_guidance(w: f64, key: &'static str, check: &mut Check) {
+    check(w >= 0.0 && w.is_finite(), key, w.to_string(), "a finite number >= 0 (0: no guidance)");
+}
+
+impl SampleConfig {
+    /// With the run's T (`t_max`): the sampler takes at most T steps and the trajectory's steps are in
+    /// 0..=T.
+    pub fn check(&self, t_max: usize, check: &mut Check) {
+        check_count(check, "sample.num_samples", self.num_samples, 1 << 16, "images in samples.png");
+        check_guidance(self.guidance_scale, "sample.guidance_scale", check);
+        check(self.num_samples >= 1, "sample.num_samples", self.num_samples.to_string(), "an integer >= 1");
+        for &step in self.trajectory.iter().flatten() {
             check(step <= t_max, "sample.trajectory", step.to_string(), &format!("timesteps from 0 to T ({t_max})"));
         }
         let steps_allowed = format!("1 <= steps <= diffusion.timesteps ({t_max})");
-        // The evaluation's sampler is shared by runs of any T: it takes min(steps, T) steps.
         let keys =
             sampler::Keys { steps: "sample.sampler.steps", eta: "sample.sampler.eta", steps_allowed, max_steps: t_max };
-        sample.sampler.check(&keys, &mut check);
+        self.sampler.check(&keys, check);
+    }
+}
+
+impl EvalConfig {
+    pub fn check(&self, check: &mut Check) {
+        let e = self;
+        check_count(check, "eval.num_samples", e.num_samples, MAX_IMAGES, "generated images");
+        check_count(check, "eval.every_num_samples", e.every_num_samples, MAX_IMAGES, "generated images");
+        if let Some(b) = e.batch_size {
+            check_count(check, "eval.batch_size", b, 1 << 16, "images per sampling batch");
+        }
+        check_count(check, "eval.kid_subset_size", clamp(e.kid_subset_size), MAX_IMAGES, "images");
+        check_guidance(e.guidance_scale, "eval.guidance_scale", check);
+        // The evaluation's sampler is shared by runs of any T: it takes min(steps, T) steps.
         let keys = sampler::Keys {
             steps: "eval.sampler.steps",
             eta: "eval.sampler.eta",
             steps_allowed: "an integer >= 1".into(),
             max_steps: usize::MAX,
         };
-        self.eval.sampler.check(&keys, &mut check);
-        let e = &self.eval;
+        e.sampler.check(&keys, check);
         check(
             e.num_samples >= 2,
             "eval.num_samples",
@@ -873,6 +724,28 @@ impl RunConfig {
         check(e.bpd_images >= 1, "eval.bpd_images", e.bpd_images.to_string(), "an integer >= 1");
         check(e.bpd_t_stride >= 1, "eval.bpd_t_stride", e.bpd_t_stride.to_string(), "an integer >= 1");
         check(e.every_num_samples >= 2, "eval.every_num_samples", e.every_num_samples.to_string(), "an integer >= 2");
+    }
+}
+
+impl RunConfig {
+    /// Every problem of the configuration: each section's own ranges (`<Section>Config::check`, the
+    /// model's and the cluster's beside their keys), then the rules across sections (`rules`).
+    pub fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &'static str, value: String, allowed: &str| {
+            if !ok {
+                out.push(Invalid { key, value, allowed: allowed.to_string() });
+            }
+        };
+        self.diffusion.check(&mut check);
+        self.data.check(&mut check);
+        super::rules::model_fits_the_images(self, &mut check);
+        self.train.check(&mut check);
+        self.conditioning.check(&mut check);
+        self.sample.check(self.diffusion.timesteps, &mut check);
+        self.eval.check(&mut check);
+        self.cluster.check(&mut check);
+        super::rules::check(self, &mut check);
         out
     }
 }

@@ -117,7 +117,7 @@ pub fn betas_fingerprint(betas: &[f64]) -> String {
     for b in betas {
         h.update(b.to_le_bytes());
     }
-    crate::track::hex(&h.finalize())
+    crate::hash::hex(&h.finalize())
 }
 
 /// A schedule with every derived term the forward process, the samplers and the bound need (the

@@ -2,6 +2,7 @@
 //! the schedules' comparison.
 pub mod bpd;
 pub mod classifier;
+pub mod during;
 pub mod fid;
 pub mod images;
 pub mod inception;

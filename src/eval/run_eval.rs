@@ -5,7 +5,6 @@
 //! its result lives in `<run>/eval/<spec-hash>/` (`metrics.json`, `samples.png`), so evaluating again
 //! with the same spec is instant and another spec adds a result.
 use super::bpd::{self, BpdOptions, BpdReport};
-use super::fid::{frechet_distance, kid};
 use super::images::ImageSet;
 use super::inception::{self, Inception};
 use super::metric;
@@ -24,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use tch::{nn, Device, Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// Keys of `[eval]` that say when to evaluate, not what: left out of the spec's hash.
 const SCHEDULE_KEYS: [&str; 4] = ["every", "every_num_samples", "fid", "bpd"];
@@ -137,16 +136,8 @@ pub struct EvalResult {
     pub seconds: f64,
     /// Results written before the metric registry kept FID, KID and the classifier's numbers in
     /// fields of their own; `upgrade` moves them into `metrics`.
-    #[serde(default, rename = "fid", skip_serializing)]
-    legacy_fid: Option<f64>,
-    #[serde(default, rename = "kid", skip_serializing)]
-    legacy_kid: Option<f64>,
-    #[serde(default, rename = "scores", skip_serializing)]
-    legacy_scores: BTreeMap<String, f64>,
-    #[serde(default, rename = "floors", skip_serializing)]
-    legacy_floors: BTreeMap<String, f64>,
-    #[serde(default, rename = "sample_seconds", skip_serializing)]
-    legacy_sample_seconds: Option<f64>,
+    #[serde(flatten, skip_serializing)]
+    legacy: crate::track::legacy::MetricFields,
 }
 
 impl EvalResult {
@@ -163,36 +154,25 @@ impl EvalResult {
             floor_spec: None,
             model_evaluations: None,
             seconds: 0.0,
-            legacy_fid: None,
-            legacy_kid: None,
-            legacy_scores: BTreeMap::new(),
-            legacy_floors: BTreeMap::new(),
-            legacy_sample_seconds: None,
+            legacy: Default::default(),
         }
     }
 
-    /// The result with the fields of the format before the registry moved into `metrics`.
+    /// Whether it holds the metrics of samples (FID and the others of `SAMPLE_METRICS`).
+    pub fn sampled(&self) -> bool {
+        metric::has_sample_metrics(&self.metrics)
+    }
+
+    /// Whether it holds the bound (bits/dim).
+    pub fn bounded(&self) -> bool {
+        self.metrics.contains_key(metric::bound::METRICS[0].name)
+    }
+
+    /// The result with the fields of the format before the registry moved into `metrics`
+    /// (`track::legacy`), and the bound's terms of a result that kept only its summary.
     fn upgrade(mut self) -> Self {
+        self.legacy.move_into(&mut self.metrics);
         let m = &mut self.metrics;
-        for (k, v) in [("fid", self.legacy_fid.take()), ("kid", self.legacy_kid.take())] {
-            if let Some(v) = v {
-                m.entry(k.into()).or_insert(v);
-            }
-        }
-        if let Some(v) = self.legacy_sample_seconds.take() {
-            m.entry("sample_seconds".into()).or_insert(v);
-        }
-        for (k, v) in std::mem::take(&mut self.legacy_scores) {
-            m.entry(k).or_insert(v);
-        }
-        for (k, v) in std::mem::take(&mut self.legacy_floors) {
-            let name = match k.as_str() {
-                "fid" | "kid" | "cfid" => format!("{k}_floor"),
-                "classifier_accuracy" => k,
-                _ => format!("{k}_real"),
-            };
-            m.entry(name).or_insert(v);
-        }
         if let Some(b) = &self.bpd {
             for (k, v) in metric::bound::values_of(b.total, b.prior, b.diffusion, b.decoder) {
                 m.entry(k).or_insert(v);
@@ -346,7 +326,7 @@ pub fn reference_stats(
 }
 
 pub fn result_path(run_dir: &Path, cfg: &EvalConfig) -> PathBuf {
-    run_dir.join("eval").join(spec_hash(cfg)).join("metrics.json")
+    RunDir::at(run_dir).eval_result(&spec_hash(cfg))
 }
 
 /// The stored result of this spec, if any (it may hold only some of the metrics).
@@ -357,19 +337,14 @@ fn stored_any(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
 
 /// The stored result of this spec (resolved for its device) when it holds every metric `cfg` asks for.
 pub fn stored(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
-    stored_any(run_dir, cfg)
-        .filter(|r| (!cfg.fid || r.metrics.contains_key("fid")) && (!cfg.bpd || r.metrics.contains_key("bpd")))
+    stored_any(run_dir, cfg).filter(|r| (!cfg.fid || r.sampled()) && (!cfg.bpd || r.bounded()))
 }
 
 /// What a reader (analysis, status, summaries) finds of a spec that may leave the batch size to the
 /// device: the result of the spec as resolved for the device the run last ran on, else as resolved
 /// for the other device kind (a run trained on one and evaluated on the other).
 pub fn stored_as_evaluated(run_dir: &Path, cfg: &EvalConfig) -> Option<EvalResult> {
-    let ran_on_cuda = RunDir { path: run_dir.to_path_buf() }
-        .attempts()
-        .last()
-        .and_then(|a| a["device"].as_str().map(|d| d.starts_with("cuda")))
-        .unwrap_or(false);
+    let ran_on_cuda = RunDir::at(run_dir).attempts().last().is_some_and(|a| a.on_cuda());
     [ran_on_cuda, !ran_on_cuda].into_iter().find_map(|cuda| stored(run_dir, &cfg.for_device(cuda)))
 }
 
@@ -407,7 +382,8 @@ pub fn evaluate_run(
     loaded.config.eval = eval.clone();
     let config = &loaded.config;
     let hash = spec_hash(eval);
-    let out_dir = run_dir.join("eval").join(&hash);
+    let run = RunDir::at(run_dir);
+    let out_dir = run.eval_spec(&hash);
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let previous = stored_any(run_dir, eval).filter(|r| r.weights_sha256 == loaded.sha256);
     let mut result = previous.unwrap_or_else(|| {
@@ -417,14 +393,13 @@ pub fn evaluate_run(
     let step = loaded.step as i64;
     // The run's own spec (the experiment's `[eval]`, final weights) logs under `eval/`, so every run of
     // an experiment has the same tags; any other spec under `eval@<spec-hash>/`, so curves never mix.
-    let own =
-        RunDir { path: run_dir.to_path_buf() }.load_config().map(|c| spec_hash(&c.eval.for_device(device.is_cuda())));
+    let own = run.load_config().map(|c| spec_hash(&c.eval.for_device(device.is_cuda())));
     let prefix = if own.ok().as_deref() == Some(result.spec_hash.as_str()) && eval.checkpoint.is_none() {
         "eval".to_string()
     } else {
         format!("eval@{}", result.spec_hash)
     };
-    if eval.fid && !result.metrics.contains_key("fid") {
+    if eval.fid && !result.sampled() {
         let mut net = Inception::load(data_dir, device)?;
         net.batch = eval.batch();
         let reference = reference_stats(config, &net, data_dir, progress)?;
@@ -443,14 +418,14 @@ pub fn evaluate_run(
         let first = sampled.first();
         let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
         let png = grid.to_png()?;
-        atomic_write(&out_dir.join("samples.png"), &png)?;
+        atomic_write(&run.eval_samples(&result.spec_hash), &png)?;
         events.add_png(&format!("{prefix}/samples"), &png, grid.height, grid.width, grid.channels, step)?;
         log_values(&mut events, &prefix, &values, step)?;
         result.metrics.extend(values);
         let floors = result.floor_spec.as_deref().unwrap_or("?");
         progress.note(&format!("{}  [{}; floors: {floors}]", metric::quality_line(&result.metrics), result.spec));
     }
-    if eval.bpd && !result.metrics.contains_key("bpd") {
+    if eval.bpd && !result.bounded() {
         let opts = BpdOptions {
             images: eval.bpd_images,
             batch: eval.batch(),
@@ -467,126 +442,12 @@ pub fn evaluate_run(
     }
     events.flush()?;
     result.seconds += started.elapsed().as_secs_f64();
-    atomic_write(&out_dir.join("metrics.json"), serde_json::to_string_pretty(&result)?.as_bytes())?;
+    atomic_write(&run.eval_result(&result.spec_hash), serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok((result, false))
 }
 
-/// FID/KID every `eval.every` training steps on `eval.every_num_samples` images with the same noise
-/// each time (stream 1), logged as `eval_during/*` at the step and in `eval_history.jsonl`: the hook
-/// the runner gives training.
-pub struct DuringTraining {
-    config: RunConfig,
-    run_dir: PathBuf,
-    device: Device,
-    data_dir: PathBuf,
-    /// Loaded when training starts (`start`).
-    state: Option<DuringState>,
-    best: Option<(usize, f64)>,
-}
-
-struct DuringState {
-    net: Inception,
-    reference: SetStats,
-    /// Where training copies the weights to evaluate (EMA or raw, as `eval.use_ema` says).
-    vs: nn::VarStore,
-    model: Box<dyn Denoiser>,
-    classes: Option<i64>,
-    history: crate::track::metrics::MetricsWriter,
-}
-
-#[derive(Serialize, Deserialize)]
-struct DuringRecord {
-    step: usize,
-    fid: f64,
-    kid: f64,
-    spec: String,
-}
-
-impl DuringTraining {
-    /// The hook of a run whose `[eval]` asks for it (`fid`, `every` within the run), else None.
-    pub fn for_run(config: &RunConfig, run_dir: &Path, device: Device, data_dir: &Path) -> Option<Self> {
-        let e = &config.eval;
-        (e.fid && e.every > 0 && e.every < config.train.steps).then(|| Self {
-            config: config.clone(),
-            run_dir: run_dir.to_path_buf(),
-            device,
-            data_dir: data_dir.to_path_buf(),
-            state: None,
-            best: None,
-        })
-    }
-
-    fn state(&mut self) -> Result<&mut DuringState> {
-        self.state.as_mut().context("DuringTraining::start was not called")
-    }
-}
-
-impl crate::train::DuringHook for DuringTraining {
-    fn every(&self) -> usize {
-        self.config.eval.every
-    }
-
-    fn use_ema(&self) -> bool {
-        self.config.eval.use_ema
-    }
-
-    /// Loads the network and the reference statistics; resumes the history at `start`.
-    fn start(&mut self, start: usize, classes: Option<i64>, progress: &mut dyn Reporter) -> Result<()> {
-        use crate::track::metrics::MetricsWriter;
-        let mut net = Inception::load(&self.data_dir, self.device)?;
-        net.batch = self.config.eval.for_device(self.device.is_cuda()).batch();
-        let reference = reference_stats(&self.config, &net, &self.data_dir, progress)?;
-        let vs = nn::VarStore::new(self.device);
-        let model = models::build_for(&self.config, classes, &vs.root());
-        let path = self.run_dir.join("eval_history.jsonl");
-        let history = if start > 0 { MetricsWriter::resume(&path, start)? } else { MetricsWriter::create(&path)? };
-        self.best = std::fs::read_to_string(&path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<DuringRecord>(l).ok())
-            .map(|r| (r.step, r.fid))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        self.state = Some(DuringState { net, reference, vs, model, classes, history });
-        Ok(())
-    }
-
-    fn weights(&mut self) -> Result<&mut nn::VarStore> {
-        Ok(&mut self.state()?.vs)
-    }
-
-    /// Evaluates the weights copied into `weights()` at training step `step`.
-    fn evaluate(&mut self, step: usize, events: &mut EventWriter, progress: &mut dyn Reporter) -> Result<()> {
-        let (config, device, dir) = (self.config.clone(), self.device, self.run_dir.join("eval_during"));
-        let s = self.state()?;
-        let n = config.eval.every_num_samples;
-        let sampled = sample_features(s.model.as_ref(), &config, s.classes, n, 1, &s.net, device, progress)?;
-        let fid = frechet_distance(&sampled.generated.gaussian, &s.reference.gaussian);
-        reseed(config.seed, &crate::rng::replicate_stream("eval-kid", config.eval.replicate), 1);
-        let e = &config.eval;
-        let kid = kid(&sampled.generated.features, &s.reference.features, e.kid_subsets, e.kid_subset_size);
-        let first = sampled.first();
-        let grid = make_grid(&first, (first.size()[0] as f64).sqrt().ceil() as usize, 2)?;
-        let png = grid.to_png()?;
-        std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        atomic_write(&dir.join(format!("samples-{step:08}.png")), &png)?;
-        events.add_png("eval_during/samples", &png, grid.height, grid.width, grid.channels, step as i64)?;
-        events.add_scalar("eval_during/fid", fid.fid, step as i64)?;
-        events.add_scalar("eval_during/kid", kid.mean, step as i64)?;
-        events.flush()?;
-        let spec = describe(&config, n);
-        progress.note(&format!("step {step}: FID {:.3}, KID {:.5}  [{spec}]", fid.fid, kid.mean));
-        s.history.append(&DuringRecord { step, fid: fid.fid, kid: kid.mean, spec })?;
-        if self.best.is_none_or(|(_, b)| fid.fid < b) {
-            self.best = Some((step, fid.fid));
-        }
-        Ok(())
-    }
-
-    fn best(&self) -> Option<(usize, f64)> {
-        self.best
-    }
-}
-
+/// `eval` with `--spec KEY=VALUE` overrides applied (keys of `[eval]`, with or without `eval.`; TOML
+/// values, bare words as strings; the result is checked as `[eval]` is, so unknown keys are not
 /// allowed), e.g. `num_samples=1000`, `sampler.steps=100`, `sampler={name="ddpm"}`.
 pub fn with_overrides(base: &EvalConfig, overrides: &[String]) -> Result<EvalConfig> {
     let mut value = toml::Value::try_from(base).context("EvalConfig serializes")?;

@@ -9,7 +9,7 @@ pub mod compare;
 pub mod statistical;
 
 use crate::eval::metric;
-use crate::track::run_dir::{RunDir, State};
+use crate::track::run_dir::{Artifact, Provenance, RunDir, State};
 use anyhow::{bail, Context, Result};
 use checkout::{file_at, repository_of, resolve_commit, Checkout};
 use compare::{compare, read_parquet, shown, table, Check, Kind};
@@ -369,23 +369,18 @@ pub fn reproduce(opts: &ReproduceOptions) -> Result<bool> {
 
 /// `ddpm verify <run-dir>`: true when the re-run's weights and metrics equal the recorded ones.
 pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
-    let dir = RunDir { path: run_dir.to_path_buf() };
+    let dir = RunDir::at(run_dir);
     let status = dir.status()?.with_context(|| format!("{}: no status.json", run_dir.display()))?;
     if status.state != State::Done {
         bail!("{}: the run is {:?}, not done; only finished runs can be verified", run_dir.display(), status.state);
     }
-    let prov_path = run_dir.join("provenance.json");
-    let prov: serde_json::Value = serde_json::from_str(
+    let prov_path = dir.file(Artifact::Provenance);
+    let prov: Provenance = serde_json::from_str(
         &std::fs::read_to_string(&prov_path).with_context(|| format!("cannot read {}", prov_path.display()))?,
     )
     .with_context(|| format!("{}: invalid JSON", prov_path.display()))?;
-    let hash = prov["hash"].as_str().context("provenance.json has no hash")?.to_string();
-    let device = dir
-        .attempts()
-        .last()
-        .and_then(|a| a["device"].as_str().map(|d| if d.starts_with("cuda") { "cuda" } else { "cpu" }))
-        .unwrap_or("cpu")
-        .to_string();
+    let hash = prov.hash.clone().context("provenance.json has no hash")?;
+    let device = dir.attempts().last().map(|a| if a.on_cuda() { "cuda" } else { "cpu" }).unwrap_or("cpu").to_string();
 
     // A repository is needed only to check another commit out.
     let repo = repository_of(&std::env::current_dir()?);
@@ -396,11 +391,11 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
     let work = scratch.join(format!("verify-{hash}-{}", std::process::id()));
     let outcome = (|| -> Result<bool> {
         // The same code as this binary: run it; else check the run's commit (and diff) out and build it.
-        let checkout = if prov["code_sha256"].as_str() == Some(env!("DDPM_CODE_SHA256")) {
+        let checkout = if prov.code_sha256.as_deref() == Some(env!("DDPM_CODE_SHA256")) {
             None
         } else {
-            let commit = prov["git"]["commit"].as_str().context("provenance.json records no git commit")?;
-            let patch = std::fs::read(run_dir.join("code.patch")).ok();
+            let commit = prov.git.commit.as_deref().context("provenance.json records no git commit")?;
+            let patch = std::fs::read(dir.file(Artifact::CodePatch)).ok();
             if patch.is_some() {
                 println!("verify: warning: the run was trained from a dirty working tree; applying its code.patch");
             }
@@ -411,11 +406,12 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
             Some(c) => c.binary(&mut |l| println!("verify: {l}"))?,
             None => std::env::current_exe()?,
         };
-        let again = work.join("results/runs").join(&hash);
-        std::fs::create_dir_all(&again)?;
-        for f in ["config.toml", "provenance.json"] {
-            std::fs::copy(run_dir.join(f), again.join(f)).with_context(|| format!("cannot copy {f}"))?;
+        let again = RunDir::new(&work.join("results"), &hash);
+        std::fs::create_dir_all(&again.path)?;
+        for f in [Artifact::Config, Artifact::Provenance] {
+            std::fs::copy(dir.file(f), again.file(f)).with_context(|| format!("cannot copy {}", f.name()))?;
         }
+        let again = again.path;
         println!("verify: re-running {} on {device} in {}", status.label, again.display());
         let data = std::fs::canonicalize(crate::data::data_dir()).unwrap_or_else(|_| crate::data::data_dir());
         let ok = Command::new(&binary)
@@ -424,9 +420,9 @@ pub fn verify(run_dir: &Path, keep: bool) -> Result<bool> {
             .status()?
             .success();
         if !ok {
-            bail!("the re-run failed; see {}", again.join("log.txt").display());
+            bail!("the re-run failed; see {}", RunDir::at(&again).file(Artifact::Log).display());
         }
-        let new = RunDir { path: again.clone() }.status()?.context("the re-run wrote no status.json")?;
+        let new = RunDir::at(&again).status()?.context("the re-run wrote no status.json")?;
         let text = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
         let mut checks = Vec::new();
         for (what, a, b) in [

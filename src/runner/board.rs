@@ -3,7 +3,7 @@
 //! HParams dashboard with its hyperparameters and metrics.
 use crate::eval::metric;
 use crate::experiment::Experiment;
-use crate::track::hparams::{self, HParamInfo, HValue, SessionStatus};
+use crate::track::hparams::{self, flat, HParamInfo, HValue, SessionStatus};
 use crate::track::run_dir::{RunDir, State};
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -17,40 +17,13 @@ const ALWAYS: [&str; 6] =
 /// training's own scalars.
 pub fn metric_tags() -> Vec<String> {
     let mut tags: Vec<String> = metric::all().into_iter().filter_map(|m| m.tag.map(|t| format!("eval/{t}"))).collect();
-    tags.extend(["train/loss", "train/images_per_sec", "eval_during/fid"].map(String::from));
+    tags.extend(["train/loss", "train/images_per_sec"].map(String::from));
+    tags.extend(metric::during().iter().filter_map(|m| m.tag.map(|t| format!("eval_during/{t}"))));
     tags
 }
 
 pub fn logdir(results_root: &Path, experiment: &str) -> PathBuf {
     results_root.join("experiments").join(experiment)
-}
-
-/// Every key of a run configuration with its value, dotted (`diffusion.schedule.name`).
-pub fn flat(config: &crate::config::RunConfig) -> BTreeMap<String, HValue> {
-    fn walk(v: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, HValue>) {
-        match v {
-            serde_json::Value::Object(m) => {
-                for (k, child) in m {
-                    walk(child, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out);
-                }
-            }
-            serde_json::Value::Number(n) => {
-                out.insert(prefix.into(), HValue::Number(n.as_f64().unwrap_or(f64::NAN)));
-            }
-            serde_json::Value::Bool(b) => {
-                out.insert(prefix.into(), HValue::Bool(*b));
-            }
-            serde_json::Value::String(s) => {
-                out.insert(prefix.into(), HValue::Str(s.clone()));
-            }
-            other => {
-                out.insert(prefix.into(), HValue::Str(other.to_string()));
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(&serde_json::to_value(config).expect("config serializes"), "", &mut out);
-    out
 }
 
 /// The hyperparameters of each run: the keys whose values differ across the experiment, and `ALWAYS`.
@@ -123,7 +96,7 @@ fn write_session(run: &RunDir, label: &str, keys: &[String], values: &BTreeMap<S
     }
     let hp: Vec<(String, HValue)> = keys.iter().filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone()))).collect();
     let status = run.status()?;
-    let started = run.attempts().first().and_then(|a| a["started_unix"].as_f64()).unwrap_or(0.0);
+    let started = run.attempts().first().and_then(|a| a.started_unix).unwrap_or(0.0);
     let mut records = vec![(hparams::SESSION_START_TAG, hparams::session_start(&hp, label, started))];
     let end = match status.as_ref().map(|s| s.state) {
         Some(State::Done) => Some(SessionStatus::Success),

@@ -13,7 +13,7 @@ use crate::eval::metric;
 use crate::experiment::{load_experiment, Experiment, LoadOptions};
 use crate::progress::Progress;
 use crate::progress::{LogRecord, Reporter};
-use crate::track::run_dir::{RunDir, State, Status};
+use crate::track::run_dir::{Artifact, RunDir, State, Status};
 use anyhow::{Context, Result};
 use events::Event;
 use indicatif::MultiProgress;
@@ -191,7 +191,7 @@ impl Children {
 pub fn run(opts: &RunOptions) -> Result<Report> {
     // SIGTERM/SIGUSR1 to the runner (a scheduler, `systemctl stop`, `kill`) are recorded, passed on
     // to every run's process, and no further run is started; the summary follows.
-    crate::train::stop::install();
+    crate::signal::install();
     let mut experiment = load_experiment(&opts.experiment, &opts.load)?;
     if let Some(n) = opts.seeds_below {
         experiment.keep_seeds_below(n);
@@ -234,7 +234,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         // Passes a stop request on to the runs' processes (and to any started while it is passed on).
         scope.spawn(|| {
             while working.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                if crate::train::stop::requested().is_some() {
+                if crate::signal::requested().is_some() {
                     children.stop_all();
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -243,7 +243,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         for device in workers {
             scope.spawn(|| {
                 loop {
-                    if crate::train::stop::requested().is_some() {
+                    if crate::signal::requested().is_some() {
                         break;
                     }
                     let Some(group) = queue.lock().expect("queue").pop_front() else { break };
@@ -268,7 +268,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             });
         }
     });
-    let signal = crate::train::stop::requested();
+    let signal = crate::signal::requested();
     let mut outcomes = outcomes.into_inner().expect("outcomes");
     for o in outcomes.iter_mut().filter(|o| o.is_none()) {
         *o = Some(Outcome::NotStarted(signal.unwrap_or("a stop request")));
@@ -337,7 +337,7 @@ fn execute(
     let evaluate_only = dir.status().ok().flatten().is_some_and(|s| s.state == State::Done);
     let verb = if evaluate_only { "eval" } else { "run " };
     say(format!("{verb} {label} ({}) on {} -> {}", spec.hash, device_arg(device), dir.path.display()));
-    let log = dir.path.join("log.txt");
+    let log = dir.file(Artifact::Log);
     let result = (|| -> Result<i32> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
@@ -505,9 +505,7 @@ fn print_summary(report: &Report) {
     // What the numbers mean: FIDs of different specs are not comparable.
     let mut specs: Vec<String> = Vec::new();
     for (spec, path, _) in &report.outcomes {
-        if let Some(r) = crate::eval::run_eval::stored_as_evaluated(path, &spec.config.eval)
-            .filter(|r| r.metrics.contains_key("fid"))
-        {
+        if let Some(r) = crate::eval::run_eval::stored_as_evaluated(path, &spec.config.eval).filter(|r| r.sampled()) {
             if !specs.contains(&r.spec) {
                 specs.push(r.spec);
             }

@@ -2,11 +2,12 @@
 //! its newest valid checkpoint, and recording the outcome in `status.json`.
 use super::events::{emit, Event, EventReporter};
 use crate::config::{EvalConfig, RunSpec};
+use crate::eval::during::DuringTraining;
 use crate::eval::run_eval;
 use crate::progress::Progress;
 use crate::progress::Reporter;
 use crate::track::lock::{self, Acquired};
-use crate::track::run_dir::{RunDir, State, Status};
+use crate::track::run_dir::{Folder, RunDir, State, Status};
 use crate::train::{stop, train_run};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -137,7 +138,7 @@ pub fn run_one(
     };
     let mut failures = Vec::new();
     for eval in evals.iter().filter(|e| needs_evaluation(&dir.path, e)) {
-        if let Some(signal) = stop::requested() {
+        if let Some(signal) = crate::signal::requested() {
             // Trained and saved; the evaluations left run in the next attempt.
             reporter.note(&format!("{signal}: stopping before the evaluation"));
             return Ok(Ended::Stopped);
@@ -175,14 +176,14 @@ enum Trained {
 /// The device kind the checkpoint of `step` was written on: its own record (`device`), else, for a
 /// checkpoint of an older version, that of the last attempt (`attempts.jsonl`).
 fn checkpointed_on(dir: &RunDir, step: usize) -> Option<String> {
-    let recorded = crate::track::checkpoint::state(&dir.path.join("checkpoints"), step)
+    let recorded = crate::track::checkpoint::state(&dir.folder(Folder::Checkpoints), step)
         .ok()
         .and_then(|s| s["device"].as_str().map(String::from));
     recorded.or_else(|| {
         dir.attempts()
             .iter()
             .rev()
-            .find_map(|a| a["device"].as_str().map(|d| crate::device::kind_of_description(d).to_string()))
+            .find_map(|a| a.device.as_deref().map(|d| crate::device::kind_of_description(d).to_string()))
     })
 }
 
@@ -247,10 +248,14 @@ fn train(
     extra.insert("hardware".into(), serde_json::to_value(&hardware)?);
     dir.record_attempt(&device_name, resume, crate::device::determinism(), extra)?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
-    let mut during = run_eval::DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
-    let hook = during.as_mut().map(|d| d as &mut dyn crate::train::DuringHook);
     // A libtorch error (tch panics on one) is the run's recorded error, not a crash without an outcome.
-    match crate::device::catching(device, || train_run(spec, dir, device, data_dir, reporter, hook)) {
+    let trained = crate::device::catching(device, || {
+        let during = DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
+        let hooks: Vec<Box<dyn crate::train::Hook>> =
+            during.into_iter().map(|d| Box::new(d) as Box<dyn crate::train::Hook>).collect();
+        train_run(spec, dir, device, data_dir, reporter, hooks)
+    });
+    match trained {
         Ok(o) => {
             let mut status = Status::new(State::Done, spec, spec.config.train.steps);
             status.final_loss = Some(o.final_loss);

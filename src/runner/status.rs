@@ -23,20 +23,40 @@ fn shown_state(exp: &Experiment, i: usize, results_root: &Path) -> String {
     text
 }
 
+/// An experiment in numbers: its runs, its trainings (runs that differ only in `[eval]` share one)
+/// and its shown states (`shown_state`), in run order.
+struct Summary {
+    runs: usize,
+    trainings: usize,
+    states: Vec<String>,
+}
+
+impl Summary {
+    fn of(exp: &Experiment, results_root: &Path) -> Self {
+        let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
+        hashes.sort();
+        hashes.dedup();
+        let states = (0..exp.runs.len()).map(|i| shown_state(exp, i, results_root)).collect();
+        Summary { runs: exp.runs.len(), trainings: hashes.len(), states }
+    }
+
+    fn done(&self) -> usize {
+        self.states.iter().filter(|s| s.starts_with("done")).count()
+    }
+}
+
 /// `ddpm plan`: label, hash and state of every run; runs that differ only in `[eval]` share a
 /// training and say whose.
 pub fn plan_table(exp: &Experiment, results_root: &Path) -> String {
-    let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
-    hashes.sort();
-    hashes.dedup();
-    let trainings = match hashes.len() {
-        n if n == exp.runs.len() => String::new(),
+    let summary = Summary::of(exp, results_root);
+    let trainings = match summary.trainings {
+        n if n == summary.runs => String::new(),
         1 => ", 1 training (the runs differ only in [eval])".to_string(),
         n => format!(", {n} trainings (runs that differ only in [eval] share one)"),
     };
     let mut out = format!("experiment `{}`: {} run(s){trainings}\n", exp.name, exp.runs.len());
-    for (i, spec) in exp.runs.iter().enumerate() {
-        writeln!(out, "  {:16}  {:32}  {}", spec.hash, shown_state(exp, i, results_root), spec.label).expect("String");
+    for (spec, state) in exp.runs.iter().zip(&summary.states) {
+        writeln!(out, "  {:16}  {:32}  {}", spec.hash, state, spec.label).expect("String");
     }
     out
 }
@@ -71,17 +91,13 @@ pub fn plan_folder(
         let opts = crate::experiment::LoadOptions { profile: picked.clone().or(load.profile.clone()), ..load.clone() };
         match crate::experiment::load_experiment(f, &opts) {
             Ok(exp) => {
-                let mut hashes: Vec<&str> = exp.runs.iter().map(|r| r.hash.as_str()).collect();
-                hashes.sort();
-                hashes.dedup();
-                let done =
-                    (0..exp.runs.len()).filter(|&i| shown_state(&exp, i, results_root).starts_with("done")).count();
+                let summary = Summary::of(&exp, results_root);
                 writeln!(
                     out,
                     "  {name:32}  {:>5}  {:>9}  {:>5}  {}",
-                    exp.runs.len(),
-                    hashes.len(),
-                    done,
+                    summary.runs,
+                    summary.trainings,
+                    summary.done(),
                     picked.map(|p| format!("[profile `{p}` here] ")).unwrap_or_default()
                         + exp.description.as_deref().unwrap_or("")
                 )
@@ -136,11 +152,11 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
         let loss = status.as_ref().and_then(|s| s.final_loss.or(s.last_loss)).map_or("-".into(), |l| format!("{l:.5}"));
         let attempts = dir.attempts();
         let last = attempts.last();
-        let device = last.and_then(|a| a["device"].as_str()).unwrap_or("-").to_string();
+        let device = last.and_then(|a| a.device.as_deref()).unwrap_or("-").to_string();
         let elapsed = match (&state, &status, last) {
             (RunState::Done, Some(s), _) => s.wall_seconds.map_or("-".into(), |w| format!("{w:.0}s")),
             (RunState::Running(_), _, Some(a)) => {
-                a["started_unix"].as_f64().map_or("-".into(), |t| format!("{:.0}s", unix_now() - t))
+                a.started_unix.map_or("-".into(), |t| format!("{:.0}s", unix_now() - t))
             }
             _ => "-".into(),
         };

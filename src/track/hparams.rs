@@ -8,6 +8,7 @@
 use super::tensorboard::{EventWriter, Pb};
 use super::{atomic_replace, unix_now};
 use anyhow::Result;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub const EVENT_FILE: &str = "events.out.tfevents.0000000000.hparams";
@@ -130,3 +131,31 @@ pub fn write_file(dir: &Path, records: &[(&str, Vec<u8>)]) -> Result<()> {
 pub const EXPERIMENT_TAG: &str = "_hparams_/experiment";
 pub const SESSION_START_TAG: &str = "_hparams_/session_start_info";
 pub const SESSION_END_TAG: &str = "_hparams_/session_end_info";
+
+/// Every key of a run configuration with its value, dotted (`diffusion.schedule.name`).
+pub fn flat(config: &crate::config::RunConfig) -> BTreeMap<String, HValue> {
+    fn walk(v: &serde_json::Value, prefix: &str, out: &mut BTreeMap<String, HValue>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, child) in m {
+                    walk(child, &if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") }, out);
+                }
+            }
+            serde_json::Value::Number(n) => {
+                out.insert(prefix.into(), HValue::Number(n.as_f64().unwrap_or(f64::NAN)));
+            }
+            serde_json::Value::Bool(b) => {
+                out.insert(prefix.into(), HValue::Bool(*b));
+            }
+            serde_json::Value::String(s) => {
+                out.insert(prefix.into(), HValue::Str(s.clone()));
+            }
+            other => {
+                out.insert(prefix.into(), HValue::Str(other.to_string()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(&serde_json::to_value(config).expect("config serializes"), "", &mut out);
+    out
+}

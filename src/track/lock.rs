@@ -19,7 +19,7 @@ pub enum Acquired {
 }
 
 fn open(dir: &Path) -> Result<File> {
-    let path = dir.join("lock");
+    let path = dir.join(super::run_dir::Artifact::Lock.name());
     OpenOptions::new()
         .read(true)
         .write(true)
@@ -62,7 +62,7 @@ pub fn try_acquire(dir: &Path) -> Result<Acquired> {
 
 /// The holder when some live process holds the lock.
 pub fn held_by(dir: &Path) -> Option<String> {
-    if !dir.join("lock").exists() {
+    if !dir.join(super::run_dir::Artifact::Lock.name()).exists() {
         return None;
     }
     let mut file = open(dir).ok()?;

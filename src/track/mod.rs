@@ -1,7 +1,9 @@
-//! Bookkeeping of runs: directories, status, metrics, TensorBoard events. Knows nothing of models.
+//! Bookkeeping of runs: the run folder's schema (`run_dir`), status, checkpoints, metrics logs,
+//! TensorBoard events, locks. Knows nothing of models.
 pub mod checkpoint;
 pub mod fingerprint;
 pub mod hparams;
+pub mod legacy;
 pub mod lock;
 pub mod metrics;
 pub mod run_dir;

@@ -60,14 +60,8 @@ pub struct Status {
     pub metrics: BTreeMap<String, f64>,
     /// Status files written before the metric map kept these in fields; `RunDir::status` moves them
     /// into `metrics`.
-    #[serde(default, rename = "fid", skip_serializing)]
-    legacy_fid: Option<f64>,
-    #[serde(default, rename = "kid", skip_serializing)]
-    legacy_kid: Option<f64>,
-    #[serde(default, rename = "bpd", skip_serializing)]
-    legacy_bpd: Option<f64>,
-    #[serde(default, rename = "scores", skip_serializing)]
-    legacy_scores: BTreeMap<String, f64>,
+    #[serde(flatten, skip_serializing)]
+    legacy: super::legacy::MetricFields,
     /// The lowest FID of the evaluations during training (`eval.every`) and its step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub best_fid_during: Option<(usize, f64)>,
@@ -78,16 +72,7 @@ pub struct Status {
 
 impl Status {
     fn upgrade(mut self) -> Self {
-        for (k, v) in
-            [("fid", self.legacy_fid.take()), ("kid", self.legacy_kid.take()), ("bpd", self.legacy_bpd.take())]
-        {
-            if let Some(v) = v {
-                self.metrics.entry(k.to_string()).or_insert(v);
-            }
-        }
-        for (k, v) in std::mem::take(&mut self.legacy_scores) {
-            self.metrics.entry(k).or_insert(v);
-        }
+        self.legacy.move_into(&mut self.metrics);
         self
     }
 
@@ -111,16 +96,216 @@ impl Status {
             weights_sha256: None,
             eval_spec: None,
             metrics: BTreeMap::new(),
-            legacy_fid: None,
-            legacy_kid: None,
-            legacy_bpd: None,
-            legacy_scores: BTreeMap::new(),
+            legacy: Default::default(),
             best_fid_during: None,
             train_metrics: BTreeMap::new(),
         }
     }
 }
 
+/// Every file of a run folder, by what it is: the one place that names them (`RunDir::file`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Artifact {
+    /// The resolved configuration (written at every start, the same bytes unless the code changed).
+    Config,
+    /// What the hash was computed from, and where and how the run was made (first start only).
+    Provenance,
+    /// The uncommitted changes of the checkout the run was made from, when it had any.
+    CodePatch,
+    /// Where the run stands, and its headline numbers once done: `Status`.
+    Status,
+    /// One line per attempt: device, host, determinism, hardware (`Attempt`).
+    Attempts,
+    /// The runner's log of the run's process (appended by every attempt).
+    Log,
+    /// The `flock` that keeps one process per run (`track::lock`).
+    Lock,
+    /// One line per logging window (`progress::LogRecord`).
+    MetricsLog,
+    /// One line per evaluation during training (`EvalHistoryLine`).
+    EvalHistory,
+    /// A clustering's E-steps (`cluster::EmRecord`s).
+    EmHistory,
+    /// A clustering's assignment of every training image.
+    Assignments,
+    /// The final weights and their exponential moving average.
+    Weights,
+    EmaWeights,
+    /// The grids drawn at the end of training, and the forward process drawn at its start.
+    Samples,
+    Trajectory,
+    ForwardProcess,
+    /// A clustering's overview grid (one row per cluster).
+    Clusters,
+    /// `ddpm eval --bpd`'s report of the bound over the test images.
+    BoundReport,
+}
+
+impl Artifact {
+    pub const ALL: [Artifact; 18] = [
+        Artifact::Config,
+        Artifact::Provenance,
+        Artifact::CodePatch,
+        Artifact::Status,
+        Artifact::Attempts,
+        Artifact::Log,
+        Artifact::Lock,
+        Artifact::MetricsLog,
+        Artifact::EvalHistory,
+        Artifact::EmHistory,
+        Artifact::Assignments,
+        Artifact::Weights,
+        Artifact::EmaWeights,
+        Artifact::Samples,
+        Artifact::Trajectory,
+        Artifact::ForwardProcess,
+        Artifact::Clusters,
+        Artifact::BoundReport,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Artifact::Config => "config.toml",
+            Artifact::Provenance => "provenance.json",
+            Artifact::CodePatch => "code.patch",
+            Artifact::Status => "status.json",
+            Artifact::Attempts => "attempts.jsonl",
+            Artifact::Log => "log.txt",
+            Artifact::Lock => "lock",
+            Artifact::MetricsLog => "metrics.jsonl",
+            Artifact::EvalHistory => "eval_history.jsonl",
+            Artifact::EmHistory => "em_history.json",
+            Artifact::Assignments => "assignments.parquet",
+            Artifact::Weights => "model.safetensors",
+            Artifact::EmaWeights => "ema.safetensors",
+            Artifact::Samples => "samples.png",
+            Artifact::Trajectory => "trajectory.png",
+            Artifact::ForwardProcess => "forward_process.png",
+            Artifact::Clusters => "clusters.png",
+            Artifact::BoundReport => "bpd.json",
+        }
+    }
+
+    /// Written by a training attempt from its first step: removed when a run starts over.
+    pub const fn per_attempt(self) -> bool {
+        matches!(
+            self,
+            Artifact::MetricsLog
+                | Artifact::EvalHistory
+                | Artifact::EmHistory
+                | Artifact::Assignments
+                | Artifact::Weights
+                | Artifact::EmaWeights
+                | Artifact::Samples
+                | Artifact::Trajectory
+                | Artifact::ForwardProcess
+                | Artifact::Clusters
+        )
+    }
+}
+
+/// The folders of a run folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Folder {
+    /// `step-<step>.safetensors` and `.json` (`track::checkpoint`).
+    Checkpoints,
+    /// One folder per evaluation spec: `eval/<spec-hash>/metrics.json` and `samples.png`.
+    Eval,
+    /// The grids of the evaluations during training, `samples-<step>.png`.
+    EvalDuring,
+    /// A clustering's grid per cluster, `cluster_<k>.png`.
+    ClusterGrids,
+}
+
+impl Folder {
+    pub const ALL: [Folder; 4] = [Folder::Checkpoints, Folder::Eval, Folder::EvalDuring, Folder::ClusterGrids];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Folder::Checkpoints => "checkpoints",
+            Folder::Eval => "eval",
+            Folder::EvalDuring => "eval_during",
+            Folder::ClusterGrids => "clusters",
+        }
+    }
+
+    /// Written by a training attempt from its first step (and what it evaluates): removed when a run
+    /// starts over.
+    pub const fn per_attempt(self) -> bool {
+        !matches!(self, Folder::Checkpoints)
+    }
+}
+
+/// A line of `eval_history.jsonl`: the metrics of one evaluation during training, by registered name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalHistoryLine {
+    pub step: usize,
+    #[serde(flatten)]
+    pub metrics: BTreeMap<String, f64>,
+    pub spec: String,
+}
+
+/// A line of `metrics.jsonl` as readers need it (the writer's full record is `progress::LogRecord`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+pub struct LossLine {
+    pub step: usize,
+    pub loss: f64,
+}
+
+/// A line of `attempts.jsonl`: where one attempt ran.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Attempt {
+    /// `cpu (2 threads)`, `cuda:0 (NVIDIA H100 ...)`.
+    #[serde(default)]
+    pub device: Option<String>,
+    #[serde(default)]
+    pub started_unix: Option<f64>,
+    /// `hardware::Hardware::key`: what the bits of the result depend on (None before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_key: Option<String>,
+    /// Everything else the attempt recorded (host, pid, start, determinism, Slurm, hardware, …).
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Attempt {
+    pub fn on_cuda(&self) -> bool {
+        self.device.as_deref().is_some_and(|d| d.starts_with("cuda"))
+    }
+
+    /// The `train.cpu_isa` the attempt pinned (`hardware.cpu_isa`).
+    pub fn cpu_isa(&self) -> Option<&str> {
+        self.rest.get("hardware")?.get("cpu_isa")?.as_str()
+    }
+}
+
+/// `provenance.json` as readers need it (the writer records more: see `RunDir::prepare`).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Provenance {
+    /// The run's hash, and the fingerprint of the code that made it.
+    #[serde(default)]
+    pub hash: Option<String>,
+    #[serde(default)]
+    pub code_sha256: Option<String>,
+    #[serde(default)]
+    pub experiment: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    #[serde(default)]
+    pub git: GitState,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct GitState {
+    #[serde(default)]
+    pub commit: Option<String>,
+    #[serde(default)]
+    pub dirty: Option<bool>,
+}
+
+/// A run folder, `results/runs/<hash>/`: the paths of its artifacts and typed readers of its records.
 pub struct RunDir {
     pub path: PathBuf,
 }
@@ -142,13 +327,115 @@ fn slurm_task() -> serde_json::Value {
     }
 }
 
+/// The folder of run folders under a results root.
+pub const RUNS: &str = "runs";
+
 impl RunDir {
     pub fn new(results_root: &Path, hash: &str) -> Self {
-        Self { path: results_root.join("runs").join(hash) }
+        Self { path: results_root.join(RUNS).join(hash) }
+    }
+
+    /// The run folder at `path` (a run folder given on the command line, or a label link).
+    pub fn at(path: &Path) -> Self {
+        Self { path: path.to_path_buf() }
+    }
+
+    pub fn file(&self, artifact: Artifact) -> PathBuf {
+        self.path.join(artifact.name())
+    }
+
+    pub fn folder(&self, folder: Folder) -> PathBuf {
+        self.path.join(folder.name())
+    }
+
+    /// `eval/<spec-hash>/`: one evaluation spec's results.
+    pub fn eval_spec(&self, spec_hash: &str) -> PathBuf {
+        self.folder(Folder::Eval).join(spec_hash)
+    }
+
+    /// `eval/<spec-hash>/metrics.json`.
+    pub fn eval_result(&self, spec_hash: &str) -> PathBuf {
+        self.eval_spec(spec_hash).join("metrics.json")
+    }
+
+    /// `eval/<spec-hash>/samples.png`.
+    pub fn eval_samples(&self, spec_hash: &str) -> PathBuf {
+        self.eval_spec(spec_hash).join(Artifact::Samples.name())
+    }
+
+    /// `eval_during/samples-<step>.png`.
+    pub fn during_samples(&self, step: usize) -> PathBuf {
+        self.folder(Folder::EvalDuring).join(format!("samples-{step:08}.png"))
+    }
+
+    /// `clusters/cluster_<k>.png`.
+    pub fn cluster_grid(&self, k: i64) -> PathBuf {
+        self.folder(Folder::ClusterGrids).join(format!("cluster_{k}.png"))
+    }
+
+    /// Removes what an earlier attempt without a checkpoint left (every per-attempt artifact and
+    /// folder, and the training's TensorBoard event files), since the run starts over: an old event
+    /// file beside the new one would show TensorBoard two overlapping curves. The HParams session
+    /// file is the runner's, not an attempt's.
+    pub fn clear_attempt(&self) -> Result<()> {
+        let remove = |path: &Path, dir: bool| -> Result<()> {
+            let result = if dir { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+            match result {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("cannot remove stale {}", path.display()))
+                }
+                _ => Ok(()),
+            }
+        };
+        for a in Artifact::ALL.into_iter().filter(|a| a.per_attempt()) {
+            remove(&self.file(a), false)?;
+        }
+        for f in Folder::ALL.into_iter().filter(|f| f.per_attempt()) {
+            if self.folder(f).is_dir() {
+                remove(&self.folder(f), true)?;
+            }
+        }
+        for entry in std::fs::read_dir(&self.path)? {
+            let path = entry?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if super::tensorboard::is_event_file(name) && name != super::hparams::EVENT_FILE {
+                remove(&path, false)?;
+            }
+        }
+        Ok(())
     }
 
     pub fn status_path(&self) -> PathBuf {
-        self.path.join("status.json")
+        self.file(Artifact::Status)
+    }
+
+    /// The lines of a JSON-lines artifact that parse as `T` (a line cut by a crash is skipped).
+    pub fn lines<T: serde::de::DeserializeOwned>(&self, artifact: Artifact) -> Vec<T> {
+        std::fs::read_to_string(self.file(artifact))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// A JSON artifact as `T`; None when it is absent or unreadable.
+    pub fn record<T: serde::de::DeserializeOwned>(&self, artifact: Artifact) -> Option<T> {
+        serde_json::from_str(&std::fs::read_to_string(self.file(artifact)).ok()?).ok()
+    }
+
+    /// `provenance.json` (None when absent or unreadable).
+    pub fn provenance(&self) -> Option<Provenance> {
+        self.record(Artifact::Provenance)
+    }
+
+    /// The training loss of every logging window, `(step, loss)`.
+    pub fn loss_curve(&self) -> Vec<LossLine> {
+        self.lines(Artifact::MetricsLog)
+    }
+
+    /// The evaluations during training, oldest first.
+    pub fn eval_history(&self) -> Vec<EvalHistoryLine> {
+        self.lines(Artifact::EvalHistory)
     }
 
     pub fn status(&self) -> Result<Option<Status>> {
@@ -179,19 +466,19 @@ impl RunDir {
             spec.hash, spec.experiment, spec.label
         );
         let body = toml::to_string_pretty(&spec.config).context("cannot serialize the run configuration")?;
-        let config = self.path.join("config.toml");
+        let config = self.file(Artifact::Config);
         let text = header + &body;
         // Written only when it changes: a finished experiment reads (plan, run) on a read-only folder.
         if std::fs::read(&config).ok().as_deref() != Some(text.as_bytes()) {
             atomic_write(&config, text.as_bytes())?;
         }
-        let provenance = self.path.join("provenance.json");
+        let provenance = self.file(Artifact::Provenance);
         if provenance.exists() {
             return Ok(());
         }
         let git = git_state();
         if let Some(patch) = git.get("patch").and_then(|p| p.as_str()) {
-            atomic_write(&self.path.join("code.patch"), patch.as_bytes())?;
+            atomic_write(&self.file(Artifact::CodePatch), patch.as_bytes())?;
         }
         let record = json!({
             "hash": spec.hash,
@@ -235,7 +522,7 @@ impl RunDir {
             "slurm": slurm_task(),
         });
         line.as_object_mut().expect("an object").extend(extra);
-        let path = self.path.join("attempts.jsonl");
+        let path = self.file(Artifact::Attempts);
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -245,18 +532,14 @@ impl RunDir {
     }
 
     /// The attempts made so far (oldest first).
-    pub fn attempts(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path.join("attempts.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.lines(Artifact::Attempts)
     }
 
     /// The run's resolved configuration (`config.toml`), without checking that it hashes to the
     /// directory's name: what evaluating a run made by an earlier version of the code needs.
     pub fn load_config(&self) -> Result<crate::config::RunConfig> {
-        let config_path = self.path.join("config.toml");
+        let config_path = self.file(Artifact::Config);
         let text =
             std::fs::read_to_string(&config_path).with_context(|| format!("cannot read {}", config_path.display()))?;
         toml::from_str(&text).with_context(|| format!("{}: invalid configuration", config_path.display()))
@@ -266,12 +549,12 @@ impl RunDir {
     /// hash is recomputed and must be the directory's name (through a label link: the target's).
     pub fn load_spec(&self) -> Result<RunSpec> {
         let config = self.load_config()?;
-        let prov_path = self.path.join("provenance.json");
-        let prov: serde_json::Value =
+        let prov_path = self.file(Artifact::Provenance);
+        let prov: Provenance =
             serde_json::from_str(&std::fs::read_to_string(&prov_path).unwrap_or_else(|_| "{}".into()))
                 .with_context(|| format!("{}: invalid JSON", prov_path.display()))?;
-        let text_of = |k: &str| prov[k].as_str().unwrap_or("unknown").to_string();
-        let spec = RunSpec::new(&text_of("experiment"), text_of("label"), config)
+        let text_of = |k: Option<String>| k.unwrap_or_else(|| "unknown".into());
+        let spec = RunSpec::new(&text_of(prov.experiment), text_of(prov.label), config)
             .with_context(|| format!("{}: cannot identify the run's training data", self.path.display()))?;
         let real = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
         let name = real.file_name().and_then(|n| n.to_str()).unwrap_or_default();
@@ -288,13 +571,13 @@ impl RunDir {
 
     /// The newest complete checkpoint's step, without verifying it.
     pub fn checkpoint_step(&self) -> Option<usize> {
-        crate::track::checkpoint::steps(&self.path.join("checkpoints")).first().copied()
+        crate::track::checkpoint::steps(&self.folder(Folder::Checkpoints)).first().copied()
     }
 
     /// The step a resume would load (the newest checkpoint that passes its checksum) and the newer
     /// steps whose checkpoints are corrupt.
     pub fn valid_checkpoint(&self) -> (Option<usize>, Vec<usize>) {
-        crate::track::checkpoint::valid_step(&self.path.join("checkpoints"))
+        crate::track::checkpoint::valid_step(&self.folder(Folder::Checkpoints))
     }
 }
 
@@ -326,6 +609,60 @@ pub fn git_state() -> serde_json::Map<String, serde_json::Value> {
 mod tests {
     use super::*;
     use crate::config::RunConfig;
+
+    /// Starting over removes exactly what an attempt writes: every per-attempt artifact and folder and
+    /// the training's event files, not the run's identity, status, attempts, lock, log, checkpoints or
+    /// the runner's HParams file.
+    #[test]
+    fn clear_attempt_removes_what_an_attempt_wrote_and_nothing_else() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(root.path());
+        for a in Artifact::ALL {
+            std::fs::write(dir.file(a), a.name()).unwrap();
+        }
+        for f in Folder::ALL {
+            std::fs::create_dir_all(dir.folder(f)).unwrap();
+            std::fs::write(dir.folder(f).join("x"), "x").unwrap();
+        }
+        let events = root.path().join("events.out.tfevents.1.host.2.0");
+        std::fs::write(&events, "e").unwrap();
+        std::fs::write(root.path().join(super::super::hparams::EVENT_FILE), "h").unwrap();
+        dir.clear_attempt().unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        let mut kept: Vec<String> =
+            Artifact::ALL.iter().filter(|a| !a.per_attempt()).map(|a| a.name().to_string()).collect();
+        kept.extend(["checkpoints".to_string(), super::super::hparams::EVENT_FILE.to_string()]);
+        kept.sort();
+        assert_eq!(left, kept);
+        for name in ["config.toml", "status.json", "attempts.jsonl", "lock", "log.txt", "provenance.json"] {
+            assert!(left.contains(&name.to_string()), "{name} kept");
+        }
+        for name in ["metrics.jsonl", "model.safetensors", "samples.png", "em_history.json", "eval_history.jsonl"] {
+            assert!(!left.contains(&name.to_string()), "{name} removed");
+        }
+        dir.clear_attempt().unwrap();
+    }
+
+    #[test]
+    fn artifact_names_are_distinct() {
+        let mut names: Vec<&str> =
+            Artifact::ALL.iter().map(|a| a.name()).chain(Folder::ALL.iter().map(|f| f.name())).collect();
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    /// A line of `eval_history.jsonl` keeps the layout of the files written before it was typed.
+    #[test]
+    fn an_eval_history_line_reads_and_writes_the_known_layout() {
+        let text = r#"{"step":10,"fid":61.5,"kid":0.012,"spec":"16 samples"}"#;
+        let line: EvalHistoryLine = serde_json::from_str(text).unwrap();
+        assert_eq!((line.step, line.metrics["fid"], line.spec.as_str()), (10, 61.5, "16 samples"));
+        assert_eq!(serde_json::to_string(&line).unwrap(), text);
+    }
 
     #[test]
     fn status_round_trips_and_config_is_written() {

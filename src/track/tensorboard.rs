@@ -163,7 +163,7 @@ pub fn truncate_after(dir: &Path, step: i64) -> Result<usize> {
     let mut removed = 0;
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
-        if !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("events.out.tfevents.")) {
+        if !path.file_name().and_then(|n| n.to_str()).is_some_and(is_event_file) {
             continue;
         }
         let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -196,6 +196,14 @@ fn plugin_metadata(v: &mut Pb, plugin: &str, content: &[u8]) {
 
 static FILE_COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// TensorBoard's name for event files: it reads every file whose name starts so.
+const EVENT_PREFIX: &str = "events.out.tfevents.";
+
+/// Whether a file name is an event file's.
+pub fn is_event_file(name: &str) -> bool {
+    name.starts_with(EVENT_PREFIX)
+}
+
 /// Appends events to one `events.out.tfevents.*` file in a run's folder.
 pub struct EventWriter {
     path: PathBuf,
@@ -217,7 +225,7 @@ impl EventWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         let now = super::unix_now();
         let name = format!(
-            "events.out.tfevents.{}.{}.{}.{}",
+            "{EVENT_PREFIX}{}.{}.{}.{}",
             now as u64,
             super::hostname(),
             std::process::id(),

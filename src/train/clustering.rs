@@ -5,9 +5,11 @@
 //! each image's bound under every cluster (`cluster::estep`) and π_k = mean_i τ_ik. τ, π's history and
 //! the k-means baseline are part of each checkpoint, so a resumed run ends with what an
 //! uninterrupted one ends with.
-use crate::cluster::em::{self, Refill};
+use super::hook::{Begin, End, Hook, Saved, Step};
+use crate::cluster::em;
 use crate::cluster::estep::EStep;
-use crate::cluster::{kmeans, scores};
+pub use crate::cluster::history::{EmRecord, Replicate, Scores};
+use crate::cluster::kmeans;
 use crate::config::{ClusterConfig, ClusterInit, RunConfig};
 use crate::data::Dataset;
 use crate::diffusion::Diffusion;
@@ -16,89 +18,19 @@ use crate::models::Denoiser;
 use crate::progress::Reporter;
 use crate::rng::reseed;
 use crate::track::atomic_replace;
+use crate::track::checkpoint::Checkpoint;
+use crate::track::run_dir::{Artifact, Folder, RunDir};
 use crate::track::tensorboard::EventWriter;
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// Lloyd iterations of the k-means baseline at most.
 const KMEANS_ITERATIONS: usize = 300;
 
-/// One E-step (iteration 0: the initialisation).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EmRecord {
-    pub iteration: usize,
-    /// The training step it followed.
-    pub step: usize,
-    /// None at the initialisation.
-    pub temperature: Option<f64>,
-    /// π after the E-step (and any refill).
-    pub pi: Vec<f64>,
-    /// The E-step's own estimate, mean_i τ̂_ik, before damping and refills (None at the start).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pi_estimate: Option<Vec<f64>>,
-    /// The share of images whose most responsible cluster changed.
-    pub changed: f64,
-    /// Mean over images of the gap, in nats, between the best and the second-best cluster's bound.
-    pub margin_nats: Option<f64>,
-    /// Mean over images of the bound under their most responsible cluster, bits/dim.
-    pub bound_bpd: Option<f64>,
-    pub refills: Vec<Refill>,
-    /// Whether, before any refill, one cluster took (nearly) everything: every other cluster below
-    /// the minimum weight.
-    #[serde(default)]
-    pub collapsed: bool,
-    /// The final E-step only: a second estimate with independent timesteps and noise, and how far
-    /// the two agree (see `Replicate`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicate: Option<Replicate>,
-    /// The assignment (τ's most responsible cluster) against the dataset's labels, where it has them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scores: Option<Scores>,
-    pub seconds: f64,
-}
-
-/// A clustering against the labels: accuracy under the best matching, NMI, ARI.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct Scores {
-    pub accuracy: f64,
-    pub nmi: f64,
-    pub ari: f64,
-}
-
-impl Scores {
-    /// Over the labelled images (label ≥ 0); None when there are none.
-    pub fn of(truth: &[i64], found: &[i64]) -> Option<Scores> {
-        let labelled: Vec<usize> = (0..truth.len()).filter(|&i| truth[i] >= 0).collect();
-        if labelled.is_empty() {
-            return None;
-        }
-        let pick = |v: &[i64]| labelled.iter().map(|&i| v[i]).collect::<Vec<i64>>();
-        let (truth, found) = (pick(truth), pick(found));
-        Some(Scores {
-            accuracy: scores::matched_accuracy(&truth, &found),
-            nmi: scores::nmi(&truth, &found),
-            ari: scores::ari(&truth, &found),
-        })
-    }
-}
-
 fn to_ints(t: &Tensor) -> Vec<i64> {
     Vec::<i64>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Int64)).expect("integers")
-}
-
-/// How much the Monte-Carlo error of the bound estimate moves the assignments: the final E-step is
-/// estimated twice with independent draws.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Replicate {
-    /// The share of images with the same most likely cluster under both estimates.
-    pub agreement: f64,
-    /// The standard deviation of one estimate's gap L_b − L_a between an image's two best clusters
-    /// (a, b under the first estimate), in nats: std(gap₁ − gap₂)/√2.
-    pub gap_noise_nats: f64,
 }
 
 pub struct Clustering {
@@ -244,7 +176,7 @@ impl Clustering {
     }
 
     /// What a checkpoint carries: τ and the k-means baseline as tensors, the history as state.
-    pub fn state(&self) -> (Vec<(String, Tensor)>, serde_json::Value) {
+    fn state(&self) -> (Vec<(String, Tensor)>, serde_json::Value) {
         let tensors = vec![
             ("cluster.tau".to_string(), self.tau.shallow_clone()),
             ("cluster.kmeans".to_string(), self.kmeans.shallow_clone()),
@@ -252,7 +184,7 @@ impl Clustering {
         (tensors, serde_json::to_value(&self.history).expect("history serialises"))
     }
 
-    pub fn restore(
+    fn restore_from(
         &mut self,
         tensors: &HashMap<String, Tensor>,
         state: &serde_json::Value,
@@ -294,7 +226,7 @@ impl Clustering {
 
     /// `assignments.parquet`: each training image's index, label, EM cluster, its responsibility and
     /// its k-means cluster; `em_history.json`: the E-steps.
-    pub fn write(&self, dir: &Path) -> Result<()> {
+    pub fn write(&self, dir: &RunDir) -> Result<()> {
         use polars::prelude::*;
         let (best, cluster) = self.tau.max_dim(1, false);
         let n = self.truth.len() as i64;
@@ -308,13 +240,13 @@ impl Clustering {
             ),
             Column::new("kmeans".into(), to_ints(&self.kmeans)),
         ])?;
-        atomic_replace(&dir.join("assignments.parquet"), |tmp| {
+        atomic_replace(&dir.file(Artifact::Assignments), |tmp| {
             let mut f = std::fs::File::create(tmp)?;
             ParquetWriter::new(&mut f).finish(&mut df)?;
             Ok(())
         })?;
         crate::track::atomic_write(
-            &dir.join("em_history.json"),
+            &dir.file(Artifact::EmHistory),
             serde_json::to_string_pretty(&self.history)?.as_bytes(),
         )
     }
@@ -329,7 +261,7 @@ impl Clustering {
         diffusion: &Diffusion,
         model: &dyn Denoiser,
         images: &Tensor,
-        dir: &Path,
+        dir: &RunDir,
         steps: usize,
         events: &mut EventWriter,
         reporter: &mut dyn Reporter,
@@ -347,7 +279,7 @@ impl Clustering {
         let mut network = |x: &Tensor, t: &Tensor| model.forward_t(x, t, Some(&labels), false);
         let samples =
             diffusion.sample(&config.sample.sampler, x_t, &[], &mut network, &mut |k, _| reporter.advance(k as u64)).x0;
-        std::fs::create_dir_all(dir.join("clusters"))?;
+        std::fs::create_dir_all(dir.folder(Folder::ClusterGrids))?;
         let assigned = self.tau.argmax(1, false);
         let (mut rows, mut top_all) = (Vec::new(), Vec::new());
         for k in 0..q {
@@ -365,19 +297,85 @@ impl Clustering {
             // 4 rows of 8: four samples, then four images.
             let side: Vec<Tensor> = (0..4).flat_map(|r| [s.narrow(0, 4 * r, 4), top.narrow(0, 4 * r, 4)]).collect();
             let grid = make_grid(&Tensor::cat(&side, 0), 8, 2)?;
-            super::save_image(
-                &dir.join(format!("clusters/cluster_{k}.png")),
-                &grid,
-                &format!("cluster_{k}"),
-                steps,
-                events,
-            )?;
+            super::outputs::save_image(&dir.cluster_grid(k), &grid, &format!("cluster_{k}"), steps, events)?;
             rows.push(s.narrow(0, 0, 8));
             top_all.push(top.narrow(0, 0, 8));
         }
         let overview: Vec<Tensor> = rows.into_iter().zip(top_all).flat_map(|(s, t)| [s, t]).collect();
         let grid = make_grid(&Tensor::cat(&overview, 0), 16, 2)?;
-        super::save_image(&dir.join("clusters.png"), &grid, "clusters", steps, events)
+        super::outputs::save_image(&dir.file(Artifact::Clusters), &grid, "clusters", steps, events)
+    }
+}
+
+/// The EM as a training hook: the batch's classes are drawn from τ, the E-step runs after the steps
+/// `cluster.e_step_at` names, τ and the history ride in every checkpoint, and the end writes the
+/// assignments, the history, the grids and the scores.
+impl Hook for Clustering {
+    fn name(&self) -> &'static str {
+        "e-step"
+    }
+
+    fn restore(&mut self, ck: &Checkpoint) -> Result<()> {
+        let device = self.tau.device();
+        self.restore_from(&ck.tensors, &ck.state["cluster"], device)
+    }
+
+    fn begin(&mut self, at: &mut Begin) -> Result<()> {
+        if at.start == 0 {
+            self.log(&self.history[0], at.events)?;
+        }
+        Ok(())
+    }
+
+    fn labels(&self, indices: &Tensor, step: usize) -> Option<Tensor> {
+        Some(Clustering::labels(self, indices, step))
+    }
+
+    fn after_step(&mut self, s: &mut Step) -> Result<()> {
+        let (step, steps) = (s.step, s.steps);
+        if !self.cfg.e_step_at(step, steps) {
+            return Ok(());
+        }
+        let record = self.e_step(step, step == steps, s.diffusion, s.model, &s.data.images, s.reporter);
+        self.log(&record, s.events)?;
+        s.reporter.note(&format!(
+            "E-step {} at step {step}: π = [{}], {:.1} % changed cluster, margin {:.1} nats, {:.1} s",
+            record.iteration,
+            record.pi.iter().map(|p| format!("{p:.3}")).collect::<Vec<_>>().join(", "),
+            100.0 * record.changed,
+            record.margin_nats.unwrap_or(0.0),
+            record.seconds
+        ));
+        s.resume_progress();
+        Ok(())
+    }
+
+    fn save(&self, into: &mut Saved) {
+        let (tensors, state) = self.state();
+        into.tensors.extend(tensors);
+        into.state.insert("cluster".into(), state);
+    }
+
+    fn finish(&mut self, end: &mut End) -> Result<()> {
+        let steps = end.spec.config.train.steps;
+        self.write(end.run)?;
+        self.draw_grids(
+            &end.spec.config,
+            end.diffusion,
+            end.sampling_model,
+            &end.data.images,
+            end.run,
+            steps,
+            end.events,
+            end.reporter,
+        )?;
+        let metrics = self.metrics();
+        // Beside the evaluation's numbers (`eval/<name>`: the HParams dashboard's metric columns).
+        for (k, v) in &metrics {
+            end.events.add_scalar(&format!("eval/{k}"), *v, steps as i64)?;
+        }
+        end.metrics.extend(metrics);
+        Ok(())
     }
 }
 
@@ -405,6 +403,7 @@ fn compare(first: &Tensor, second: &Tensor) -> Replicate {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::em::Refill;
 
     #[test]
     fn a_collapse_and_the_refills_are_counted() {

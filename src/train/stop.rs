@@ -1,10 +1,9 @@
-//! A request to stop training early: SIGUSR1 (Slurm's warning before a time limit, `--signal`) or
-//! SIGTERM (preemption, `scontrol requeue`, `kill`). The handler only records the signal; the loop
-//! looks at it after each step, finishes the logging window it is in (so that the resumed run logs the
-//! same numbers as an uninterrupted one), writes a checkpoint and returns [`Stopped`].
-use std::sync::atomic::{AtomicI32, Ordering};
-
-static REQUESTED: AtomicI32 = AtomicI32::new(0);
+//! The stop hook: a stop requested by a signal (`crate::signal`: SIGUSR1 before a Slurm time limit,
+//! SIGTERM on preemption) waits for the end of the logging window, so that the resumed run logs what
+//! an uninterrupted one would (the window's sums are not part of the checkpoint); then a checkpoint
+//! is written and training returns [`Stopped`].
+use super::hook::{Hook, Step};
+use anyhow::Result;
 
 /// Training stopped at `step` on request; the checkpoint at `step` resumes it.
 #[derive(Debug, thiserror::Error)]
@@ -14,47 +13,18 @@ pub struct Stopped {
     pub signal: &'static str,
 }
 
-extern "C" fn record(signal: libc::c_int) {
-    // Only an atomic store: the one thing a signal handler may safely do here.
-    REQUESTED.store(signal, Ordering::SeqCst);
-}
+pub struct StopOnSignal;
 
-/// Routes SIGUSR1 and SIGTERM to the request flag (instead of ending the process).
-pub fn install() {
-    for signal in [libc::SIGUSR1, libc::SIGTERM] {
-        // SAFETY: a handler that performs one atomic store is async-signal-safe; sigaction with a
-        // zeroed struct, an empty mask and SA_RESTART is the documented way to install it.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = record as *const () as usize;
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut action.sa_mask);
-            libc::sigaction(signal, &action, std::ptr::null_mut());
+impl Hook for StopOnSignal {
+    fn name(&self) -> &'static str {
+        "stop signal"
+    }
+
+    fn after_step(&mut self, s: &mut Step) -> Result<()> {
+        if let Some(signal) = crate::signal::requested().filter(|_| s.logging && s.step < s.steps) {
+            s.stop = Some(signal);
+            s.checkpoint = true;
         }
-    }
-}
-
-/// The signal that asked to stop, if one did.
-pub fn requested() -> Option<&'static str> {
-    match REQUESTED.load(Ordering::SeqCst) {
-        0 => None,
-        libc::SIGUSR1 => Some("SIGUSR1"),
-        libc::SIGTERM => Some("SIGTERM"),
-        _ => Some("a signal"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_delivered_signal_is_recorded_instead_of_ending_the_process() {
-        install();
-        assert_eq!(requested(), None);
-        // SAFETY: raise delivers SIGUSR1 to this thread; the handler above only stores it.
-        unsafe { libc::raise(libc::SIGUSR1) };
-        assert_eq!(requested(), Some("SIGUSR1"));
-        REQUESTED.store(0, Ordering::SeqCst);
+        Ok(())
     }
 }

@@ -22,16 +22,13 @@ pub struct WindowMeans {
 
 impl Window {
     pub fn new(device: Device, timesteps: usize) -> Self {
+        Self::since(device, timesteps, Instant::now())
+    }
+
+    /// A window whose clock started at `started` (the beginning of its first step).
+    pub fn since(device: Device, timesteps: usize, started: Instant) -> Self {
         let zeros = |n: i64| Tensor::zeros([n], (Kind::Float, device));
-        Self {
-            device,
-            timesteps,
-            loss: zeros(1),
-            quarter_sum: zeros(4),
-            quarter_count: zeros(4),
-            steps: 0,
-            started: Instant::now(),
-        }
+        Self { device, timesteps, loss: zeros(1), quarter_sum: zeros(4), quarter_count: zeros(4), steps: 0, started }
     }
 
     /// Adds one step: its optimised loss, and its unweighted per-sample losses by quarter of t.

@@ -1,16 +1,16 @@
 //! FID (Heusel et al. 2017): the Fréchet distance between the Gaussians of the samples' and the
 //! reference set's Inception features; its floor is that of as many held-out real images.
-use super::{Computed, Inputs, Metric, SampleMetric};
+use super::{Computed, DuringInputs, Inputs, Metric, SampleMetric};
 use crate::eval::fid::frechet_distance;
 use crate::progress::Reporter;
 use anyhow::Result;
 
 pub struct Fid;
 
-const METRICS: [Metric; 2] = [
-    Metric::model("fid", "FID", 2).headline().panel("FID (lower is better)"),
-    Metric::reference("fid_floor", "FID floor", "floor_fid", "fid").digits(2),
-];
+/// FID itself (the sampling-cost plots draw it against the sampler's steps).
+pub const FID: Metric = Metric::model("fid", "FID", 2).headline().panel("FID (lower is better)").during();
+
+const METRICS: [Metric; 2] = [FID, Metric::reference("fid_floor", "FID floor", "floor_fid", "fid").digits(2)];
 
 impl SampleMetric for Fid {
     fn key(&self) -> &'static str {
@@ -25,8 +25,13 @@ impl SampleMetric for Fid {
         let fid = frechet_distance(&i.generated.gaussian, &i.reference.gaussian);
         let floor = frechet_distance(&i.real.gaussian, &i.reference.gaussian);
         Ok(Computed {
-            values: vec![("fid".into(), fid.fid), ("fid_floor".into(), floor.fid)],
+            values: vec![(METRICS[0].name.into(), fid.fid), (METRICS[1].name.into(), floor.fid)],
             detail: Some(serde_json::to_value(&fid)?),
         })
+    }
+
+    fn compute_during(&self, i: &DuringInputs) -> Option<Vec<(String, f64)>> {
+        let fid = frechet_distance(&i.generated.gaussian, &i.reference.gaussian);
+        Some(vec![(FID.name.into(), fid.fid)])
     }
 }

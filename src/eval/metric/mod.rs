@@ -61,6 +61,8 @@ pub struct Metric {
     pub panel: Option<&'static str>,
     /// For a reference value: the model metric it is the floor or ceiling of.
     pub reference_of: Option<&'static str>,
+    /// Also computed during training (`eval.every`), logged as `eval_during/<tag>`.
+    pub during: bool,
 }
 
 impl Metric {
@@ -77,6 +79,7 @@ impl Metric {
             headline: false,
             panel: None,
             reference_of: None,
+            during: false,
         }
     }
 
@@ -112,6 +115,10 @@ impl Metric {
 
     pub const fn digits(self, digits: usize) -> Self {
         Metric { digits, ..self }
+    }
+
+    pub const fn during(self) -> Self {
+        Metric { during: true, ..self }
     }
 
     pub const fn untagged(self) -> Self {
@@ -160,6 +167,16 @@ pub struct Computed {
     pub detail: Option<serde_json::Value>,
 }
 
+/// What a metric computed during training sees: the samples' and the reference's statistics (no
+/// held-out real images: no floors).
+pub struct DuringInputs<'a> {
+    pub config: &'a RunConfig,
+    pub generated: &'a SetStats,
+    pub reference: &'a SetStats,
+    /// The random stream of the evaluations during training (1: the same each time).
+    pub stream: u64,
+}
+
 /// A metric of generated samples.
 pub trait SampleMetric: Sync {
     /// The key of its detail in the result (`fid`).
@@ -167,6 +184,10 @@ pub trait SampleMetric: Sync {
     /// The definitions of the values it computes, in table order.
     fn metrics(&self) -> &'static [Metric];
     fn compute(&self, inputs: &Inputs, progress: &mut dyn Reporter) -> Result<Computed>;
+    /// The values of its metrics marked `during`, computed during training; None: not computed then.
+    fn compute_during(&self, _inputs: &DuringInputs) -> Option<Vec<(String, f64)>> {
+        None
+    }
 }
 
 /// The registry of sample metrics, in the order they are computed and shown.
@@ -192,6 +213,17 @@ pub fn find(name: &str) -> Option<&'static Metric> {
 /// Whether a lower value is better (unregistered names: yes).
 pub fn lower_is_better(name: &str) -> bool {
     find(name).is_none_or(|m| m.lower_is_better())
+}
+
+/// The metrics computed during training (`eval.every`), in table order; the first is the one whose
+/// best value the run reports (`best_fid_during`).
+pub fn during() -> Vec<&'static Metric> {
+    all().into_iter().filter(|m| m.during).collect()
+}
+
+/// Whether `values` hold the metrics of samples (an evaluation that sampled, not only the bound).
+pub fn has_sample_metrics(values: &BTreeMap<String, f64>) -> bool {
+    SAMPLE_METRICS.iter().flat_map(|m| m.metrics()).any(|m| m.role == Role::Model && values.contains_key(m.name))
 }
 
 /// The columns of the summaries.

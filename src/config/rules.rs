@@ -1,0 +1,178 @@
+//! The rules across sections of a run's configuration: what one key allows depends on another's
+//! value. Each section's own ranges are beside its keys (`DataConfig::check`, `TrainConfig::check`,
+//! the model's, sampler's, schedule's and cluster's `check`); `RunConfig::validate` runs those, then
+//! these. A rule is a function here, named for what it protects.
+use super::model::Check;
+use super::schema::{
+    check_count, DatasetName, EvalClasses, Objective, RunConfig, SplitName, Target, Variance, Weighting,
+};
+use super::schema::{MAX_IMAGES, MAX_IMAGE_SIZE};
+
+/// Every rule below, in the order their problems are reported (the model's fit is reported with the
+/// data's keys, by `RunConfig::validate`).
+pub fn check(c: &RunConfig, check: &mut Check) {
+    counts_fit_the_dataset(c, check);
+    a_folder_has_the_splits_it_needs(c, check);
+    objective(c, check);
+    guidance_needs_an_unconditional_model(c, check);
+    cluster(c, check);
+}
+
+/// The model's downsamplings fit the image size (checked once the size itself is in range).
+pub fn model_fits_the_images(c: &RunConfig, check: &mut Check) {
+    let side = c.data.image_size;
+    if (1..=MAX_IMAGE_SIZE).contains(&side) {
+        c.model.check(side, check);
+    }
+}
+
+/// Counts of images are at most what the dataset has, where that is known.
+fn counts_fit_the_dataset(c: &RunConfig, check: &mut Check) {
+    let data = &c.data;
+    let (train_n, test_n) = data.name.known_size().map_or((MAX_IMAGES, MAX_IMAGES), |(a, b, _)| (a as i64, b as i64));
+    let train_what = format!("the training images of `{}`", data.name.as_str());
+    let test_what = format!("the test images of `{}`", data.name.as_str());
+    let clamp = |n: usize| n.min(i64::MAX as usize) as i64;
+    let limit = data.limit.map_or(train_n, |l| l as i64).min(train_n);
+    check_count(check, "train.batch_size", c.train.batch_size, limit, &train_what);
+    check_count(check, "eval.bpd_images", clamp(c.eval.bpd_images), test_n, &test_what);
+    let reference_n = if c.eval.reference_split == SplitName::Test { test_n } else { train_n };
+    let reference = clamp(c.eval.reference_images);
+    check_count(check, "eval.reference_images", reference, reference_n, "the reference split's images");
+    if let Some(limit) = data.limit {
+        check(
+            limit as i64 >= c.train.batch_size.max(1),
+            "data.limit",
+            limit.to_string(),
+            &format!("at least train.batch_size ({}) images", c.train.batch_size),
+        );
+    }
+}
+
+/// An image folder used for the bound or a test reference needs a test split.
+fn a_folder_has_the_splits_it_needs(c: &RunConfig, check: &mut Check) {
+    if c.data.name != DatasetName::ImageFolder {
+        return;
+    }
+    let needs_test = if c.eval.bpd {
+        Some("eval.bpd")
+    } else if c.eval.reference_split == SplitName::Test {
+        Some("eval.reference_split = \"test\"")
+    } else {
+        None
+    };
+    if let Some(what) = needs_test {
+        check(
+            c.data.has_test_split(),
+            "data.test_images",
+            "0".into(),
+            &format!("at least 1: {what} needs a test split (or turn it off)"),
+        );
+    }
+}
+
+/// The combinations of the objective, the learned variance, the weighting and zero terminal SNR.
+fn objective(c: &RunConfig, check: &mut Check) {
+    let (d, t) = (&c.diffusion, &c.train);
+    let learned = c.model.learn_sigma();
+    let objective = format!("{:?}", t.objective).to_lowercase();
+    check(
+        t.objective != Objective::Hybrid || learned,
+        "train.objective",
+        objective.clone(),
+        "`simple` or `vlb` unless model.learn_sigma = true (the hybrid's bound term trains only the variance: \
+         with a fixed one it is a constant)",
+    );
+    check(
+        !learned || t.objective != Objective::Simple,
+        "model.learn_sigma",
+        "true".into(),
+        "false with train.objective = \"simple\" (L_simple gives the variance channels no gradient); \
+         use train.objective = \"hybrid\" or \"vlb\"",
+    );
+    check(
+        !learned || d.variance == Variance::Posterior,
+        "diffusion.variance",
+        format!("{:?}", d.variance).to_lowercase(),
+        "`posterior` (the default) with model.learn_sigma = true: the network's interpolation between log β and \
+         log β̃ replaces the fixed variance",
+    );
+    check(
+        t.weighting == Weighting::Uniform || t.objective == Objective::Simple,
+        "train.weighting",
+        "min_snr".into(),
+        &format!("`uniform` with train.objective = \"{objective}\" (min-SNR weights L_simple only)"),
+    );
+    check(
+        !d.zero_terminal_snr || d.target != Target::Eps,
+        "diffusion.target",
+        "eps".into(),
+        "`v` or `x0` with diffusion.zero_terminal_snr = true (at SNR 0, x_T is pure noise and ε-prediction \
+         cannot give x_0)",
+    );
+    for (key, w) in [("sample.guidance_scale", c.sample.guidance_scale), ("eval.guidance_scale", c.eval.guidance_scale)]
+    {
+        check(
+            !learned || w == 0.0,
+            key,
+            w.to_string(),
+            "0 with model.learn_sigma = true (guidance would mix the variance channels too)",
+        );
+    }
+}
+
+/// Guidance mixes the conditional and the unconditional model: it needs label dropout to train one.
+fn guidance_needs_an_unconditional_model(c: &RunConfig, check: &mut Check) {
+    let cond = &c.conditioning;
+    for (key, w) in [("sample.guidance_scale", c.sample.guidance_scale), ("eval.guidance_scale", c.eval.guidance_scale)]
+    {
+        if w > 0.0 {
+            check(
+                cond.classes && cond.label_dropout > 0.0,
+                key,
+                w.to_string(),
+                "0 unless conditioning.classes = true with conditioning.label_dropout > 0 (guidance needs the \
+                 unconditional model that label dropout trains)",
+            );
+        }
+    }
+}
+
+/// What `[cluster]` excludes: the dataset's own classes (the clusters take the class-embedding path),
+/// unconditional evaluation (no label dropout trains an unconditional model) and the bound; an
+/// E-step before the last step; at most as many clusters as images.
+fn cluster(c: &RunConfig, check: &mut Check) {
+    let k = &c.cluster;
+    if !k.on() {
+        return;
+    }
+    check(
+        !c.conditioning.classes,
+        "conditioning.classes",
+        "true".into(),
+        "false with cluster.q > 0 (the clusters are the model's classes)",
+    );
+    check(
+        c.eval.classes == EvalClasses::Balanced,
+        "eval.classes",
+        "\"unconditional\"".into(),
+        "\"balanced\" with cluster.q > 0 (without label dropout the network has no unconditional model)",
+    );
+    check(
+        (1..c.train.steps.max(2)).contains(&k.e_step_every),
+        "cluster.e_step_every",
+        k.e_step_every.to_string(),
+        &format!("an integer from 1 to train.steps − 1 ({}): at least one E-step before the last", c.train.steps - 1),
+    );
+    check(
+        !c.eval.bpd,
+        "eval.bpd",
+        "true".into(),
+        "false with cluster.q > 0 (the bound of the mixture is not computed by `eval`; each image's bound under \
+         every cluster is the E-step's, summarised in em_history.json)",
+    );
+    let n = c.data.limit.or(c.data.name.known_size().map(|s| s.0));
+    if let Some(n) = n {
+        check(n as i64 >= k.q, "cluster.q", k.q.to_string(), &format!("at most the number of training images ({n})"));
+    }
+}
