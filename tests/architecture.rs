@@ -1,6 +1,7 @@
 //! The layering holds: every module of the library imports only modules on a lower floor than its
 //! own, by the floor table in CONTRIBUTING.md (which must name every module, and nothing else).
-//! Read from the source with nothing but cargo: each `crate::<module>` path outside comments.
+//! Read from the source with nothing but cargo: each `crate::<module>` path outside comments and
+//! string literals, groups (`use crate::{a, b}`) included.
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -20,7 +21,88 @@ fn floors() -> BTreeMap<String, u32> {
     out
 }
 
-/// The library's top-level modules with every `crate::<name>` they use (comments left out), by file.
+/// `text` without its comments (`//` to the end of the line, `/* … */`) and without the contents of
+/// its string and character literals, so that only code is searched.
+fn code_of(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let (mut out, mut i) = (String::with_capacity(text.len()), 0);
+    while i < chars.len() {
+        let (c, next) = (chars[i], chars.get(i + 1).copied());
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == '\'' && (next == Some('\\') || chars.get(i + 2) == Some(&'\'')) {
+            // A character literal ('x', '\n', '\''); a lifetime ('a) is code.
+            i += if next == Some('\\') { 3 } else { 1 };
+            while i < chars.len() && chars[i] != '\'' {
+                i += 1;
+            }
+            i += 1;
+            out.push_str("' '");
+        } else if c == '"' {
+            // A string literal (raw strings `r"…"`/`r#"…"#` end at the first quote followed by their hashes).
+            let hashes = (1..=i).take_while(|&k| chars[i - k] == '#').count();
+            let raw = i > hashes && chars[i - hashes - 1] == 'r';
+            i += 1;
+            while i < chars.len() {
+                if !raw && chars[i] == '\\' {
+                    i += 2;
+                    continue;
+                }
+                if chars[i] == '"' && (0..hashes).all(|k| chars.get(i + 1 + k) == Some(&'#')) {
+                    i += 1 + hashes;
+                    break;
+                }
+                i += 1;
+            }
+            out.push_str("\"\"");
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The top-level modules named by every `crate::` path in `code`, groups (`crate::{a, b::c}`, over
+/// several lines too) included.
+fn crate_paths(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in code.match_indices("crate::") {
+        let rest = &code[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // The top level of the group: split at commas outside nested braces.
+            let (mut depth, mut item) = (0, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => out.push(std::mem::take(&mut item)),
+                    _ if depth == 0 => item.push(c),
+                    _ => {}
+                }
+            }
+            out.push(item);
+        } else {
+            out.push(rest.to_string());
+        }
+    }
+    out.into_iter()
+        .map(|p| p.trim().split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or_default().to_string())
+        .filter(|n| !n.is_empty() && n != "self")
+        .collect()
+}
+
+/// The library's top-level modules with every `crate::<name>` they use (outside comments and string
+/// literals), by file.
 fn imports() -> BTreeMap<String, Vec<(String, String)>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
@@ -40,22 +122,9 @@ fn imports() -> BTreeMap<String, Vec<(String, String)>> {
             if ["main", "lib", "commands"].contains(&top.as_str()) {
                 continue;
             }
+            let code = code_of(&std::fs::read_to_string(&path).unwrap());
             let entry = out.entry(top).or_default();
-            for line in std::fs::read_to_string(&path).unwrap().lines() {
-                let code = line.split("//").next().unwrap_or_default();
-                for (i, _) in code.match_indices("crate::") {
-                    let rest = &code[i + "crate::".len()..];
-                    let names: Vec<String> = if let Some(group) = rest.strip_prefix('{') {
-                        let group = group.split('}').next().unwrap_or_default();
-                        group.split(',').map(|p| p.trim().split("::").next().unwrap_or_default().to_string()).collect()
-                    } else {
-                        vec![rest.split(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap_or_default().into()]
-                    };
-                    for name in names.into_iter().filter(|n| !n.is_empty()) {
-                        entry.push((rel.clone(), name));
-                    }
-                }
-            }
+            entry.extend(crate_paths(&code).into_iter().map(|used| (rel.clone(), used)));
         }
     }
     out
@@ -111,4 +180,18 @@ fn an_import_that_reaches_up_is_found() {
     assert!(found[0].contains("`newcomer` is not in"), "{found:#?}");
     assert!(found[1].contains("src/rng.rs: `rng` (floor 1) imports `train`"), "{found:#?}");
     assert!(found[2].contains("src/track/mod.rs: `track` (floor 2) imports `device` (floor 2)"), "{found:#?}");
+}
+
+/// What the scan sees: paths in code and in groups over several lines; not in comments or strings.
+#[test]
+fn the_scan_finds_paths_in_code_only() {
+    let text = r#"use crate::{
+    config::{self, RunSpec},
+    track,
+};
+let url = "https://example.org"; let x = crate::train::f(); // crate::eval in a comment
+/* crate::runner in a block comment */ let c = '"'; let s = "crate::bench"; let q = '\''; fn f<'a>() {}
+let r = r"crate::analysis"; crate::rng::reseed();
+"#;
+    assert_eq!(crate_paths(&code_of(text)), ["config", "track", "train", "rng"]);
 }

@@ -91,8 +91,8 @@ fn read_curves(dir: &RunDir) -> Vec<(String, i64, f64)> {
     }
     for l in dir.eval_history() {
         for m in metric::during() {
-            if let Some(x) = l.metrics.get(m.name) {
-                out.push((format!("eval_during_{}", m.name), l.step as i64, *x));
+            if let Some(x) = l.metrics.get(m.name).copied().flatten() {
+                out.push((format!("eval_during_{}", m.name), l.step as i64, x));
             }
         }
     }

@@ -25,8 +25,9 @@ pub fn exec(a: Args) -> Result<bool> {
 
 fn schedules_command(timesteps: usize, names: &[String], t: &[usize], plot: Option<PathBuf>) -> Result<()> {
     use ddpm::config::ScheduleConfig;
-    if let Some(allowed) = ddpm::config::timesteps_problem(timesteps) {
-        anyhow::bail!("--T {timesteps}: allowed is {allowed} (as diffusion.timesteps)");
+    // The range of `diffusion.timesteps` (`config::timesteps_problem`), in this option's words.
+    if ddpm::config::timesteps_problem(timesteps).is_some() {
+        anyhow::bail!("--T {timesteps}: allowed are integers from 2 to 100000 (as diffusion.timesteps)");
     }
     let schedules = names
         .iter()

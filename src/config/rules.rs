@@ -1,16 +1,39 @@
 //! The rules across sections of a run's configuration: what one key allows depends on another's
 //! value. Each section's own ranges are beside its keys (`DataConfig::check`, `TrainConfig::check`,
-//! the model's, sampler's, schedule's and cluster's `check`); `RunConfig::validate` runs those, then
-//! these. A rule is a function here, named for what it protects.
+//! the model's, sampler's, schedule's and cluster's `check`); `RunConfig::validate`, here, runs those,
+//! then these. A rule is a function here, named for what it protects.
 use super::model::Check;
 use super::schema::{
     check_count, DatasetName, EvalClasses, Objective, RunConfig, SplitName, Target, Variance, Weighting,
 };
-use super::schema::{MAX_IMAGES, MAX_IMAGE_SIZE};
+use super::schema::{Invalid, MAX_IMAGES, MAX_IMAGE_SIZE};
+
+impl RunConfig {
+    /// Every problem of the configuration: each section's own ranges (`<Section>Config::check`, the
+    /// model's and the cluster's beside their keys), then the rules across sections (`rules`).
+    pub fn validate(&self) -> Vec<Invalid> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, key: &'static str, value: String, allowed: &str| {
+            if !ok {
+                out.push(Invalid { key, value, allowed: allowed.to_string() });
+            }
+        };
+        self.diffusion.check(&mut check);
+        self.data.check(&mut check);
+        model_fits_the_images(self, &mut check);
+        self.train.check(&mut check);
+        self.conditioning.check(&mut check);
+        self.sample.check(self.diffusion.timesteps, &mut check);
+        self.eval.check(&mut check);
+        self.cluster.check(&mut check);
+        across_sections(self, &mut check);
+        out
+    }
+}
 
 /// Every rule below, in the order their problems are reported (the model's fit is reported with the
 /// data's keys, by `RunConfig::validate`).
-pub fn check(c: &RunConfig, check: &mut Check) {
+pub fn across_sections(c: &RunConfig, check: &mut Check) {
     counts_fit_the_dataset(c, check);
     a_folder_has_the_splits_it_needs(c, check);
     objective(c, check);

@@ -669,7 +669,7 @@ impl ConditioningConfig {
     }
 }
 
-/// A guidance scale's range (`sample.guidance_scale`, `eval.guidance_scale`, `ddpm sample --guidance`).
+/// A guidance scale's range (`sample.guidance_scale`, `eval.guidance_scale`).
 pub fn check_guidance(w: f64, key: &'static str, check: &mut Check) {
     check(w >= 0.0 && w.is_finite(), key, w.to_string(), "a finite number >= 0 (0: no guidance)");
 }
@@ -724,29 +724,6 @@ impl EvalConfig {
         check(e.bpd_images >= 1, "eval.bpd_images", e.bpd_images.to_string(), "an integer >= 1");
         check(e.bpd_t_stride >= 1, "eval.bpd_t_stride", e.bpd_t_stride.to_string(), "an integer >= 1");
         check(e.every_num_samples >= 2, "eval.every_num_samples", e.every_num_samples.to_string(), "an integer >= 2");
-    }
-}
-
-impl RunConfig {
-    /// Every problem of the configuration: each section's own ranges (`<Section>Config::check`, the
-    /// model's and the cluster's beside their keys), then the rules across sections (`rules`).
-    pub fn validate(&self) -> Vec<Invalid> {
-        let mut out = Vec::new();
-        let mut check = |ok: bool, key: &'static str, value: String, allowed: &str| {
-            if !ok {
-                out.push(Invalid { key, value, allowed: allowed.to_string() });
-            }
-        };
-        self.diffusion.check(&mut check);
-        self.data.check(&mut check);
-        super::rules::model_fits_the_images(self, &mut check);
-        self.train.check(&mut check);
-        self.conditioning.check(&mut check);
-        self.sample.check(self.diffusion.timesteps, &mut check);
-        self.eval.check(&mut check);
-        self.cluster.check(&mut check);
-        super::rules::check(self, &mut check);
-        out
     }
 }
 

@@ -85,7 +85,8 @@ impl DuringTraining {
         s.events.flush()?;
         let spec = describe(config, n);
         s.reporter.note(&format!("step {step}: {}  [{spec}]", shown.join(", ")));
-        st.history.append(&EvalHistoryLine { step, metrics: values.iter().cloned().collect(), spec })?;
+        let metrics = values.iter().map(|(k, v)| (k.clone(), Some(*v))).collect();
+        st.history.append(&EvalHistoryLine { step, metrics, spec })?;
         if let Some((_, v)) = values.first().filter(|(_, v)| self.better(*v)) {
             self.best = Some((step, *v));
         }
@@ -110,7 +111,8 @@ impl Hook for DuringTraining {
             if at.start > 0 { MetricsWriter::resume(&path, at.start)? } else { MetricsWriter::create(&path)? };
         let criterion = metric::during().first().map(|m| m.name);
         for line in self.run.eval_history() {
-            if let Some(v) = criterion.and_then(|c| line.metrics.get(c).copied()).filter(|v| self.better(*v)) {
+            if let Some(v) = criterion.and_then(|c| line.metrics.get(c).copied().flatten()).filter(|v| self.better(*v))
+            {
                 self.best = Some((line.step, v));
             }
         }

@@ -169,7 +169,8 @@ impl EvalResult {
     }
 
     /// The result with the fields of the format before the registry moved into `metrics`
-    /// (`track::legacy`), and the bound's terms of a result that kept only its summary.
+    /// (`track::legacy`), and the bound's terms of a result that kept only its summary (their names
+    /// are the bound metric's, which `track` below `eval` does not know).
     fn upgrade(mut self) -> Self {
         self.legacy.move_into(&mut self.metrics);
         let m = &mut self.metrics;

@@ -178,7 +178,7 @@ enum Trained {
 fn checkpointed_on(dir: &RunDir, step: usize) -> Option<String> {
     let recorded = crate::track::checkpoint::state(&dir.folder(Folder::Checkpoints), step)
         .ok()
-        .and_then(|s| s["device"].as_str().map(String::from));
+        .and_then(|s| crate::track::legacy::checkpoint_device(&s));
     recorded.or_else(|| {
         dir.attempts()
             .iter()

@@ -46,6 +46,28 @@ impl MetricFields {
     }
 }
 
+/// What a checkpoint's state says of the time spent through its step: (train seconds, wall seconds,
+/// steps not counted). Checkpoints written before the time was recorded: none counted, all the steps
+/// uncounted.
+pub fn checkpoint_spent(state: &serde_json::Value, step: usize) -> (f64, f64, usize) {
+    match (state["train_seconds"].as_f64(), state["wall_seconds"].as_f64()) {
+        (Some(train), Some(wall)) => (train, wall, state["uncounted_steps"].as_u64().unwrap_or(0) as usize),
+        _ => (0.0, 0.0, step),
+    }
+}
+
+/// Adam's step count of a checkpoint; checkpoints written before it was recorded took one Adam step
+/// per training step.
+pub fn checkpoint_adam_step(state: &serde_json::Value, step: usize) -> i64 {
+    state["adam_step"].as_i64().unwrap_or(step as i64)
+}
+
+/// The device kind a checkpoint records (`cpu`, `cuda`); None for checkpoints written before it was
+/// recorded (the caller then takes the last attempt's device).
+pub fn checkpoint_device(state: &serde_json::Value) -> Option<String> {
+    state["device"].as_str().map(String::from)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +94,16 @@ mod tests {
         ];
         assert_eq!(metrics, expected.iter().map(|(k, v)| (k.to_string(), *v)).collect());
         assert_eq!(old, MetricFields::default(), "moved, not copied");
+    }
+
+    #[test]
+    fn an_old_checkpoint_counts_its_steps_as_uncounted_time() {
+        let old = serde_json::json!({ "timestep_sampler": null });
+        assert_eq!(checkpoint_spent(&old, 500), (0.0, 0.0, 500));
+        assert_eq!(checkpoint_adam_step(&old, 500), 500);
+        assert_eq!(checkpoint_device(&old), None);
+        let new = serde_json::json!({ "train_seconds": 2.0, "wall_seconds": 3.0, "adam_step": 7, "device": "cpu" });
+        assert_eq!(checkpoint_spent(&new, 500), (2.0, 3.0, 0));
+        assert_eq!((checkpoint_adam_step(&new, 500), checkpoint_device(&new).as_deref()), (7, Some("cpu")));
     }
 }

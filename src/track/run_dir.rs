@@ -236,12 +236,13 @@ impl Folder {
     }
 }
 
-/// A line of `eval_history.jsonl`: the metrics of one evaluation during training, by registered name.
+/// A line of `eval_history.jsonl`: the metrics of one evaluation during training, by registered name
+/// (a value that was not finite is written as `null`: None).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalHistoryLine {
     pub step: usize,
     #[serde(flatten)]
-    pub metrics: BTreeMap<String, f64>,
+    pub metrics: BTreeMap<String, Option<f64>>,
     pub spec: String,
 }
 
@@ -660,8 +661,32 @@ mod tests {
     fn an_eval_history_line_reads_and_writes_the_known_layout() {
         let text = r#"{"step":10,"fid":61.5,"kid":0.012,"spec":"16 samples"}"#;
         let line: EvalHistoryLine = serde_json::from_str(text).unwrap();
-        assert_eq!((line.step, line.metrics["fid"], line.spec.as_str()), (10, 61.5, "16 samples"));
+        assert_eq!((line.step, line.metrics["fid"], line.spec.as_str()), (10, Some(61.5), "16 samples"));
         assert_eq!(serde_json::to_string(&line).unwrap(), text);
+        // A FID that was NaN is written as null; the line still reads, with its KID.
+        let nan = EvalHistoryLine {
+            metrics: BTreeMap::from([("fid".into(), Some(f64::NAN)), ("kid".into(), Some(0.5))]),
+            ..line
+        };
+        let back: EvalHistoryLine = serde_json::from_str(&serde_json::to_string(&nan).unwrap()).unwrap();
+        assert_eq!((back.metrics["fid"], back.metrics["kid"]), (None, Some(0.5)));
+    }
+
+    /// A status file of the format before the metric map: its fields are read into `metrics`.
+    #[test]
+    fn an_old_status_file_reads_into_the_metric_map() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = RunDir::at(root.path());
+        let old = r#"{"state": "done", "label": "a", "step": 5, "steps": 5, "pid": 1, "host": "h",
+            "updated_unix": 0.0, "fid": 12.5, "kid": 0.25, "bpd": 1.5, "scores": {"confident": 0.75}}"#;
+        std::fs::write(dir.status_path(), old).unwrap();
+        let status = dir.status().unwrap().unwrap();
+        let expected = [("bpd", 1.5), ("confident", 0.75), ("fid", 12.5), ("kid", 0.25)];
+        assert_eq!(status.metrics, expected.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+        dir.write_status(&status).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.status_path()).unwrap()).unwrap();
+        assert!(written.get("fid").is_none() && written["metrics"]["fid"] == 12.5, "{written}");
     }
 
     #[test]

@@ -47,14 +47,8 @@ pub struct Spent {
 
 impl Spent {
     pub fn of(state: &serde_json::Value, step: usize) -> Self {
-        match (state["train_seconds"].as_f64(), state["wall_seconds"].as_f64()) {
-            (Some(train_seconds), Some(wall_seconds)) => Spent {
-                train_seconds,
-                wall_seconds,
-                uncounted_steps: state["uncounted_steps"].as_u64().unwrap_or(0) as usize,
-            },
-            _ => Spent { uncounted_steps: step, ..Spent::default() },
-        }
+        let (train_seconds, wall_seconds, uncounted_steps) = crate::track::legacy::checkpoint_spent(state, step);
+        Spent { train_seconds, wall_seconds, uncounted_steps }
     }
 
     /// With this attempt's `train` and `wall` seconds so far.
@@ -111,7 +105,7 @@ pub fn restore(
             .with_context(|| format!("checkpoint at step {} lacks model.{name}", ck.step))?;
         tch::no_grad(|| var.shallow_clone().copy_(src));
     }
-    opt.load_state(t, ck.state["adam_step"].as_i64().unwrap_or(ck.step as i64))?;
+    opt.load_state(t, crate::track::legacy::checkpoint_adam_step(&ck.state, ck.step))?;
     ema.load_state(t)?;
     ts.load_state(&ck.state["timestep_sampler"])
 }

@@ -2,13 +2,16 @@
 //!
 //! A run resumes from its newest valid checkpoint. Every stream of random draws is seeded from the run's
 //! seed and the stream's index (see `rng`), so a resumed run ends with the same weights as an
-//! uninterrupted one. Everything around the step itself (logging, the evaluation during training, a
-//! clustering's E-steps, the stop signal, checkpoints) is a `Hook`, listed in `hooks`.
+//! uninterrupted one. The loop trains one step (`Learner::update` on a batch from `Batches`), then
+//! calls the run's hooks; everything else (logging, the evaluation during training, a clustering's
+//! E-steps, the stop signal, checkpoints) is a `Hook`, listed in `hooks`.
+mod batches;
 mod checkpoints;
 mod clustering;
 mod draws;
 pub mod ema;
 pub mod hook;
+mod learner;
 mod logging;
 pub mod optim;
 mod outputs;
@@ -18,20 +21,20 @@ mod window;
 
 pub use hook::Hook;
 
-use crate::config::{RunSpec, TimestepSampling};
+use crate::config::RunSpec;
 use crate::data::Dataset;
-use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::Diffusion;
 use crate::models;
 use crate::progress::phases::Phases;
 use crate::progress::Reporter;
-use crate::rng::reseed;
 use crate::track::run_dir::{Artifact, Folder, RunDir};
 use crate::track::{checkpoint, tensorboard};
 use anyhow::{bail, Result};
-use checkpoints::{Core, Spent};
-use draws::{Draws, StepDraws};
+use batches::Batches;
+use checkpoints::Spent;
 use hook::{Begin, End};
+use learner::Learner;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn, Device};
@@ -52,7 +55,7 @@ pub struct Outcome {
     /// The best headline metric of the evaluations during training (FID, lowest) and its step.
     pub best_fid_during: Option<(usize, f64)>,
     /// Numbers the training itself measured (a cluster-conditional run's clustering scores).
-    pub metrics: std::collections::BTreeMap<String, f64>,
+    pub metrics: BTreeMap<String, f64>,
 }
 
 /// The hooks of a run, in the order they run after each step: logging first (its NaN check stops a
@@ -88,152 +91,57 @@ pub fn train_run<'a>(
     reporter: &mut dyn Reporter,
     outer: Vec<Box<dyn Hook + 'a>>,
 ) -> Result<Outcome> {
-    let cfg = &spec.config;
-    let (tc, dc, seed) = (&cfg.train, &cfg.diffusion, cfg.seed);
-    let started = Instant::now();
+    let (cfg, started) = (&spec.config, Instant::now());
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
     let diffusion = Diffusion::new(cfg, device);
-    let [channels, height, width] = data.image_shape();
-    reseed(seed, "init", 0);
-    let vs = nn::VarStore::new(device);
     let classes = models::classes_of(cfg, data.classes)?;
-    let model = models::build_for(cfg, classes, &vs.root());
-    if tc.channels_last {
-        for (_, mut v) in vs.variables() {
-            v.set_data(&crate::device::channels_last(&v));
-        }
-    }
-    let parameters = models::parameter_count(&vs);
+    let mut learner = Learner::new(cfg, classes, device);
+    let parameters = models::parameter_count(&learner.vs);
     reporter.note(&format!("model {}: {parameters} parameters", cfg.model.name()));
-    let mut opt = optim::Adam::new(&vs, tc.lr);
-    let mut ema = ema::Ema::new(&vs, tc.ema_decay, tc.ema_warmup);
-    let mut timestep_sampler = match tc.timestep_sampling {
-        TimestepSampling::Uniform => TimestepSampler::uniform(dc.timesteps),
-        TimestepSampling::LossSecondMoment => TimestepSampler::loss_second_moment(dc.timesteps),
-    };
-    let (n, batch, steps) = (data.len(), tc.batch_size, tc.steps);
+    let (n, batch, steps) = (data.len(), cfg.train.batch_size, cfg.train.steps);
     if batch > n {
         bail!("train.batch_size = {batch} is larger than the dataset ({n} images)");
     }
-
     let mut hooks = hooks(spec, &data, outer, reporter);
-    let checkpoints = dir.folder(Folder::Checkpoints);
-    let (latest, problems) = checkpoint::load_latest(&checkpoints);
-    for p in &problems {
-        reporter.note(p);
-    }
-    // The time spent before this attempt, through the checkpoint it resumes from, so that a run's
-    // images/s and wall time add up over its attempts (checkpoints of older versions lack it: then
-    // only this attempt's steps are counted).
-    let mut before = Spent::default();
-    let start = match latest {
-        Some(ck) => {
-            checkpoints::restore(&ck, &vs, &mut opt, &mut ema, &mut timestep_sampler)?;
-            for h in hooks.iter_mut() {
-                h.restore(&ck)?;
-            }
-            reporter.note(&format!("resuming from the checkpoint at step {}", ck.step));
-            before = Spent::of(&ck.state, ck.step);
-            ck.step
-        }
-        None => {
-            dir.clear_attempt()?;
-            0
-        }
-    };
+    let (start, before) = resume(dir, &mut learner, &mut hooks, reporter)?;
     if start > 0 {
         tensorboard::truncate_after(&dir.path, start as i64)?;
     }
     let mut events = EventWriter::create(&dir.path)?;
     if start == 0 {
-        outputs::log_run_once(dir, &data, &diffusion.schedule, seed, &mut events)?;
+        outputs::log_run_once(dir, &data, &diffusion.schedule, cfg.seed, &mut events)?;
     }
     for h in hooks.iter_mut() {
         h.begin(&mut Begin { start, classes, run: dir, events: &mut events, reporter })?;
     }
     reporter.phase("train", steps as u64);
     reporter.advance(start as u64);
-    let mut draws = Draws::new(seed, n, batch, device)
-        .with_random_flip(cfg.data.random_flip)
-        .with_label_dropout(classes.filter(|_| cfg.conditioning.classes).map(|_| cfg.conditioning.label_dropout))
-        .with_offset_noise(cfg.train.offset_noise_strength > 0.0)
-        .with_self_condition(cfg.model.self_condition());
-    let image_shape = data.images.size()[1..].to_vec();
-    let train_started = Instant::now();
-    let mut last_loss: Option<f64> = None;
-    let mut first_window = true;
-    let mut phases = reporter.wants_phases().then(|| Phases::new(device));
-    let mark = |phases: &mut Option<Phases>, phase: &'static str| {
-        if let Some(p) = phases.as_mut() {
-            p.mark(phase)
-        }
-    };
+    let mut batches = Batches::new(cfg, &data, classes, device);
+    let (train_started, mut last_loss) = (Instant::now(), None);
+    let mut profile = Profile::new(reporter.wants_phases().then(|| Phases::new(device)));
     for step in start + 1..=steps {
         let step_started = Instant::now();
-        let StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition } =
-            draws.step(step, &image_shape, &timestep_sampler);
-        mark(&mut phases, "draws (indices, t, noise)");
-        let x0 = data.images.index_select(0, &indices);
-        // One batched select between the images and their mirror images, no per-image work.
-        let x0 = match &flip {
-            Some(f) => x0.flip([3]).where_self(&f.view([-1, 1, 1, 1]), &x0),
-            None => x0,
-        };
-        // The batch's classes, some dropped to "no class" (−1) so the network also learns ε(x_t, ∅);
-        // a hook may give its own (a cluster-conditional run's clusters, drawn from the responsibilities).
-        let labels = hooks.iter().find_map(|h| h.labels(&indices, step)).or_else(|| {
-            classes.map(|_| {
-                let l = data.labels.index_select(0, &indices);
-                match &drop_label {
-                    Some(d) => l.where_scalarother(&d.logical_not(), -1),
-                    None => l,
-                }
-            })
-        });
-        mark(&mut phases, "batch");
-        let inputs = step::Batch {
-            x0: &x0,
-            t: &t,
-            noise: &noise,
-            offset: offset.as_ref(),
-            self_condition,
-            labels: labels.as_ref(),
-            importance,
-        };
-        let step::BatchLoss { loss, per_sample } = step::batch_loss(model.as_ref(), &diffusion, tc, device, inputs);
-        let logging = step % tc.log_every == 0 || step == steps;
-        mark(&mut phases, "forward and loss");
-        opt.zero_grad();
-        loss.backward();
-        mark(&mut phases, "backward");
-        let grad_norm = logging.then(|| opt.grad_norm());
-        let lr = optim::lr_at(tc.lr, tc.warmup_steps, tc.lr_decay, step, steps);
-        opt.set_lr(lr);
-        opt.step();
-        mark(&mut phases, "adam");
-        ema.update(&vs, step as i64 - 1);
-        mark(&mut phases, "ema");
-        timestep_sampler.update(&t, &per_sample.detach());
-        mark(&mut phases, "timestep sampler");
-
+        let b = batches.next(step, &learner.timesteps, &hooks, &mut profile.phases);
+        let logging = step % cfg.train.log_every == 0 || step == steps;
+        let update = learner.update(&diffusion, &cfg.train, device, b.batch(), step, logging, &mut profile.phases);
         let mut s = hook::Step {
             step,
             steps,
             logging,
-            loss: &loss,
-            per_sample: &per_sample,
-            t: &t,
-            grad_norm: grad_norm.as_ref(),
-            lr,
+            loss: &update.loss.loss,
+            per_sample: &update.loss.per_sample,
+            t: &b.t,
+            grad_norm: update.grad_norm.as_ref(),
+            lr: update.lr,
             started,
             step_started,
             spec,
             run: dir,
             diffusion: &diffusion,
             data: &data,
-            model: model.as_ref(),
-            weights: &vs,
-            ema: &ema,
+            model: learner.model.as_ref(),
+            weights: &learner.vs,
+            ema: &learner.ema,
             events: &mut events,
             reporter,
             last_loss: &mut last_loss,
@@ -242,32 +150,17 @@ pub fn train_run<'a>(
         };
         for h in hooks.iter_mut() {
             h.after_step(&mut s)?;
-            mark(&mut phases, h.name());
+            profile.mark(h.name());
         }
-        if logging {
-            if step == steps {
-                // The profile covers the training steps; the last checkpoint, written once, is not one.
-                if let Some(p) = phases.take() {
-                    s.reporter.phases(p);
-                }
-            }
-            if first_window {
-                // The first window is the warm-up: profile the steps after it.
-                if let Some(p) = phases.as_mut() {
-                    p.reset();
-                }
-                first_window = false;
-            }
-        }
+        profile.window_closed(logging, step == steps, s.reporter);
         if s.checkpoint {
             let spent = before.plus(train_started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
-            let core = Core { vs: &vs, opt: &opt, ema: &ema, timesteps: &timestep_sampler };
-            checkpoints::save(&checkpoints, step, core, &spent, &hooks)?;
+            checkpoints::save(&dir.folder(Folder::Checkpoints), step, learner.core(), &spent, &hooks)?;
             for h in hooks.iter_mut() {
                 h.saved(&mut s)?;
             }
         }
-        mark(&mut phases, "checkpoint written");
+        profile.mark("checkpoint written");
         s.reporter.advance(step as u64);
         if let Some(signal) = s.stop {
             events.flush()?;
@@ -277,43 +170,140 @@ pub fn train_run<'a>(
     }
     let spent = before.plus(train_started.elapsed().as_secs_f64(), 0.0);
     let images_per_sec = ((steps - spent.uncounted_steps) as i64 * batch) as f64 / spent.train_seconds.max(1e-9);
+    let run = Run { spec, dir, diffusion: &diffusion, data: &data, classes, device };
+    let f = finish(&run, &learner, &mut hooks, &mut events, reporter)?;
+    Ok(Outcome {
+        final_loss: f.final_loss.unwrap_or(f64::NAN),
+        images_per_sec,
+        wall_seconds: before.wall_seconds + started.elapsed().as_secs_f64(),
+        weights_sha256: f.weights_sha256,
+        ema_sha256: f.ema_sha256,
+        parameters,
+        resumed_from: (start > 0).then_some(start),
+        best_fid_during: f.best_during,
+        metrics: f.metrics,
+    })
+}
 
-    // The final weights and their average; sampling uses the one configured.
-    let ema_vs = nn::VarStore::new(device);
-    let ema_model = models::build_for(cfg, classes, &ema_vs.root());
-    ema.copy_to(&ema_vs);
-    let weights_sha256 = outputs::save_weights(&vs, &dir.file(Artifact::Weights))?;
+/// Restores the newest valid checkpoint into the learner and the hooks (corrupt newer ones are
+/// reported and skipped), or clears what an earlier attempt without one left. Returns the step to
+/// start from and the time spent before it, so that a run's images/s and wall time add up over its
+/// attempts (checkpoints of older versions lack it: then only this attempt's steps are counted).
+fn resume(
+    dir: &RunDir,
+    learner: &mut Learner,
+    hooks: &mut [Box<dyn Hook + '_>],
+    reporter: &mut dyn Reporter,
+) -> Result<(usize, Spent)> {
+    let (latest, problems) = checkpoint::load_latest(&dir.folder(Folder::Checkpoints));
+    for p in &problems {
+        reporter.note(p);
+    }
+    match latest {
+        Some(ck) => {
+            learner.restore(&ck)?;
+            for h in hooks.iter_mut() {
+                h.restore(&ck)?;
+            }
+            reporter.note(&format!("resuming from the checkpoint at step {}", ck.step));
+            Ok((ck.step, Spent::of(&ck.state, ck.step)))
+        }
+        None => {
+            dir.clear_attempt()?;
+            Ok((0, Spent::default()))
+        }
+    }
+}
+
+/// What the end of training works with.
+struct Run<'r> {
+    spec: &'r RunSpec,
+    dir: &'r RunDir,
+    diffusion: &'r Diffusion,
+    data: &'r Dataset,
+    classes: Option<i64>,
+    device: Device,
+}
+
+/// What the end of training gives the outcome.
+struct Finished {
+    weights_sha256: String,
+    ema_sha256: String,
+    final_loss: Option<f64>,
+    best_during: Option<(usize, f64)>,
+    metrics: BTreeMap<String, f64>,
+}
+
+/// The end of training: the final weights and their average (`model.safetensors`, `ema.safetensors`),
+/// the sample grid from the one `sample.use_ema` names, then every hook's `finish`.
+fn finish(
+    run: &Run,
+    learner: &Learner,
+    hooks: &mut [Box<dyn Hook + '_>],
+    events: &mut EventWriter,
+    reporter: &mut dyn Reporter,
+) -> Result<Finished> {
+    let (cfg, dir) = (&run.spec.config, run.dir);
+    let ema_vs = nn::VarStore::new(run.device);
+    let ema_model = models::build_for(cfg, run.classes, &ema_vs.root());
+    learner.ema.copy_to(&ema_vs);
+    let weights_sha256 = outputs::save_weights(&learner.vs, &dir.file(Artifact::Weights))?;
     let ema_sha256 = outputs::save_weights(&ema_vs, &dir.file(Artifact::EmaWeights))?;
-    let sampling_model = if cfg.sample.use_ema { &ema_model } else { &model };
-
-    let image_shape = [channels, height, width];
-    outputs::draw_samples(cfg, &diffusion, sampling_model.as_ref(), classes, image_shape, dir, &mut events, reporter)?;
+    let sampling_model = if cfg.sample.use_ema { ema_model.as_ref() } else { learner.model.as_ref() };
+    let shape = run.data.image_shape();
+    outputs::draw_samples(cfg, run.diffusion, sampling_model, run.classes, shape, dir, events, reporter)?;
     let mut end = End {
-        spec,
+        spec: run.spec,
         run: dir,
-        diffusion: &diffusion,
-        data: &data,
-        sampling_model: sampling_model.as_ref(),
-        events: &mut events,
+        diffusion: run.diffusion,
+        data: run.data,
+        sampling_model,
+        events,
         reporter,
-        metrics: Default::default(),
+        metrics: BTreeMap::new(),
         final_loss: None,
         best_during: None,
     };
     for h in hooks.iter_mut() {
         h.finish(&mut end)?;
     }
-    let End { metrics, final_loss, best_during, .. } = end;
-    events.flush()?;
-    Ok(Outcome {
-        final_loss: final_loss.unwrap_or(f64::NAN),
-        images_per_sec,
-        wall_seconds: before.wall_seconds + started.elapsed().as_secs_f64(),
-        weights_sha256,
-        ema_sha256,
-        parameters,
-        resumed_from: (start > 0).then_some(start),
-        best_fid_during: best_during,
-        metrics,
-    })
+    end.events.flush()?;
+    let End { final_loss, best_during, metrics, .. } = end;
+    Ok(Finished { weights_sha256, ema_sha256, final_loss, best_during, metrics })
+}
+
+/// The step profile (`--profile`): time per phase of the steps after the first logging window (the
+/// warm-up), up to the last step (the last checkpoint, written once, is not one).
+struct Profile {
+    phases: Option<Phases>,
+    first_window: bool,
+}
+
+impl Profile {
+    fn new(phases: Option<Phases>) -> Self {
+        Profile { phases, first_window: true }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        if let Some(p) = self.phases.as_mut() {
+            p.mark(phase)
+        }
+    }
+
+    /// After a step's hooks: a logging step closes the warm-up window, the last one reports.
+    fn window_closed(&mut self, logging: bool, last: bool, reporter: &mut dyn Reporter) {
+        if !logging {
+            return;
+        }
+        if last {
+            if let Some(p) = self.phases.take() {
+                reporter.phases(p);
+            }
+        }
+        if std::mem::take(&mut self.first_window) {
+            if let Some(p) = self.phases.as_mut() {
+                p.reset();
+            }
+        }
+    }
 }

@@ -162,7 +162,7 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
             None => std::env::current_exe().context("cannot find the ddpm executable")?,
         },
         workdir: std::env::current_dir()?,
-        runs: absolute(&root.join("runs"))?,
+        runs: absolute(&root.join(crate::track::run_dir::RUNS))?,
         data: absolute(&opts.data_dir)?,
         logs: absolute(&slurm_dir.join("logs"))?,
     };
