@@ -19,6 +19,7 @@ pub mod hardware;
 pub mod hash;
 pub mod models;
 pub mod plot;
+pub mod posthoc;
 pub mod progress;
 pub mod reproduce;
 pub mod rng;

@@ -72,3 +72,31 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
     };
     Ok(Loaded { config, vs, model, classes, step, sha256 })
 }
+
+/// Loads the post-hoc EMA of relative width `sigma_rel` of a run trained with `train.posthoc_ema`,
+/// reconstructed from its snapshots up to its last step (or to `checkpoint`, a step it was stored at).
+pub fn load_posthoc(run_dir: &Path, sigma_rel: f64, checkpoint: Option<usize>, device: Device) -> Result<Loaded> {
+    let dir = RunDir { path: run_dir.to_path_buf() };
+    let status =
+        dir.status()?.with_context(|| format!("{}: no status.json; is this a run directory?", run_dir.display()))?;
+    let config = dir.load_config()?;
+    if config.train.posthoc_ema.is_none() {
+        bail!("{}: trained without [train.posthoc_ema]: it stored no snapshots to reconstruct from", run_dir.display());
+    }
+    if checkpoint.is_none() && status.state != State::Done {
+        bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
+    }
+    let step = checkpoint.unwrap_or(config.train.steps);
+    let rec = crate::posthoc::reconstruct(&dir.folder(Folder::EmaSnapshots), sigma_rel, Some(step))?;
+    let vs = nn::VarStore::new(device);
+    let classes = models::num_classes(&config)?;
+    let model = models::build_for(&config, classes, &vs.root());
+    for (name, var) in vs.variables() {
+        let src = rec.weights.get(&name).with_context(|| format!("the snapshots lack {name}"))?;
+        tch::no_grad(|| var.shallow_clone().copy_(src));
+    }
+    let last = rec.terms.iter().map(|t| t.0).max().unwrap_or(0);
+    let sha256 =
+        format!("post-hoc EMA sigma_rel={sigma_rel} at step {step} ({} profiles to step {last})", rec.terms.len());
+    Ok(Loaded { config, vs, model, classes, step, sha256 })
+}

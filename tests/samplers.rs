@@ -39,7 +39,7 @@ fn case(schedule: &str, betas: &[f64], which: &str, steps: usize, karras: bool, 
     let sampler = match which {
         "dpm_solver" => SamplerConfig::DpmSolver(dpm_solver::Config { steps }),
         "euler" => SamplerConfig::Euler(euler::Config { steps, karras }),
-        "heun" => SamplerConfig::Heun(heun::Config { steps, karras }),
+        "heun" => SamplerConfig::Heun(heun::Config { steps, karras, ..Default::default() }),
         "euler_ancestral" => SamplerConfig::EulerAncestral(euler_ancestral::Config { steps }),
         other => panic!("{other}"),
     };

@@ -268,6 +268,7 @@ fn training_steps_are_the_seeds() {
         let b = Batch {
             x0: &x0,
             t: &t,
+            time: None,
             noise: &noise,
             offset: None,
             self_condition: false,

@@ -88,7 +88,13 @@ fn offset_noise_and_self_conditioning_are_lucidrains() {
                 input.tanh() * 0.5
             }
         };
-        let draws = Noise { t: &t, noise: &noise, offset: (k.offset > 0.0).then_some(&offset), self_condition: k.coin };
+        let draws = Noise {
+            t: &t,
+            time: None,
+            noise: &noise,
+            offset: (k.offset > 0.0).then_some(&offset),
+            self_condition: k.coin,
+        };
         d.training_losses(&mut network, &x0, &draws);
         let expected_calls = if k.self_condition && k.coin { 2 } else { 1 };
         assert_eq!(calls.len(), expected_calls, "{}: network calls", k.name);

@@ -77,13 +77,19 @@ pub fn analyze(exp: &Experiment, results_root: &Path, out_root: &Path) -> Result
         figure.save(&dir, stem)?;
         add(caption, stem);
     }
-    plots::schedules(exp)?.save(&dir, "schedules")?;
-    add("Noise schedules", "schedules");
+    if let Some(f) = plots::schedules(exp)? {
+        f.save(&dir, "schedules")?;
+        add("Noise schedules", "schedules");
+    }
     if let Some((steps, time)) = plots::sampler_charts(exp, &records)? {
         steps.save(&dir, "fid_vs_steps")?;
         time.save(&dir, "fid_vs_time")?;
         add("FID against sampling steps", "fid_vs_steps");
         add("FID against sampling time", "fid_vs_time");
+    }
+    for (stem, title, figure) in plots::posthoc_charts(exp, &records)? {
+        figure.save(&dir, stem)?;
+        add(title, stem);
     }
     let samples = plots::sample_grids(&records, &order)?;
     if let Some(png) = &samples {

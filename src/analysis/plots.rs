@@ -178,16 +178,20 @@ pub fn per_t_charts(records: &[RunRecord], order: &[String], log_y: bool) -> Res
     Ok(Some((loss, bits)))
 }
 
-/// ᾱ_t against t/T for every distinct (schedule, T) the experiment uses.
-pub fn schedules(exp: &Experiment) -> Result<Figure> {
+/// ᾱ_t against t/T for every distinct (schedule, T) the experiment's DDPM runs use (EDM and flow
+/// matching have their own noise levels; None when no run is DDPM's).
+pub fn schedules(exp: &Experiment) -> Result<Option<Figure>> {
     let mut seen: Vec<(ScheduleConfig, usize)> = Vec::new();
-    for r in &exp.runs {
+    for r in exp.runs.iter().filter(|r| r.config.diffusion.formulation.is_ddpm()) {
         let key = (r.config.diffusion.schedule.clone(), r.config.diffusion.timesteps);
         if !seen.contains(&key) {
             seen.push(key);
         }
     }
-    crate::eval::schedules::plot(&seen)
+    if seen.is_empty() {
+        return Ok(None);
+    }
+    crate::eval::schedules::plot(&seen).map(Some)
 }
 
 /// Each variant's `samples.png` at one seed side by side: the smallest seed every variant has a
@@ -218,9 +222,39 @@ pub fn sample_grids(records: &[RunRecord], order: &[String]) -> Result<Option<Ve
     labelled_row(&images).map(Some)
 }
 
+/// A varied key's short name in a chart's legend: its last part, or the table's for a `name`
+/// (`diffusion.formulation.name` → `formulation`).
+fn short(key: &str) -> &str {
+    let mut parts = key.rsplit('.');
+    match (parts.next(), parts.next()) {
+        (Some("name"), Some(table)) => table,
+        (Some(last), _) => last,
+        _ => key,
+    }
+}
+
+/// The legend of a run's line: its varied keys but those of `skip` (prefixes), as `key=value`. A table
+/// chosen by `name` (the formulation, the schedule) is named by it alone: its other keys differ because
+/// the tables differ.
+fn line_name(r: &RunRecord, first: Option<String>, skip: &[&str]) -> String {
+    let named = |k: &str| {
+        k.rsplit_once('.').is_some_and(|(table, last)| {
+            last != "name" && r.varied.iter().any(|(other, _)| *other == format!("{table}.name"))
+        })
+    };
+    let others = r
+        .varied
+        .iter()
+        .filter(|(k, _)| !skip.iter().any(|p| k.starts_with(p)) && !named(k))
+        .map(|(k, v)| format!("{}={}", short(k), v.text()));
+    first.into_iter().chain(others).collect::<Vec<_>>().join(", ")
+}
+
 /// When the experiment varies the evaluation's sampler: FID against the sampler's network evaluations
 /// per image, and against its wall seconds per image, one line per sampler (DDPM, DDIM at each η, and
-/// any other varied key), each point the mean over seeds (band: lowest to highest seed).
+/// any other varied key but the samples' sampler), each point the mean over seeds (band: lowest to
+/// highest seed). Lines of a single point (a post-hoc EMA width evaluated at one NFE) are left to
+/// `posthoc_charts`.
 pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<(Figure, Figure)>> {
     if !exp.runs.iter().any(|r| r.config.eval.sampler != exp.runs[0].config.eval.sampler) {
         return Ok(None);
@@ -235,20 +269,15 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
             continue;
         };
         let sampler = spec.config.eval.sampler.label(None);
-        let others: Vec<String> = r
-            .varied
-            .iter()
-            .filter(|(k, _)| !k.starts_with("eval.sampler"))
-            .map(|(k, v)| format!("{}={}", k.rsplit('.').next().unwrap_or(k), v.text()))
-            .collect();
-        let line = std::iter::once(sampler).chain(others).collect::<Vec<_>>().join(", ");
+        let line = line_name(r, Some(sampler), &["eval.sampler", "sample.sampler"]);
         if !lines.contains(&line) {
             lines.push(line.clone());
         }
         let per_image = r.metrics.get("sample_seconds").map_or(f64::NAN, |s| s / spec.config.eval.num_samples as f64);
         at.entry((line, nfe)).or_default().push((*fid, per_image));
     }
-    if at.is_empty() {
+    lines.retain(|l| at.range((l.clone(), 0)..=(l.clone(), usize::MAX)).count() > 1);
+    if lines.is_empty() {
         return Ok(None);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
@@ -275,4 +304,39 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
     let time =
         Axes { log_x: true, ..Axes::new("FID against sampling time", "sampler seconds per image (wall clock)", "FID") };
     Ok(Some((line_chart(&steps, &by_steps)?, line_chart(&time, &by_time)?)))
+}
+
+/// When the experiment evaluates post-hoc EMA widths (`eval.ema_sigma_rel`): each of FID and the
+/// classifier's FID against σ_rel, one line per other varied key (the formulation, …), each point the
+/// mean over seeds. The ordinary EMA's value is in the tables, not on this axis.
+pub fn posthoc_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Vec<(&'static str, &'static str, Figure)>> {
+    let mut out = Vec::new();
+    for (metric, label, stem, title) in [
+        (crate::eval::metric::fid::FID.name, "FID", "fid_vs_ema_width", "FID against the post-hoc EMA width"),
+        ("cfid", "classifier FID", "cfid_vs_ema_width", "classifier FID against the post-hoc EMA width"),
+    ] {
+        let mut at: BTreeMap<String, BTreeMap<i64, (f64, Vec<f64>)>> = BTreeMap::new();
+        for (spec, r) in exp.runs.iter().zip(records) {
+            let (Some(width), Some(y), "done") =
+                (spec.config.eval.ema_sigma_rel, r.metrics.get(metric), r.state.as_str())
+            else {
+                continue;
+            };
+            let line = line_name(r, None, &["eval.ema_sigma_rel", "eval.sampler", "sample.sampler"]);
+            at.entry(line).or_default().entry((width * 1e6).round() as i64).or_insert((width, vec![])).1.push(*y);
+        }
+        if at.is_empty() {
+            continue;
+        }
+        let series: Vec<Series> = at
+            .into_iter()
+            .map(|(line, points)| {
+                let pts = points.into_values().map(|(x, ys)| (x, ys.iter().sum::<f64>() / ys.len() as f64)).collect();
+                Series::line(line.as_str(), pts)
+            })
+            .collect();
+        let axes = Axes::new(title, "σ_rel (post-hoc EMA width, share of training)", label);
+        out.push((stem, title, line_chart(&axes, &series)?));
+    }
+    Ok(out)
 }

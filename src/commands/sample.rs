@@ -83,6 +83,15 @@ pub fn exec(a: Args) -> Result<bool> {
     let cfg: SamplerConfig = toml::Value::Table(keys).try_into().map_err(|e| {
         anyhow::anyhow!("--sampler {:?}: {e}; allowed are {}", a.sampler, SamplerConfig::NAMES.join(", "))
     })?;
+    let formulation = &c.diffusion.formulation;
+    if !formulation.samplers().contains(&cfg.name()) {
+        bail!(
+            "--sampler {:?}: a {} run samples with one of {}",
+            a.sampler,
+            formulation.name(),
+            formulation.samplers().join(", ")
+        );
+    }
     // The keys given are checked by the rules of `[sample]`'s sampler (`SamplerConfig::check`).
     let keys =
         sampler::Keys { steps: "--steps", eta: "--eta", steps_allowed: format!("1 to T ({t_max})"), max_steps: t_max };

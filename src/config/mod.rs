@@ -2,6 +2,7 @@
 //! plain `RunSpec`. Imports nothing of the crate; loading and hashing live in `experiment`.
 pub mod cluster;
 mod cpu_isa;
+pub mod formulation;
 pub mod model;
 pub mod rules;
 pub mod sampler;

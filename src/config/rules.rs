@@ -7,6 +7,7 @@ use super::schema::{
     check_count, DatasetName, EvalClasses, Objective, RunConfig, SplitName, Target, Variance, Weighting,
 };
 use super::schema::{Invalid, MAX_IMAGES, MAX_IMAGE_SIZE};
+use super::schema::{LossKind, SamplerConfig, TimestepSampling};
 
 impl RunConfig {
     /// Every problem of the configuration: each section's own ranges (`<Section>Config::check`, the
@@ -39,6 +40,8 @@ pub fn across_sections(c: &RunConfig, check: &mut Check) {
     objective(c, check);
     guidance_needs_an_unconditional_model(c, check);
     cluster(c, check);
+    formulation(c, check);
+    posthoc_ema(c, check);
 }
 
 /// The model's downsamplings fit the image size (checked once the size itself is in range).
@@ -197,5 +200,192 @@ fn cluster(c: &RunConfig, check: &mut Check) {
     let n = c.data.limit.or(c.data.name.known_size().map(|s| s.0));
     if let Some(n) = n {
         check(n as i64 >= k.q, "cluster.q", k.q.to_string(), &format!("at most the number of training images ({n})"));
+    }
+}
+
+/// EDM and flow matching bring their own noise levels, targets, losses and samplers: the DDPM
+/// formulation's keys must stay at their defaults (they would do nothing), the samplers must be the
+/// formulation's, and what needs the discrete chain (the bound, clustering's E-step) is refused.
+fn formulation(c: &RunConfig, check: &mut Check) {
+    let f = &c.diffusion.formulation;
+    if f.is_ddpm() {
+        for (key, sampler) in [("sample.sampler.name", &c.sample.sampler), ("eval.sampler.name", &c.eval.sampler)] {
+            check(
+                !matches!(sampler, SamplerConfig::Midpoint(_)),
+                key,
+                "\"midpoint\"".into(),
+                &format!(
+                    "one of {} with diffusion.formulation = \"ddpm\" (midpoint is flow matching's)",
+                    f.samplers().join(", ")
+                ),
+            );
+            if let SamplerConfig::Heun(h) = sampler {
+                check(
+                    !h.churns(),
+                    if key.starts_with("eval") { "eval.sampler.s_churn" } else { "sample.sampler.s_churn" },
+                    h.s_churn.to_string(),
+                    "0 with diffusion.formulation = \"ddpm\" (Algorithm 2's churn is EDM's; the discrete model's Heun \
+                     is diffusers' deterministic one)",
+                );
+            }
+        }
+        return;
+    }
+    let name = f.name();
+    let why = |what: &str| format!("{what} with diffusion.formulation = \"{name}\" (a DDPM-only key)");
+    let (d, t) = (&c.diffusion, &c.train);
+    check(
+        d.target == Target::Eps,
+        "diffusion.target",
+        format!("{:?}", d.target).to_lowercase(),
+        &why("`eps`, the default,"),
+    );
+    check(!d.zero_terminal_snr, "diffusion.zero_terminal_snr", "true".into(), &why("false"));
+    check(
+        d.variance == Variance::Posterior,
+        "diffusion.variance",
+        format!("{:?}", d.variance).to_lowercase(),
+        &why("`posterior`, the default,"),
+    );
+    check(
+        t.objective == Objective::Simple,
+        "train.objective",
+        format!("{:?}", t.objective).to_lowercase(),
+        &why("`simple`"),
+    );
+    check(
+        t.loss == LossKind::L2,
+        "train.loss",
+        format!("{:?}", t.loss).to_lowercase(),
+        &format!("`l2` with diffusion.formulation = \"{name}\" (its loss is its own weighted mse)"),
+    );
+    check(t.weighting == Weighting::Uniform, "train.weighting", "min_snr".into(), &why("`uniform`"));
+    check(
+        t.timestep_sampling == TimestepSampling::Uniform,
+        "train.timestep_sampling",
+        "loss_second_moment".into(),
+        &why("`uniform`"),
+    );
+    check(
+        t.offset_noise_strength == 0.0,
+        "train.offset_noise_strength",
+        t.offset_noise_strength.to_string(),
+        &why("0"),
+    );
+    check(!c.model.learn_sigma(), "model.learn_sigma", "true".into(), &why("false"));
+    check(!c.model.self_condition(), "model.self_condition", "true".into(), &why("false"));
+    check(
+        !c.cluster.on(),
+        "cluster.q",
+        c.cluster.q.to_string(),
+        &format!("0 with diffusion.formulation = \"{name}\" (the E-step needs DDPM's bound)"),
+    );
+    check(
+        !c.eval.bpd,
+        "eval.bpd",
+        "true".into(),
+        &format!("false with diffusion.formulation = \"{name}\" (bits/dim is DDPM's variational bound; the probability-flow ODE's likelihood is not computed)"),
+    );
+    for (key, sampler) in [("sample.sampler.name", &c.sample.sampler), ("eval.sampler.name", &c.eval.sampler)] {
+        check(
+            f.samplers().contains(&sampler.name()),
+            key,
+            format!("\"{}\"", sampler.name()),
+            &format!("one of {} with diffusion.formulation = \"{name}\"", f.samplers().join(", ")),
+        );
+        let karras = match sampler {
+            SamplerConfig::Euler(e) => e.karras,
+            SamplerConfig::Heun(h) => h.karras,
+            _ => true,
+        };
+        check(
+            karras,
+            if key.starts_with("eval") { "eval.sampler.karras" } else { "sample.sampler.karras" },
+            "false".into(),
+            &format!("true (the default) with diffusion.formulation = \"{name}\": its grid is its own (EDM: Karras σ; flow: shifted uniform t)"),
+        );
+        if let (SamplerConfig::Heun(h), false) = (sampler, matches!(f, super::FormulationConfig::Edm(_))) {
+            check(
+                !h.churns(),
+                if key.starts_with("eval") { "eval.sampler.s_churn" } else { "sample.sampler.s_churn" },
+                h.s_churn.to_string(),
+                &format!("0 with diffusion.formulation = \"{name}\" (churn is EDM's Algorithm 2)"),
+            );
+        }
+    }
+}
+
+/// A post-hoc EMA width needs the snapshots that `train.posthoc_ema` stores.
+fn posthoc_ema(c: &RunConfig, check: &mut Check) {
+    if let Some(s) = c.eval.ema_sigma_rel {
+        check(
+            c.train.posthoc_ema.is_some(),
+            "eval.ema_sigma_rel",
+            s.to_string(),
+            "absent unless [train.posthoc_ema] stores the snapshots it is reconstructed from",
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(toml_text: &str) -> RunConfig {
+        toml::from_str(toml_text).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn keys(c: &RunConfig) -> Vec<&'static str> {
+        c.validate().iter().map(|i| i.key).collect()
+    }
+
+    /// An EDM or flow run must sample with its own samplers, keep DDPM's keys at their defaults and
+    /// not ask for the bound or a clustering; each problem names its key and the allowed values.
+    #[test]
+    fn formulations_refuse_what_they_cannot_do() {
+        let edm = parsed(
+            "[diffusion.formulation]\nname = \"edm\"\n[eval]\nbpd = false\nsampler = { name = \"heun\", steps = 5 }\n\
+             [sample]\nsampler = { name = \"euler\", steps = 10 }\n",
+        );
+        assert!(edm.validate().is_empty(), "{:?}", edm.validate());
+        let mut bad = edm.clone();
+        bad.eval.bpd = true;
+        bad.diffusion.target = Target::V;
+        bad.sample.sampler = SamplerConfig::default();
+        let problems = bad.validate();
+        assert_eq!(keys(&bad), ["diffusion.target", "eval.bpd", "sample.sampler.name"], "{problems:?}");
+        assert!(problems[2].allowed.contains("euler, heun"), "{}", problems[2]);
+        let flow = parsed(
+            "[diffusion.formulation]\nname = \"flow\"\nshift = 3.0\n[eval]\nbpd = false\n\
+             sampler = { name = \"midpoint\", steps = 5 }\n[sample]\nsampler = { name = \"heun\", steps = 5, s_churn = 1.0 }\n",
+        );
+        assert_eq!(keys(&flow), ["sample.sampler.s_churn"]);
+        // DDPM has no midpoint and no churn; unknown formulation keys are parse errors.
+        let ddpm = parsed(
+            "[eval]\nsampler = { name = \"midpoint\" }\n[sample]\nsampler = { name = \"heun\", s_churn = 2.0 }\n",
+        );
+        assert_eq!(keys(&ddpm), ["sample.sampler.s_churn", "eval.sampler.name"]);
+        let err = toml::from_str::<RunConfig>("[diffusion.formulation]\nname = \"edm\"\np_men = 1.0\n").unwrap_err();
+        assert!(err.to_string().contains("p_men"), "{err}");
+        let err = toml::from_str::<RunConfig>("[diffusion.formulation]\nname = \"ddim\"\n").unwrap_err();
+        assert!(err.to_string().contains("ddpm") && err.to_string().contains("flow"), "{err}");
+        let mut range = edm.clone();
+        range.diffusion.formulation = super::super::FormulationConfig::Edm(super::super::formulation::edm::Config {
+            sigma_min: 100.0,
+            ..Default::default()
+        });
+        assert_eq!(keys(&range), ["diffusion.formulation.sigma_max"]);
+    }
+
+    /// A post-hoc EMA width needs the snapshots, and both widths are in (0, 1/√12).
+    #[test]
+    fn posthoc_ema_needs_its_snapshots() {
+        let mut c = RunConfig::default();
+        c.eval.ema_sigma_rel = Some(0.1);
+        assert_eq!(keys(&c), ["eval.ema_sigma_rel"]);
+        let c = parsed("[train.posthoc_ema]\nevery = 10\nsigma_rels = [0.05, 0.3]\n[eval]\nema_sigma_rel = 0.4\n");
+        assert_eq!(keys(&c), ["train.posthoc_ema.sigma_rels", "eval.ema_sigma_rel"]);
+        let c = parsed("[train.posthoc_ema]\nevery = 10\n[eval]\nema_sigma_rel = 0.15\n");
+        assert!(c.validate().is_empty());
     }
 }

@@ -4,6 +4,7 @@
 //! configuration layer, so that replacing a whole table (e.g. the schedule) in a sweep does not mix
 //! its keys with a default table of another kind.
 pub use super::cluster::{ClusterConfig, ClusterInit};
+pub use super::formulation::FormulationConfig;
 pub use super::model::unet::{TimeEmbedding, UnetBlock};
 pub use super::model::ModelConfig;
 use super::sampler;
@@ -169,6 +170,9 @@ pub struct DiffusionConfig {
     /// diffusers' `rescale_betas_zero_snr`): √ᾱ is shifted to 0 at T and scaled back to its value at
     /// t = 1. Needs a v or x_0 target (ε is undefined at SNR 0).
     pub zero_terminal_snr: bool,
+    /// DDPM (the default: absent from a run's identity), EDM or flow matching; see `formulation`.
+    #[serde(skip_serializing_if = "FormulationConfig::is_ddpm")]
+    pub formulation: FormulationConfig,
 }
 
 impl Default for DiffusionConfig {
@@ -179,6 +183,7 @@ impl Default for DiffusionConfig {
             target: Target::Eps,
             variance: Variance::Posterior,
             zero_terminal_snr: false,
+            formulation: FormulationConfig::default(),
         }
     }
 }
@@ -237,6 +242,10 @@ pub struct TrainConfig {
     pub ema_decay: f64,
     /// Warm the EMA up: decay min(ema_decay, (1 + n)/(10 + n)) at update n.
     pub ema_warmup: bool,
+    /// Post-hoc EMA (EDM2): two power-function averages stored every `every` steps, from which
+    /// evaluation reconstructs any `eval.ema_sigma_rel` (absent: off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub posthoc_ema: Option<PosthocEmaConfig>,
     /// Log the loss every this many steps (execution only: not part of the run's identity).
     pub log_every: usize,
     /// Write a checkpoint every this many steps, and at the end (execution only: a resumed run ends
@@ -259,6 +268,28 @@ pub struct TrainConfig {
     /// TF32 for float32 matmuls on Ampere and newer GPUs (libtorch's default is off for matmuls and on
     /// for cuDNN convolutions; this key changes the former).
     pub tf32: bool,
+}
+
+/// `[train.posthoc_ema]`: the relative widths σ_rel of the two stored averaging profiles and how
+/// often both are stored (Karras et al. 2024 store σ_rel 0.05 and 0.10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PosthocEmaConfig {
+    #[serde(default = "default_sigma_rels")]
+    pub sigma_rels: Vec<f64>,
+    /// Steps between snapshots (the last step is stored too).
+    pub every: usize,
+}
+
+fn default_sigma_rels() -> Vec<f64> {
+    vec![0.05, 0.10]
+}
+
+/// σ_rel's range: a power profile with γ ≥ 0 (`posthoc::MAX_SIGMA_REL` = 1/√12).
+pub const SIGMA_REL_ALLOWED: &str = "0 < sigma_rel < 0.2887 (1/√12: a power profile with γ >= 0)";
+
+pub fn sigma_rel_ok(s: f64) -> bool {
+    s > 0.0 && s < 0.288_675_134_594_812_9
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +324,7 @@ impl Default for TrainConfig {
             timestep_sampling: TimestepSampling::Uniform,
             ema_decay: 0.9999,
             ema_warmup: true,
+            posthoc_ema: None,
             log_every: 50,
             checkpoint_every: 1000,
             deterministic: true,
@@ -449,6 +481,10 @@ pub struct EvalConfig {
     /// noise (the analysis' variance decomposition). 0, the default, is every evaluation before it.
     #[serde(skip_serializing_if = "is_zero")]
     pub replicate: usize,
+    /// Evaluate the post-hoc EMA of this relative width σ_rel, reconstructed from the run's
+    /// snapshots (`train.posthoc_ema`), in place of the ordinary EMA or raw weights (absent: those).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ema_sigma_rel: Option<f64>,
 }
 
 impl Default for EvalConfig {
@@ -472,6 +508,7 @@ impl Default for EvalConfig {
             every: 0,
             every_num_samples: 64,
             replicate: 0,
+            ema_sigma_rel: None,
         }
     }
 }
@@ -570,6 +607,7 @@ impl DiffusionConfig {
             check(false, "diffusion.timesteps", t_max.to_string(), allowed);
         }
         self.schedule.check(t_max, check);
+        self.formulation.check(check);
     }
 }
 
@@ -655,6 +693,21 @@ impl TrainConfig {
             s.to_string(),
             "0 <= offset_noise_strength <= 1 (0: off; lucidrains suggests 0.1)",
         );
+        if let Some(p) = &t.posthoc_ema {
+            check(p.every >= 1, "train.posthoc_ema.every", p.every.to_string(), "an integer >= 1");
+            let mut sorted = p.sigma_rels.clone();
+            sorted.sort_by(f64::total_cmp);
+            sorted.dedup();
+            check(
+                p.sigma_rels.len() >= 2 && sorted.len() == p.sigma_rels.len(),
+                "train.posthoc_ema.sigma_rels",
+                format!("{:?}", p.sigma_rels),
+                "at least two different widths (the reconstruction combines profiles of different γ)",
+            );
+            for &s in &p.sigma_rels {
+                check(sigma_rel_ok(s), "train.posthoc_ema.sigma_rels", s.to_string(), SIGMA_REL_ALLOWED);
+            }
+        }
     }
 }
 
@@ -694,6 +747,9 @@ impl SampleConfig {
 impl EvalConfig {
     pub fn check(&self, check: &mut Check) {
         let e = self;
+        if let Some(s) = e.ema_sigma_rel {
+            check(sigma_rel_ok(s), "eval.ema_sigma_rel", s.to_string(), SIGMA_REL_ALLOWED);
+        }
         check_count(check, "eval.num_samples", e.num_samples, MAX_IMAGES, "generated images");
         check_count(check, "eval.every_num_samples", e.every_num_samples, MAX_IMAGES, "generated images");
         if let Some(b) = e.batch_size {

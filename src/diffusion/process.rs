@@ -5,6 +5,7 @@
 //! eq. 5). The network is a function of (input, t), so this module knows no architecture; it does
 //! know the network's channels: with `learn_sigma` the output is [prediction; variance] (2·C), with
 //! `self_condition` the input is [x̂_0; x_t] (2·C, lucidrains' order).
+use super::formulation::Formulation;
 use super::likelihood::terms_bpd;
 use super::loss::{min_snr_weights, per_sample_loss};
 use super::posterior::learned_log_variance;
@@ -36,12 +37,16 @@ pub struct Diffusion {
     pub self_condition: bool,
     /// s of offset noise (`train.offset_noise_strength`).
     pub offset_noise: f64,
+    /// DDPM (this chain), or EDM / flow matching, which train and sample through their own modules.
+    pub formulation: Formulation,
 }
 
 /// One batch's random draws besides the images: timestep indices, the noise ε, offset noise's
-/// n ~ N(0, I) of shape [B, C] (when on) and whether self-conditioning's first pass runs.
+/// n ~ N(0, I) of shape [B, C] (when on), whether self-conditioning's first pass runs, and a
+/// continuous formulation's per-image draw of its noise level (`formulation::TimeDraw`).
 pub struct Noise<'a> {
     pub t: &'a Tensor,
+    pub time: Option<&'a Tensor>,
     pub noise: &'a Tensor,
     pub offset: Option<&'a Tensor>,
     pub self_condition: bool,
@@ -78,6 +83,7 @@ impl Diffusion {
             learn_sigma: false,
             self_condition: false,
             offset_noise: t.offset_noise_strength,
+            formulation: Formulation::of(&d.formulation),
         }
     }
 
@@ -162,6 +168,20 @@ impl Diffusion {
     /// detached in L_t (improved-diffusion's `RESCALED_MSE`, whose T/1000 is λT); L_vlb = T L_t
     /// (`RESCALED_KL`). L_t is the bound's term in bits/dim, unclipped, as improved-diffusion's.
     pub fn training_losses(&self, model: &mut ModelFn, x0: &Tensor, draws: &Noise) -> TrainingLosses {
+        fn continuous(time: Option<&Tensor>) -> &Tensor {
+            time.expect("a continuous formulation draws its noise levels")
+        }
+        match &self.formulation {
+            Formulation::Ddpm => {}
+            Formulation::Edm(edm) => {
+                let per_sample = edm.training_loss(model, x0, draws.noise, continuous(draws.time));
+                return TrainingLosses { per_sample, weights: None };
+            }
+            Formulation::Flow(flow) => {
+                let per_sample = flow.training_loss(model, x0, draws.noise, continuous(draws.time));
+                return TrainingLosses { per_sample, weights: None };
+            }
+        }
         let (t, c) = (draws.t, x0.size()[1]);
         let noise = self.training_noise(draws.noise, draws.offset);
         let x_t = q_sample(&self.schedule, x0, t, &noise);
@@ -195,6 +215,12 @@ impl Diffusion {
         model: &mut ModelFn,
         on_step: &mut dyn FnMut(usize, &Tensor),
     ) -> SampleOutput {
+        let run = sampler::Sampling { clip: self.clip_x0, trajectory, timesteps: self.timesteps() };
+        match &self.formulation {
+            Formulation::Ddpm => {}
+            Formulation::Edm(edm) => return edm.sample(sampler, x_t, &run, model, on_step),
+            Formulation::Flow(flow) => return flow.sample(sampler, x_t, &run, model, on_step),
+        }
         let opts = SampleOptions {
             target: self.target,
             variance: self.variance,
@@ -220,10 +246,32 @@ impl Diffusion {
         sampler::sample(sampler, &self.schedule, x_t, &opts, &mut conditioned, on_step)
     }
 
+    /// One image `x0` (`[1, C, H, W]`) noised to five levels from clean to the noisiest with `noise`
+    /// (`[5, C, H, W]`), as the network sees them: DDPM's x_t at t = 0, T/4, T/2, 3T/4 and T; EDM's
+    /// x_0 + σ n at σ = 0, 0.25, 1, 4 and σ_max, shown as x/√(σ² + 1); flow's x_t at t = 0, ¼, ½, ¾, 1.
+    pub fn forward_strip(&self, x0: &Tensor, noise: &Tensor) -> Tensor {
+        let x0 = x0.repeat([5, 1, 1, 1]);
+        let levels = |v: [f64; 5]| Tensor::from_slice(&v).to_kind(Kind::Float).to_device(x0.device());
+        match &self.formulation {
+            Formulation::Ddpm => {
+                let t_max = self.timesteps();
+                let ts: Vec<i64> =
+                    [0, t_max / 4, t_max / 2, 3 * t_max / 4, t_max - 1].iter().map(|&t| t as i64).collect();
+                q_sample(&self.schedule, &x0, &Tensor::from_slice(&ts).to_device(x0.device()), noise)
+            }
+            Formulation::Edm(edm) => {
+                let sigma = levels([0.0, 0.25, 1.0, 4.0, edm.config.sigma_max]).reshape([-1, 1, 1, 1]);
+                (&x0 + noise * &sigma) / (sigma.square() + 1.0).sqrt()
+            }
+            Formulation::Flow(flow) => flow.path(&x0, noise, &levels([0.0, 0.25, 0.5, 0.75, 1.0])).0,
+        }
+    }
+
     /// The bound's term in bits/dim at each sample's timestep (L_0 at index 0, L_{t−1} above) and the
     /// L_simple loss of the same network call, for x_t = q_sample(x_0, t, ε). A self-conditioned
     /// network gets its own first-pass x̂_0, as in training's conditioned half.
     pub fn bound_terms(&self, model: &mut ModelFn, x0: &Tensor, t: &Tensor, noise: &Tensor) -> (Tensor, Tensor) {
+        assert!(matches!(self.formulation, Formulation::Ddpm), "the bound is DDPM's (refused by validation)");
         let x_t = q_sample(&self.schedule, x0, t, noise);
         let cond = self.self_condition.then(|| self.first_pass_x0(model, &x_t, t));
         let output = model(&self.network_input(&x_t, cond.as_ref()), t);
@@ -313,7 +361,7 @@ mod tests {
                 mse += (e_hat[p] - epsv[p]).powi(2) / 2.0;
             }
             let t = Tensor::from_slice(&[i as i64]);
-            let draws = Noise { t: &t, noise: &noise, offset: None, self_condition: false };
+            let draws = Noise { t: &t, time: None, noise: &noise, offset: None, self_condition: false };
             let mut model = |_: &Tensor, _: &Tensor| output.shallow_clone();
             let mut got =
                 |objective| process(objective).training_losses(&mut model, &x0, &draws).per_sample.double_value(&[0]);
@@ -336,7 +384,7 @@ mod tests {
         let x0 = Tensor::from_slice(&[-1.0f32, 0.2]).reshape([1, 1, 1, 2]);
         let noise = Tensor::from_slice(&[0.3f32, -0.7]).reshape([1, 1, 1, 2]);
         let t = Tensor::from_slice(&[2i64]);
-        let draws = Noise { t: &t, noise: &noise, offset: None, self_condition: false };
+        let draws = Noise { t: &t, time: None, noise: &noise, offset: None, self_condition: false };
         for (objective, mean_gets_bound_gradient) in [(Objective::Hybrid, false), (Objective::Vlb, true)] {
             let out = Tensor::from_slice(&[0.3f32, -0.7, 0.4, -0.6]).reshape([1, 2, 1, 2]).set_requires_grad(true);
             let mut model = |_: &Tensor, _: &Tensor| &out * 1.0;

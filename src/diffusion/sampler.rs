@@ -29,6 +29,21 @@ pub struct SampleOptions<'a> {
     pub trajectory: &'a [usize],
 }
 
+/// What a continuous formulation's sampler needs besides the sampler and x_T: whether x̂_0 is clipped
+/// (`sample.clip_x0`), the trajectory's paper timesteps to record, and T (the cap on its steps).
+pub struct Sampling<'a> {
+    pub clip: bool,
+    pub trajectory: &'a [usize],
+    pub timesteps: usize,
+}
+
+impl Sampling<'_> {
+    /// No clipping, no trajectory, with T = `timesteps`.
+    pub fn plain(timesteps: usize) -> Self {
+        Sampling { clip: false, trajectory: &[], timesteps }
+    }
+}
+
 pub struct SampleOutput {
     pub x0: Tensor,
     /// (requested t, x_t): the state when the sampler first reached a step at or below t.
@@ -94,11 +109,12 @@ pub fn sample(
         SamplerConfig::EulerAncestral(c) => {
             karras(s, Karras::Ancestral, &karras_sigmas(s, c.steps, false), x_t, opts, model, on_step)
         }
+        SamplerConfig::Midpoint(_) => panic!("midpoint is flow matching's sampler (refused by validation)"),
     }
 }
 
 /// Records the state for every requested t not yet recorded that `paper_t` has reached.
-fn record(trajectory: &mut Vec<(usize, Tensor)>, requested: &[usize], paper_t: usize, x: &Tensor) {
+pub fn record(trajectory: &mut Vec<(usize, Tensor)>, requested: &[usize], paper_t: usize, x: &Tensor) {
     for &r in requested {
         if paper_t <= r && !trajectory.iter().any(|(t, _)| *t == r) {
             trajectory.push((r, x.copy()));
@@ -505,7 +521,7 @@ mod tests {
             configs.push(SamplerConfig::EulerAncestral(euler_ancestral::Config { steps }));
             for karras in [true, false] {
                 configs.push(SamplerConfig::Euler(euler::Config { steps, karras }));
-                configs.push(SamplerConfig::Heun(heun::Config { steps, karras }));
+                configs.push(SamplerConfig::Heun(heun::Config { steps, karras, ..Default::default() }));
             }
         }
         for cfg in &configs {

@@ -68,6 +68,14 @@ pub fn bound(
 ) -> Result<BpdReport> {
     let started = Instant::now();
     let d = &config.diffusion;
+    if !d.formulation.is_ddpm() {
+        anyhow::bail!(
+            "{}: bits/dim is DDPM's variational bound; a diffusion.formulation = \"{}\" run has none here (its \
+             probability-flow likelihood is not computed)",
+            run_dir.display(),
+            d.formulation.name()
+        );
+    }
     let diffusion = Diffusion::new(config, opts.device);
     let schedule = &diffusion.schedule;
     let data = Dataset::load(&config.data, Split::Test, &opts.data_dir, opts.device)?;

@@ -62,7 +62,10 @@ pub fn reference_set(config: &RunConfig) -> ImageSet {
 /// What an FID means: printed next to every value so numbers of different specs are never compared.
 pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     let e = &config.eval;
-    let weights = if e.use_ema { "EMA" } else { "raw" };
+    let weights = match e.ema_sigma_rel {
+        Some(s) => format!("post-hoc EMA sigma_rel={s}"),
+        None => (if e.use_ema { "EMA" } else { "raw" }).to_string(),
+    };
     let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
     let at = if e.replicate > 0 { format!("{at}, evaluation replicate {}", e.replicate) } else { at };
     let classes = match (config.conditioning.classes, e.classes) {
@@ -374,11 +377,13 @@ pub fn evaluate_run(
         return Ok((r, true));
     }
     let started = Instant::now();
-    let mut loaded = crate::weights::load_weights(run_dir, eval.use_ema, eval.checkpoint, device).map_err(|e| {
-        match eval.checkpoint {
-            Some(step) => e.context(format!("eval.checkpoint = {step}")),
-            None => e,
-        }
+    let weights = match eval.ema_sigma_rel {
+        Some(sigma_rel) => crate::weights::load_posthoc(run_dir, sigma_rel, eval.checkpoint, device),
+        None => crate::weights::load_weights(run_dir, eval.use_ema, eval.checkpoint, device),
+    };
+    let mut loaded = weights.map_err(|e| match eval.checkpoint {
+        Some(step) => e.context(format!("eval.checkpoint = {step}")),
+        None => e,
     })?;
     loaded.config.eval = eval.clone();
     let config = &loaded.config;

@@ -47,6 +47,17 @@ pub fn steps(dir: &Path) -> Vec<usize> {
 }
 
 pub fn save(dir: &Path, step: usize, tensors: &[(String, Tensor)], state: serde_json::Value) -> Result<()> {
+    save_keeping(dir, step, tensors, state, KEEP)
+}
+
+/// `save`, keeping the newest `keep` records of the folder (`usize::MAX`: all of them).
+pub fn save_keeping(
+    dir: &Path,
+    step: usize,
+    tensors: &[(String, Tensor)],
+    state: serde_json::Value,
+    keep: usize,
+) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let base = stem(dir, step);
     let tensor_path = base.with_extension("safetensors");
@@ -54,7 +65,7 @@ pub fn save(dir: &Path, step: usize, tensors: &[(String, Tensor)], state: serde_
     let bytes = std::fs::read(&tensor_path)?;
     let meta = Meta { format: 1, step, tensors_sha256: sha256_hex(&bytes), state };
     atomic_write(&base.with_extension("json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
-    for old in steps(dir).into_iter().skip(KEEP) {
+    for old in steps(dir).into_iter().skip(keep) {
         let old = stem(dir, old);
         let _ = std::fs::remove_file(old.with_extension("json"));
         let _ = std::fs::remove_file(old.with_extension("safetensors"));

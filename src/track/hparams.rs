@@ -157,5 +157,9 @@ pub fn flat(config: &crate::config::RunConfig) -> BTreeMap<String, HValue> {
     }
     let mut out = BTreeMap::new();
     walk(&serde_json::to_value(config).expect("config serializes"), "", &mut out);
+    // DDPM, the default formulation, is left out of the identity; named here so that a comparison
+    // of formulations lists it.
+    out.entry("diffusion.formulation.name".to_string())
+        .or_insert_with(|| HValue::Str(config.diffusion.formulation.name().to_string()));
     out
 }

@@ -215,10 +215,14 @@ pub enum Folder {
     EvalDuring,
     /// A clustering's grid per cluster, `cluster_<k>.png`.
     ClusterGrids,
+    /// Post-hoc EMA's snapshots of its two averaging profiles, `step-<step>.safetensors` and `.json`
+    /// (`posthoc`): all of them kept.
+    EmaSnapshots,
 }
 
 impl Folder {
-    pub const ALL: [Folder; 4] = [Folder::Checkpoints, Folder::Eval, Folder::EvalDuring, Folder::ClusterGrids];
+    pub const ALL: [Folder; 5] =
+        [Folder::Checkpoints, Folder::Eval, Folder::EvalDuring, Folder::ClusterGrids, Folder::EmaSnapshots];
 
     pub const fn name(self) -> &'static str {
         match self {
@@ -226,6 +230,7 @@ impl Folder {
             Folder::Eval => "eval",
             Folder::EvalDuring => "eval_during",
             Folder::ClusterGrids => "clusters",
+            Folder::EmaSnapshots => "ema_snapshots",
         }
     }
 

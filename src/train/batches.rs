@@ -7,12 +7,15 @@ use super::hook::Hook;
 use super::step;
 use crate::config::RunConfig;
 use crate::data::Dataset;
+use crate::diffusion::formulation::Formulation;
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::progress::phases::Phases;
 use tch::{Device, Tensor};
 
 pub struct Batches<'d> {
     draws: Draws,
+    formulation: Formulation,
+    timesteps: usize,
     data: &'d Dataset,
     classes: Option<i64>,
     image_shape: Vec<i64>,
@@ -22,6 +25,7 @@ pub struct Batches<'d> {
 pub struct Prepared {
     pub x0: Tensor,
     pub t: Tensor,
+    pub time: Option<Tensor>,
     pub noise: Tensor,
     pub offset: Option<Tensor>,
     pub self_condition: bool,
@@ -34,6 +38,7 @@ impl Prepared {
         step::Batch {
             x0: &self.x0,
             t: &self.t,
+            time: self.time.as_ref(),
             noise: &self.noise,
             offset: self.offset.as_ref(),
             self_condition: self.self_condition,
@@ -49,8 +54,16 @@ impl<'d> Batches<'d> {
             .with_random_flip(cfg.data.random_flip)
             .with_label_dropout(classes.filter(|_| cfg.conditioning.classes).map(|_| cfg.conditioning.label_dropout))
             .with_offset_noise(cfg.train.offset_noise_strength > 0.0)
-            .with_self_condition(cfg.model.self_condition());
-        Batches { draws, data, classes, image_shape: data.images.size()[1..].to_vec() }
+            .with_self_condition(cfg.model.self_condition())
+            .with_time(Formulation::time_draw(&cfg.diffusion.formulation));
+        Batches {
+            draws,
+            formulation: Formulation::of(&cfg.diffusion.formulation),
+            timesteps: cfg.diffusion.timesteps,
+            data,
+            classes,
+            image_shape: data.images.size()[1..].to_vec(),
+        }
     }
 
     pub fn next(
@@ -60,8 +73,11 @@ impl<'d> Batches<'d> {
         hooks: &[Box<dyn Hook + '_>],
         phases: &mut Option<Phases>,
     ) -> Prepared {
-        let StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition } =
+        let StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition, time } =
             self.draws.step(step, &self.image_shape, timesteps);
+        // A continuous formulation's t (drawn, so that ε stays DDPM's) is replaced by its noise levels
+        // as indices: the loss window's quarters group by them.
+        let t = time.as_ref().and_then(|u| self.formulation.level_index(u, self.timesteps)).unwrap_or(t);
         if let Some(p) = phases.as_mut() {
             p.mark("draws (indices, t, noise)");
         }
@@ -82,6 +98,6 @@ impl<'d> Batches<'d> {
         if let Some(p) = phases.as_mut() {
             p.mark("batch");
         }
-        Prepared { x0, t, noise, offset, self_condition, labels, importance }
+        Prepared { x0, t, time, noise, offset, self_condition, labels, importance }
     }
 }

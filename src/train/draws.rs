@@ -4,6 +4,7 @@
 //! dropout). Two runs of an experiment with the same seed, the same data and the same T therefore
 //! train on the same batches, timesteps and noise: common random numbers, so a paired difference
 //! between variants measures the variant and not the luck of the draw.
+use crate::diffusion::formulation::TimeDraw;
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::rng::reseed;
 use tch::{Device, Kind, Tensor};
@@ -20,6 +21,7 @@ pub struct Draws {
     label_dropout: Option<f64>,
     offset_noise: bool,
     self_condition: bool,
+    time: Option<TimeDraw>,
 }
 
 /// One step's draws.
@@ -41,6 +43,9 @@ pub struct StepDraws {
     /// Whether this step runs self-conditioning's first pass (probability 1/2, drawn on the host from
     /// the step's stream, so the branch costs no device sync).
     pub self_condition: bool,
+    /// A continuous formulation's per-image draw `[B]` of its noise level, from the "time" stream
+    /// (DDPM draws none: its runs draw what they drew before formulations existed).
+    pub time: Option<Tensor>,
 }
 
 impl Draws {
@@ -55,6 +60,7 @@ impl Draws {
             label_dropout: None,
             offset_noise: false,
             self_condition: false,
+            time: None,
         }
     }
 
@@ -82,6 +88,13 @@ impl Draws {
         self
     }
 
+    /// Also draw a continuous formulation's per-image normal or uniform, from a stream of its own
+    /// after everything else, so the indices, t and ε stay those of a DDPM run of the same seed.
+    pub fn with_time(mut self, draw: Option<TimeDraw>) -> Self {
+        self.time = draw;
+        self
+    }
+
     pub fn steps_per_epoch(&self) -> usize {
         (self.n / self.batch) as usize
     }
@@ -105,7 +118,14 @@ impl Draws {
         let offset = self.offset_noise.then(|| Tensor::randn([self.batch, image_shape[0]], (Kind::Float, self.device)));
         let self_condition =
             self.self_condition && crate::rng::stream_seed(self.seed, "self-condition", step as u64) % 2 == 0;
-        StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition }
+        let time = self.time.map(|draw| {
+            reseed(self.seed, "time", step as u64);
+            match draw {
+                TimeDraw::Normal => Tensor::randn([self.batch], (Kind::Float, self.device)),
+                TimeDraw::Uniform => Tensor::rand([self.batch], (Kind::Float, self.device)),
+            }
+        });
+        StepDraws { indices, t, importance, noise, flip, drop_label, offset, self_condition, time }
     }
 }
 
@@ -169,5 +189,23 @@ mod tests {
         assert!((150..=250).contains(&count), "{count}");
         let again = Draws::new(3, 1000, 400, Device::Cpu).with_random_flip(true).step(2, &[1, 2, 2], &sampler);
         assert!(mask.equal(&again.flip.unwrap()));
+    }
+
+    /// A continuous formulation's draws leave the indices, t and ε of the same seed as they were
+    /// (common random numbers across formulations), and are the same for the same (seed, step).
+    #[test]
+    fn time_draws_leave_the_rest_alone() {
+        let sampler = TimestepSampler::uniform(50);
+        let plain = Draws::new(3, 1000, 400, Device::Cpu).step(2, &[1, 2, 2], &sampler);
+        let timed =
+            Draws::new(3, 1000, 400, Device::Cpu).with_time(Some(TimeDraw::Uniform)).step(2, &[1, 2, 2], &sampler);
+        assert!(plain.time.is_none());
+        assert!(plain.noise.equal(&timed.noise) && plain.t.equal(&timed.t) && plain.indices.equal(&timed.indices));
+        let u = timed.time.unwrap();
+        let again =
+            Draws::new(3, 1000, 400, Device::Cpu).with_time(Some(TimeDraw::Uniform)).step(2, &[1, 2, 2], &sampler);
+        assert!(u.equal(&again.time.unwrap()));
+        let (lo, hi) = (u.min().double_value(&[]), u.max().double_value(&[]));
+        assert!((0.0..1.0).contains(&lo) && hi < 1.0 && hi > 0.9, "{lo} {hi}");
     }
 }

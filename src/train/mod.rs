@@ -15,6 +15,7 @@ mod learner;
 mod logging;
 pub mod optim;
 mod outputs;
+mod posthoc_ema;
 pub mod step;
 pub mod stop;
 mod window;
@@ -60,7 +61,8 @@ pub struct Outcome {
 
 /// The hooks of a run, in the order they run after each step: logging first (its NaN check stops a
 /// diverged run before anything else sees it), then the caller's (the evaluation during training),
-/// the clustering's E-step, the stop signal and the checkpoints last (they save every hook's state).
+/// the clustering's E-step, the post-hoc EMA's averages, the stop signal and the checkpoints last (they
+/// save every hook's state).
 fn hooks<'a>(
     spec: &RunSpec,
     data: &Dataset,
@@ -73,6 +75,9 @@ fn hooks<'a>(
     hooks.extend(outer);
     if cfg.cluster.on() {
         hooks.push(Box::new(clustering::Clustering::start(cfg, data, reporter)));
+    }
+    if let Some(p) = &cfg.train.posthoc_ema {
+        hooks.push(Box::new(posthoc_ema::PosthocEma::new(p)));
     }
     hooks.push(Box::new(stop::StopOnSignal));
     hooks.push(Box::new(checkpoints::Checkpoints { every: cfg.train.checkpoint_every }));
@@ -109,7 +114,7 @@ pub fn train_run<'a>(
     }
     let mut events = EventWriter::create(&dir.path)?;
     if start == 0 {
-        outputs::log_run_once(dir, &data, &diffusion.schedule, cfg.seed, &mut events)?;
+        outputs::log_run_once(dir, &data, &diffusion, cfg.seed, &mut events)?;
     }
     for h in hooks.iter_mut() {
         h.begin(&mut Begin { start, classes, run: dir, events: &mut events, reporter })?;

@@ -2,7 +2,7 @@
 //! final weights, the sample grid and the reverse-process trajectory.
 use crate::config::RunConfig;
 use crate::data::Dataset;
-use crate::diffusion::{forward::q_sample, Diffusion, NoiseSchedule};
+use crate::diffusion::Diffusion;
 use crate::grid::{make_grid, trajectory_grid, Image};
 use crate::models;
 use crate::progress::Reporter;
@@ -53,24 +53,23 @@ pub fn draw_samples(
 }
 
 /// What a run logs once, at its start: the resolved configuration and the provenance as text, and
-/// the forward process as an image strip (the first training image at t = 0, T/4, T/2, 3T/4, T).
+/// the forward process as an image strip (the first training image at five noise levels,
+/// `Diffusion::forward_strip`).
 pub fn log_run_once(
     dir: &RunDir,
     data: &Dataset,
-    schedule: &NoiseSchedule,
+    diffusion: &Diffusion,
     seed: u64,
     events: &mut EventWriter,
 ) -> Result<()> {
     let read = |a: Artifact| std::fs::read_to_string(dir.file(a)).unwrap_or_default();
     events.add_text("config", &format!("```toml\n{}\n```", read(Artifact::Config)), 0)?;
     events.add_text("provenance", &format!("```json\n{}\n```", read(Artifact::Provenance)), 0)?;
-    let t_max = schedule.timesteps();
-    let ts: Vec<i64> = [0, t_max / 4, t_max / 2, 3 * t_max / 4, t_max - 1].iter().map(|&t| t as i64).collect();
     reseed(seed, "forward-strip", 0);
-    let x0 = data.images.narrow(0, 0, 1).repeat([ts.len() as i64, 1, 1, 1]);
-    let t = Tensor::from_slice(&ts).to_device(x0.device());
-    let strip = q_sample(schedule, &x0, &t, &x0.randn_like());
-    let grid = make_grid(&strip, ts.len(), 2)?;
+    let x0 = data.images.narrow(0, 0, 1);
+    let noise = x0.repeat([5, 1, 1, 1]).randn_like();
+    let strip = diffusion.forward_strip(&x0, &noise);
+    let grid = make_grid(&strip, 5, 2)?;
     save_image(&dir.file(Artifact::ForwardProcess), &grid, "forward_process", 0, events)?;
     events.flush()
 }

@@ -19,6 +19,8 @@ pub struct BatchLoss {
 pub struct Batch<'a> {
     pub x0: &'a Tensor,
     pub t: &'a Tensor,
+    /// A continuous formulation's per-image draw of its noise level (None: DDPM).
+    pub time: Option<&'a Tensor>,
     pub noise: &'a Tensor,
     pub offset: Option<&'a Tensor>,
     pub self_condition: bool,
@@ -43,7 +45,7 @@ pub fn batch_loss(
     let TrainingLosses { per_sample, weights } = diffusion.training_losses(
         &mut network,
         b.x0,
-        &Noise { t: b.t, noise: b.noise, offset: b.offset, self_condition: b.self_condition },
+        &Noise { t: b.t, time: b.time, noise: b.noise, offset: b.offset, self_condition: b.self_condition },
     );
     let weights = match (weights, b.importance) {
         (Some(w), Some(i)) => Some(w * i),

@@ -8,6 +8,7 @@ pub mod dpm_solver;
 pub mod euler;
 pub mod euler_ancestral;
 pub mod heun;
+pub mod midpoint;
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +36,7 @@ pub enum SamplerConfig {
     Euler(euler::Config),
     Heun(heun::Config),
     EulerAncestral(euler_ancestral::Config),
+    Midpoint(midpoint::Config),
 }
 
 fn default_fast_steps() -> usize {
@@ -66,9 +68,39 @@ pub struct Keys {
     pub max_steps: usize,
 }
 
+impl Keys {
+    /// The full key of the sampler's key `name` in this section (`sample.sampler.s_churn`, …).
+    pub fn named(&self, name: &'static str) -> &'static str {
+        let section = self.steps.strip_suffix("steps").unwrap_or("");
+        match (section, name) {
+            ("sample.sampler.", "s_churn") => "sample.sampler.s_churn",
+            ("sample.sampler.", "s_tmin") => "sample.sampler.s_tmin",
+            ("sample.sampler.", "s_tmax") => "sample.sampler.s_tmax",
+            ("sample.sampler.", "s_noise") => "sample.sampler.s_noise",
+            ("eval.sampler.", "s_churn") => "eval.sampler.s_churn",
+            ("eval.sampler.", "s_tmin") => "eval.sampler.s_tmin",
+            ("eval.sampler.", "s_tmax") => "eval.sampler.s_tmax",
+            ("eval.sampler.", "s_noise") => "eval.sampler.s_noise",
+            _ => name,
+        }
+    }
+}
+
 impl SamplerConfig {
     /// The `name`s of the samplers.
-    pub const NAMES: [&'static str; 6] = ["ddpm", "ddim", "dpm_solver", "euler", "heun", "euler_ancestral"];
+    pub const NAMES: [&'static str; 7] = ["ddpm", "ddim", "dpm_solver", "euler", "heun", "euler_ancestral", "midpoint"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            SamplerConfig::Ddpm(_) => "ddpm",
+            SamplerConfig::Ddim(_) => "ddim",
+            SamplerConfig::DpmSolver(_) => "dpm_solver",
+            SamplerConfig::Euler(_) => "euler",
+            SamplerConfig::Heun(_) => "heun",
+            SamplerConfig::EulerAncestral(_) => "euler_ancestral",
+            SamplerConfig::Midpoint(_) => "midpoint",
+        }
+    }
 
     /// The number of model calls (NFE) with T = `timesteps`; a guided batch's doubled call counts once.
     pub fn num_steps(&self, timesteps: usize) -> usize {
@@ -79,13 +111,15 @@ impl SamplerConfig {
             SamplerConfig::Euler(c) => c.num_steps(timesteps),
             SamplerConfig::Heun(c) => c.num_steps(timesteps),
             SamplerConfig::EulerAncestral(c) => c.num_steps(timesteps),
+            SamplerConfig::Midpoint(c) => c.num_steps(timesteps),
         }
     }
 
-    /// The sampler's steps with T = `timesteps` (the NFE, except Heun's 2·steps − 1).
+    /// The sampler's steps with T = `timesteps` (the NFE, except Heun's 2·steps − 1 and midpoint's 2·steps).
     pub fn steps(&self, timesteps: usize) -> usize {
         match self {
             SamplerConfig::Heun(c) => c.steps(timesteps),
+            SamplerConfig::Midpoint(c) => c.steps(timesteps),
             other => other.num_steps(timesteps),
         }
     }
@@ -101,6 +135,7 @@ impl SamplerConfig {
             SamplerConfig::Euler(c) => c.label(&steps),
             SamplerConfig::Heun(c) => c.label(&steps),
             SamplerConfig::EulerAncestral(c) => c.label(&steps),
+            SamplerConfig::Midpoint(c) => c.label(&steps),
         }
     }
 
@@ -112,6 +147,7 @@ impl SamplerConfig {
             SamplerConfig::Euler(c) => c.check(keys, check),
             SamplerConfig::Heun(c) => c.check(keys, check),
             SamplerConfig::EulerAncestral(c) => c.check(keys, check),
+            SamplerConfig::Midpoint(c) => c.check(keys, check),
         }
     }
 }
