@@ -88,14 +88,14 @@ tensorboard-setup: setup
     # flow-matching schedulers (tests/formulations.rs). The packages themselves come without their
     # dependencies (k-diffusion's would pull wandb, clean-fid, kornia, …): only what the tested modules
     # import is installed, torch pinned.
-    oracles='import importlib.util as u, flow_matching.solver, ema_pytorch, torchsde, einops, dctorch, torchvision; assert u.find_spec("k_diffusion")'
+    oracles='import importlib.util as u, flow_matching.solver, ema_pytorch, torchsde, einops, dctorch, torchvision, scipy, tqdm, PIL, safetensors; assert u.find_spec("k_diffusion")'
     if ! .venv/bin/python -c "$oracles" 2>/dev/null; then
         echo "installing k-diffusion==0.1.1.post1, flow_matching==1.0.10, ema-pytorch==0.8.3 into .venv (test oracles for the formulations)"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
             "k-diffusion==0.1.1.post1" "flow_matching==1.0.10" "ema-pytorch==0.8.3" "torchdiffeq==0.2.5" \
             "torchsde==0.2.6" "trampoline==0.1.2" "dctorch==0.1.2" "torchvision==0.26.0"
         .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-            "scipy==1.17.1" "einops==0.8.2" "tqdm==4.70.1" "pillow==13.0.0" "safetensors" "torch==2.11.0"
+            "scipy==1.17.1" "einops==0.8.2" "tqdm==4.70.1" "pillow==13.0.0" "safetensors==0.8.0" "torch==2.11.0"
     fi
 
 # Serve an experiment's runs in TensorBoard (under their labels, with the HParams dashboard): just tensorboard experiments/x.toml [--port 6006]

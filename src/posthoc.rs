@@ -13,12 +13,13 @@
 //! ema-pytorch does).
 use crate::track::checkpoint;
 use anyhow::{bail, Context, Result};
+use sha2::Digest;
 use std::collections::HashMap;
 use std::path::Path;
 use tch::{Kind, Tensor};
 
 /// The largest σ_rel a power profile with γ ≥ 0 has: 1/√12.
-pub const MAX_SIGMA_REL: f64 = 0.288_675_134_594_812_9;
+pub use crate::config::MAX_SIGMA_REL;
 
 /// γ of relative width σ_rel: the largest real root of γ³ + 7γ² + (16 − σ_rel⁻²)γ + 12 − σ_rel⁻² = 0
 /// (EDM2 eq. 3 solved for γ; ema-pytorch's `sigma_rel_to_gamma`), by Newton's method from the right
@@ -113,6 +114,10 @@ impl Profiles {
             if avg.is_empty() {
                 *avg = weights.iter().map(|(n, w)| (n.clone(), w.detach().copy())).collect();
             }
+            assert!(
+                avg.len() == weights.len() && avg.iter().zip(weights).all(|(a, w)| a.0 == w.0),
+                "the post-hoc EMA averages and the weights are the same variables, in the same order"
+            );
             // Restored from a checkpoint (on the CPU): onto the weights' device once.
             for ((_, a), (_, x)) in avg.iter_mut().zip(weights) {
                 if a.device() != x.device() {
@@ -135,7 +140,8 @@ impl Profiles {
         let mut out = Vec::new();
         for (j, avg) in self.averages.iter().enumerate() {
             for (name, t) in avg {
-                out.push((format!("{prefix}p{j}.{name}"), t.shallow_clone()));
+                // Written as safetensors, which need contiguous tensors (channels-last weights are not).
+                out.push((format!("{prefix}p{j}.{name}"), t.contiguous()));
             }
         }
         out
@@ -169,53 +175,59 @@ pub struct Reconstruction {
     pub weights: HashMap<String, Tensor>,
     /// (step, γ, weight) of each snapshot profile.
     pub terms: Vec<(usize, f64, f64)>,
+    /// sha256 of what the weights were rebuilt from: σ_rel, the step and each snapshot's record (which
+    /// holds the sha256 of its tensors).
+    pub sha256: String,
 }
 
-/// The average of relative width `sigma_rel` at step `at` (None: the last snapshot's) from the
-/// snapshots in `dir` up to that step, each checked against its sha256.
+/// The average of relative width `sigma_rel` at step `at` (None: the last snapshot's, else a step a
+/// snapshot was stored at) from the snapshots in `dir` up to that step, each checked against its
+/// sha256. Solves for the weights first, then adds one snapshot at a time.
 pub fn reconstruct(dir: &Path, sigma_rel: f64, at: Option<usize>) -> Result<Reconstruction> {
     let mut steps = checkpoint::steps(dir);
     steps.sort_unstable();
     let t_r = match at {
-        Some(s) => s,
+        Some(s) if steps.contains(&s) => s,
+        Some(s) => bail!("no post-hoc EMA snapshot at step {s} in {}: available are {steps:?}", dir.display()),
         None => *steps.last().with_context(|| format!("{}: no post-hoc EMA snapshots", dir.display()))?,
     };
     steps.retain(|&s| s <= t_r);
-    if steps.is_empty() {
-        bail!("{}: no post-hoc EMA snapshot at or before step {t_r}", dir.display());
-    }
     let gamma_r = sigma_rel_to_gamma(sigma_rel) as f32 as f64;
-    let mut loaded = Vec::new();
     let mut profiles = Vec::new();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(format!("sigma_rel={sigma_rel} step={t_r}\n").as_bytes());
     for &s in &steps {
-        let ck = checkpoint::load(dir, s)?;
-        let gammas: Vec<f64> = serde_json::from_value(ck.state["gammas"].clone())
+        let state = checkpoint::state(dir, s)?;
+        let gammas: Vec<f64> = serde_json::from_value(state["gammas"].clone())
             .with_context(|| format!("{}: snapshot {s} has no gammas", dir.display()))?;
         for (j, g) in gammas.iter().enumerate() {
-            profiles.push((s as f64, *g as f32 as f64, s, j));
+            profiles.push((s, *g as f32 as f64, j));
         }
-        loaded.push(ck);
+        let record = dir.join(format!("step-{s:08}.json"));
+        hasher.update(std::fs::read(&record).with_context(|| format!("cannot read {}", record.display()))?);
     }
-    let pairs: Vec<(f64, f64)> = profiles.iter().map(|p| (p.0, p.1)).collect();
+    let pairs: Vec<(f64, f64)> = profiles.iter().map(|p| (p.0 as f64, p.1)).collect();
     let w = solve_weights(&pairs, t_r as f64, gamma_r)?;
     let mut weights: HashMap<String, Tensor> = HashMap::new();
-    for ((_, _, s, j), wi) in profiles.iter().zip(&w) {
-        let ck = &loaded[steps.iter().position(|x| x == s).expect("loaded")];
-        let prefix = format!("p{j}.");
-        for (key, t) in &ck.tensors {
-            if let Some(name) = key.strip_prefix(&prefix) {
-                let term = t.to_kind(Kind::Float) * (*wi as f32 as f64);
-                match weights.get_mut(name) {
-                    Some(acc) => *acc += term,
-                    None => {
-                        weights.insert(name.to_string(), term);
+    for &s in &steps {
+        let ck = checkpoint::load(dir, s)?;
+        for ((_, _, j), wi) in profiles.iter().zip(&w).filter(|((ps, _, _), _)| *ps == s) {
+            let prefix = format!("p{j}.");
+            for (key, t) in &ck.tensors {
+                if let Some(name) = key.strip_prefix(&prefix) {
+                    let term = t.to_kind(Kind::Float) * (*wi as f32 as f64);
+                    match weights.get_mut(name) {
+                        Some(acc) => *acc += term,
+                        None => {
+                            weights.insert(name.to_string(), term);
+                        }
                     }
                 }
             }
         }
     }
-    let terms = profiles.iter().zip(&w).map(|((_, g, s, _), wi)| (*s, *g, *wi)).collect();
-    Ok(Reconstruction { weights, terms })
+    let terms = profiles.iter().zip(&w).map(|((s, g, _), wi)| (*s, *g, *wi)).collect();
+    Ok(Reconstruction { weights, terms, sha256: crate::hash::hex(&hasher.finalize()) })
 }
 
 #[cfg(test)]

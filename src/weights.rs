@@ -74,7 +74,9 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
 }
 
 /// Loads the post-hoc EMA of relative width `sigma_rel` of a run trained with `train.posthoc_ema`,
-/// reconstructed from its snapshots up to its last step (or to `checkpoint`, a step it was stored at).
+/// reconstructed from its snapshots up to its last step (or to `checkpoint`, a step a snapshot was
+/// stored at: refused otherwise, with the steps there are). `sha256` is that of the reconstruction's
+/// inputs (σ_rel, the step, the snapshots' records).
 pub fn load_posthoc(run_dir: &Path, sigma_rel: f64, checkpoint: Option<usize>, device: Device) -> Result<Loaded> {
     let dir = RunDir { path: run_dir.to_path_buf() };
     let status =
@@ -95,8 +97,5 @@ pub fn load_posthoc(run_dir: &Path, sigma_rel: f64, checkpoint: Option<usize>, d
         let src = rec.weights.get(&name).with_context(|| format!("the snapshots lack {name}"))?;
         tch::no_grad(|| var.shallow_clone().copy_(src));
     }
-    let last = rec.terms.iter().map(|t| t.0).max().unwrap_or(0);
-    let sha256 =
-        format!("post-hoc EMA sigma_rel={sigma_rel} at step {step} ({} profiles to step {last})", rec.terms.len());
-    Ok(Loaded { config, vs, model, classes, step, sha256 })
+    Ok(Loaded { config, vs, model, classes, step, sha256: rec.sha256 })
 }

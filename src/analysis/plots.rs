@@ -253,8 +253,7 @@ fn line_name(r: &RunRecord, first: Option<String>, skip: &[&str]) -> String {
 /// When the experiment varies the evaluation's sampler: FID against the sampler's network evaluations
 /// per image, and against its wall seconds per image, one line per sampler (DDPM, DDIM at each η, and
 /// any other varied key but the samples' sampler), each point the mean over seeds (band: lowest to
-/// highest seed). Lines of a single point (a post-hoc EMA width evaluated at one NFE) are left to
-/// `posthoc_charts`.
+/// highest seed). Evaluations of a post-hoc EMA width are `posthoc_charts`' points, not these.
 pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<(Figure, Figure)>> {
     if !exp.runs.iter().any(|r| r.config.eval.sampler != exp.runs[0].config.eval.sampler) {
         return Ok(None);
@@ -263,9 +262,12 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
     let mut at: BTreeMap<(String, usize), Vec<(f64, f64)>> = BTreeMap::new();
     let mut lines: Vec<String> = Vec::new();
     for (spec, r) in exp.runs.iter().zip(records) {
-        let (Some(nfe), Some(fid), "done") =
-            (r.model_evaluations, r.metrics.get(crate::eval::metric::fid::FID.name), r.state.as_str())
-        else {
+        let (Some(nfe), Some(fid), "done", None) = (
+            r.model_evaluations,
+            r.metrics.get(crate::eval::metric::fid::FID.name),
+            r.state.as_str(),
+            spec.config.eval.ema_sigma_rel,
+        ) else {
             continue;
         };
         let sampler = spec.config.eval.sampler.label(None);
@@ -276,7 +278,6 @@ pub fn sampler_charts(exp: &Experiment, records: &[RunRecord]) -> Result<Option<
         let per_image = r.metrics.get("sample_seconds").map_or(f64::NAN, |s| s / spec.config.eval.num_samples as f64);
         at.entry((line, nfe)).or_default().push((*fid, per_image));
     }
-    lines.retain(|l| at.range((l.clone(), 0)..=(l.clone(), usize::MAX)).count() > 1);
     if lines.is_empty() {
         return Ok(None);
     }

@@ -15,7 +15,8 @@ pub struct Args {
     pub device: String,
     #[arg(short = 'n', long, default_value_t = 64)]
     pub num: i64,
-    /// ddpm, ddim, dpm_solver, euler, heun or euler_ancestral
+    /// ddpm, ddim, dpm_solver, euler, heun, euler_ancestral (DDPM runs); euler, heun (EDM); euler, heun,
+    /// midpoint (flow matching)
     #[arg(long, default_value = "ddim")]
     pub sampler: String,
     /// Sampling steps [default: 50 for ddim, T for ddpm, 20 for the others]

@@ -41,6 +41,7 @@ pub fn across_sections(c: &RunConfig, check: &mut Check) {
     guidance_needs_an_unconditional_model(c, check);
     cluster(c, check);
     formulation(c, check);
+    churn_keys(c, check);
     posthoc_ema(c, check);
 }
 
@@ -313,16 +314,79 @@ fn formulation(c: &RunConfig, check: &mut Check) {
             );
         }
     }
+    if let super::FormulationConfig::Flow(fl) = f {
+        use super::formulation::flow::TimeSampling;
+        let logit_normal = fl.time_sampling == TimeSampling::LogitNormal;
+        for (key, value, default) in
+            [("diffusion.formulation.location", fl.location, 0.0), ("diffusion.formulation.scale", fl.scale, 1.0)]
+        {
+            check(
+                logit_normal || value == default,
+                key,
+                value.to_string(),
+                &format!("{default} (the default) with time_sampling = \"uniform\": it shapes logit-normal t only"),
+            );
+        }
+    }
 }
 
-/// A post-hoc EMA width needs the snapshots that `train.posthoc_ema` stores.
+/// Algorithm 2's S_tmin, S_tmax and S_noise act only when S_churn > 0 (and churn is EDM's).
+fn churn_keys(c: &RunConfig, check: &mut Check) {
+    for (prefix, sampler) in [("sample.sampler", &c.sample.sampler), ("eval.sampler", &c.eval.sampler)] {
+        let SamplerConfig::Heun(h) = sampler else { continue };
+        if h.churns() {
+            continue;
+        }
+        let keys = [
+            ("s_tmin", h.s_tmin != 0.0, h.s_tmin.to_string()),
+            ("s_tmax", h.s_tmax.is_some(), format!("{:?}", h.s_tmax)),
+            ("s_noise", h.s_noise != 1.0, h.s_noise.to_string()),
+        ];
+        for (k, set, value) in keys {
+            let key: &'static str = match (prefix, k) {
+                ("sample.sampler", "s_tmin") => "sample.sampler.s_tmin",
+                ("sample.sampler", "s_tmax") => "sample.sampler.s_tmax",
+                ("sample.sampler", _) => "sample.sampler.s_noise",
+                (_, "s_tmin") => "eval.sampler.s_tmin",
+                (_, "s_tmax") => "eval.sampler.s_tmax",
+                _ => "eval.sampler.s_noise",
+            };
+            check(
+                !set,
+                key,
+                value,
+                &format!("absent unless {prefix}.s_churn > 0 (EDM's Algorithm 2; without churn it does nothing)"),
+            );
+        }
+    }
+}
+
+/// A post-hoc EMA width needs the snapshots that `train.posthoc_ema` stores, replaces the choice of
+/// the EMA or the raw weights, and at `eval.checkpoint` needs a snapshot of that step.
 fn posthoc_ema(c: &RunConfig, check: &mut Check) {
-    if let Some(s) = c.eval.ema_sigma_rel {
+    let Some(s) = c.eval.ema_sigma_rel else { return };
+    check(
+        c.train.posthoc_ema.is_some(),
+        "eval.ema_sigma_rel",
+        s.to_string(),
+        "absent unless [train.posthoc_ema] stores the snapshots it is reconstructed from",
+    );
+    check(
+        c.eval.use_ema,
+        "eval.use_ema",
+        "false".into(),
+        "true (the default) with eval.ema_sigma_rel: the post-hoc average replaces both the EMA and the raw weights",
+    );
+    if let (Some(p), Some(step)) = (&c.train.posthoc_ema, c.eval.checkpoint) {
         check(
-            c.train.posthoc_ema.is_some(),
-            "eval.ema_sigma_rel",
-            s.to_string(),
-            "absent unless [train.posthoc_ema] stores the snapshots it is reconstructed from",
+            step <= c.train.steps && (step.is_multiple_of(p.every.max(1)) || step == c.train.steps),
+            "eval.checkpoint",
+            step.to_string(),
+            &format!(
+                "with eval.ema_sigma_rel, a step with a snapshot: a multiple of train.posthoc_ema.every ({}) up to \
+                 train.steps ({}), or train.steps",
+                p.every, c.train.steps
+            ),
         );
     }
 }
@@ -387,5 +451,22 @@ mod tests {
         assert_eq!(keys(&c), ["train.posthoc_ema.sigma_rels", "eval.ema_sigma_rel"]);
         let c = parsed("[train.posthoc_ema]\nevery = 10\n[eval]\nema_sigma_rel = 0.15\n");
         assert!(c.validate().is_empty());
+        // It replaces the choice of weights, and a checkpoint step needs its snapshot (every 10 of 1000).
+        let c =
+            parsed("[train.posthoc_ema]\nevery = 10\n[eval]\nema_sigma_rel = 0.15\nuse_ema = false\ncheckpoint = 25\n");
+        assert_eq!(keys(&c), ["eval.use_ema", "eval.checkpoint"]);
+    }
+
+    /// Keys that would do nothing are refused: churn's range and noise without churn, logit-normal's
+    /// location and scale with uniform t.
+    #[test]
+    fn keys_that_would_do_nothing_are_refused() {
+        let c = parsed("[sample]\nsampler = { name = \"heun\", s_tmin = 0.1, s_noise = 1.01 }\n");
+        assert_eq!(keys(&c), ["sample.sampler.s_tmin", "sample.sampler.s_noise"]);
+        let c = parsed(
+            "[diffusion.formulation]\nname = \"flow\"\ntime_sampling = \"uniform\"\nscale = 2.0\n[eval]\nbpd = false\n\
+             sampler = { name = \"euler\" }\n[sample]\nsampler = { name = \"euler\" }\n",
+        );
+        assert_eq!(keys(&c), ["diffusion.formulation.scale"]);
     }
 }

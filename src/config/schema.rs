@@ -285,11 +285,14 @@ fn default_sigma_rels() -> Vec<f64> {
     vec![0.05, 0.10]
 }
 
-/// σ_rel's range: a power profile with γ ≥ 0 (`posthoc::MAX_SIGMA_REL` = 1/√12).
+/// The largest σ_rel a power profile with γ ≥ 0 has: 1/√12.
+pub const MAX_SIGMA_REL: f64 = 0.288_675_134_594_812_9;
+
+/// σ_rel's range: a power profile with γ ≥ 0.
 pub const SIGMA_REL_ALLOWED: &str = "0 < sigma_rel < 0.2887 (1/√12: a power profile with γ >= 0)";
 
 pub fn sigma_rel_ok(s: f64) -> bool {
-    s > 0.0 && s < 0.288_675_134_594_812_9
+    s > 0.0 && s < MAX_SIGMA_REL
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -196,6 +196,23 @@ mod tests {
         assert!(close(loss, 1.0, 1e-12), "{loss}");
     }
 
+    /// Classifier-free guidance mixes the network's raw outputs, (1 + w) F_c − w F_u; D is affine in F
+    /// with the same c_skip and c_out, so the guided denoiser is (1 + w) D_c − w D_u, the guidance of
+    /// Ho & Salimans on the denoised image.
+    #[test]
+    fn guidance_on_the_network_is_guidance_on_the_denoiser() {
+        let edm = Edm::new(&Config::default());
+        let x = Tensor::from_slice(&[0.7f64, -2.0, 5.0]).reshape([3, 1, 1, 1]);
+        let sigma = Tensor::from_slice(&[0.3f64, 2.0, 40.0]);
+        let (fc, fu) = (|x: &Tensor, _: &Tensor| x.sin() * 0.5, |x: &Tensor, _: &Tensor| x.cos() * 0.2);
+        let w = 2.5;
+        let mut guided = |x: &Tensor, t: &Tensor| crate::diffusion::guidance::guide(&fc(x, t), &fu(x, t), w);
+        let (mut c, mut u) = (fc, fu);
+        let want = edm.denoise(&mut c, &x, &sigma) * (1.0 + w) - edm.denoise(&mut u, &x, &sigma) * w;
+        let got = edm.denoise(&mut guided, &x, &sigma);
+        assert!((got - want).abs().max().double_value(&[]) < 1e-12);
+    }
+
     /// Eq. 5's ends: σ_0 = σ_max, σ_{N−1} = σ_min, σ_N = 0, decreasing; ρ = 1 is linear in σ.
     #[test]
     fn karras_sigmas_have_the_papers_ends() {
@@ -209,8 +226,10 @@ mod tests {
     }
 
     /// Data of one point x_0 = a: the ideal denoiser is D = a at every σ, the probability-flow ODE
-    /// dx/dσ = (x − a)/σ is solved by x = a + (σ/σ_0)(x_0 − a) and Euler is exact on it: every
-    /// sampler ends at a (σ_N = 0) for any start; Heun too, and churn only moves where it starts.
+    /// dx/dσ = (x − a)/σ is solved by x = a + (σ/σ_0)(x_T σ_0 − a), and Euler and Heun are exact on it:
+    /// after step i the state is on that line at σ_{i+1} (checked at every step, so a wrong grid or a
+    /// wrong step fails), and every sampler ends at a; churn moves the state off the line, so with it
+    /// only the end is checked.
     #[test]
     fn a_point_mass_is_sampled_exactly() {
         let edm = Edm::new(&Config::default());
@@ -230,7 +249,15 @@ mod tests {
                 let f = (-(x * (sd * sd) / &total) + a) / (&sigma * sd * total.rsqrt());
                 f.to_kind(Kind::Float)
             };
-            let out = edm.sample(&sampler, start.copy(), &Sampling::plain(1000), &mut model, &mut |_, _| {});
+            let sigmas = edm.sigmas(7);
+            let x_start = start.to_kind(Kind::Double) * sigmas[0];
+            let churns = matches!(&sampler, SamplerConfig::Heun(h) if h.churns());
+            let mut off = 0.0f64;
+            let out = edm.sample(&sampler, start.copy(), &Sampling::plain(1000), &mut model, &mut |k, x| {
+                let line = (&x_start - a) * (sigmas[k] / sigmas[0]) + a;
+                off = off.max((x.to_kind(Kind::Double) - line).abs().max().double_value(&[]));
+            });
+            assert!(churns || off < 1e-3, "{}: off the ODE's line by {off}", sampler.label(None));
             let err = (out.x0 - a).abs().max().double_value(&[]);
             assert!(err < 1e-4, "{}: {err}", sampler.label(None));
         }

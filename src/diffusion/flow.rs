@@ -181,8 +181,9 @@ mod tests {
     }
 
     /// The straight path's ideal velocity for one data point a is v = (x − a)/t (σ_min = 0): x moves on
-    /// a straight line, so every rule ends exactly at a from any start; with `clip` and a in [-1, 1]
-    /// the velocity is unchanged.
+    /// the straight line x(t) = a + t (x_T − a), on which every rule is exact: after step i the state is
+    /// there at t_{i+1} (checked at every step, so a wrong grid or step fails) and ends at a; with
+    /// `clip` and a in [-1, 1] the velocity is unchanged.
     #[test]
     fn a_point_mass_is_sampled_exactly() {
         let flow = Flow::new(&Config { shift: 3.0, ..Config::default() });
@@ -198,13 +199,15 @@ mod tests {
                     let t = (t.to_kind(Kind::Double) / TRAIN_STEPS).reshape([-1, 1, 1, 1]);
                     ((x.to_kind(Kind::Double) - a) / t).to_kind(Kind::Float)
                 };
-                let out = flow.sample(
-                    &sampler,
-                    start.copy(),
-                    &Sampling { clip, ..Sampling::plain(1000) },
-                    &mut model,
-                    &mut |_, _| {},
-                );
+                let times = flow.times(6);
+                let mut off = 0.0f64;
+                let x_start = start.to_kind(Kind::Double);
+                let run = Sampling { clip, ..Sampling::plain(1000) };
+                let out = flow.sample(&sampler, start.copy(), &run, &mut model, &mut |k, x| {
+                    let line = (&x_start - a) * times[k] + a;
+                    off = off.max((x.to_kind(Kind::Double) - line).abs().max().double_value(&[]));
+                });
+                assert!(off < 1e-5, "{} clip {clip}: off the line by {off}", sampler.label(None));
                 let err = (out.x0 - a).abs().max().double_value(&[]);
                 assert!(err < 1e-5, "{} clip {clip}: {err}", sampler.label(None));
             }

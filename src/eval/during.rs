@@ -42,8 +42,12 @@ impl DuringTraining {
     /// The hook of a run whose `[eval]` asks for it (`fid`, `every` within the run), else None.
     pub fn for_run(config: &RunConfig, run_dir: &Path, device: Device, data_dir: &Path) -> Option<Self> {
         let e = &config.eval;
+        // The weights evaluated during training are the ordinary EMA or the raw ones (a post-hoc EMA
+        // width is reconstructed only after training): its spec says so.
+        let mut config = config.clone();
+        config.eval.ema_sigma_rel = None;
         (e.fid && e.every > 0 && e.every < config.train.steps).then(|| Self {
-            config: config.clone(),
+            config,
             run: RunDir::at(run_dir),
             device,
             data_dir: data_dir.to_path_buf(),

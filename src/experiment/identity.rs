@@ -35,12 +35,19 @@ fn identity(config: &RunConfig) -> anyhow::Result<Value> {
     }
     // The trajectory's steps as resolved: left out (T, 3T/4, …) and written out are the same run.
     canonical["sample"]["trajectory"] = json!(config.sample.trajectory_steps(config.diffusion.timesteps));
-    let betas = schedule::diffusion_betas(&config.diffusion);
+    // EDM and flow matching have noise levels of their own: DDPM's schedule does not change what they
+    // train or sample, so runs that differ only in it are one run.
+    let betas = if config.diffusion.formulation.is_ddpm() {
+        json!(schedule::betas_fingerprint(&schedule::diffusion_betas(&config.diffusion)))
+    } else {
+        remove_path(&mut canonical, "diffusion.schedule");
+        serde_json::Value::Null
+    };
     Ok(json!({
         "identity_format": 2,
         "code_sha256": env!("DDPM_CODE_SHA256"),
         "config": canonical,
-        "betas_sha256": schedule::betas_fingerprint(&betas),
+        "betas_sha256": betas,
         "train_images_sha256": data::train_images_fingerprint(&config.data)?,
     }))
 }
@@ -95,6 +102,20 @@ mod tests {
         assert_eq!(hash(a.clone()), hash(b.clone()));
         b.sample.trajectory = Some(vec![1000, 0]);
         assert_ne!(hash(a), hash(b));
+    }
+
+    /// An EDM or flow run does not use DDPM's schedule: another schedule is the same run.
+    #[test]
+    fn a_continuous_formulations_schedule_is_not_its_identity() {
+        let mut a = RunConfig::default();
+        a.diffusion.formulation = crate::config::FormulationConfig::Flow(Default::default());
+        let mut b = a.clone();
+        b.diffusion.schedule = ScheduleConfig::Cosine(crate::config::schedule::cosine::Config::default());
+        let hash = |c: RunConfig| RunSpec::new("e", "x".into(), c).unwrap().hash;
+        assert_eq!(hash(a.clone()), hash(b.clone()));
+        let mut ddpm = b.clone();
+        ddpm.diffusion.formulation = Default::default();
+        assert_ne!(hash(ddpm), hash(b));
     }
 
     #[test]

@@ -32,6 +32,13 @@ impl Hook for PosthocEma {
         let mut names: Vec<String> =
             ck.tensors.keys().filter_map(|k| k.strip_prefix(&first)).map(String::from).collect();
         names.sort();
+        if names.is_empty() {
+            anyhow::bail!(
+                "the checkpoint at step {} has no post-hoc EMA averages ({first}*): it was written without \
+                 [train.posthoc_ema]",
+                ck.step
+            );
+        }
         self.profiles.load(&ck.tensors, PREFIX, &names)
     }
 
