@@ -50,6 +50,18 @@ fn key_column(name: &str, values: Vec<Option<HValue>>) -> Column {
     }
 }
 
+/// The varied keys of any run, in order of first appearance: a key that only some runs have (a
+/// formulation's own keys, `eval.ema_sigma_rel`) is a column too, empty where a run lacks it.
+fn varied_columns(records: &[RunRecord]) -> Vec<String> {
+    let mut keys: Vec<String> = Vec::new();
+    for (k, _) in records.iter().flat_map(|r| &r.varied) {
+        if !keys.contains(k) {
+            keys.push(k.clone());
+        }
+    }
+    keys
+}
+
 /// One row per run: label, hash, variant, seed, state, every varied key, the fixed keys, the metrics,
 /// steps done, device, the git commit (with its dirty flag) the run was trained from, the profile, and
 /// the hardware it ran on (`hardware`, `cpu_isa`: what `reproduce` decides its comparison by).
@@ -61,8 +73,7 @@ pub fn runs_table(records: &[RunRecord], configs: &[std::collections::BTreeMap<S
         Column::new("seed".into(), records.iter().map(|r| r.seed as i64).collect::<Vec<_>>()),
         text_column("state", records.iter().map(|r| r.state.clone()).collect()),
     ];
-    let mut keys: Vec<String> =
-        records.first().map(|r| r.varied.iter().map(|(k, _)| k.clone()).collect()).unwrap_or_default();
+    let mut keys = varied_columns(records);
     for k in FIXED_KEYS {
         if !keys.iter().any(|x| x == k) {
             keys.push(k.to_string());
@@ -243,4 +254,47 @@ pub fn write(df: &mut DataFrame, dir: &Path, name: &str) -> Result<()> {
         CsvWriter::new(&mut f).finish(df)?;
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A key that only the second run has (a post-hoc EMA width) is a column of the runs table.
+    #[test]
+    fn a_key_only_some_runs_have_is_a_column() {
+        let mk = |label: &str, varied: Vec<(String, HValue)>| RunRecord {
+            label: label.into(),
+            hash: label.into(),
+            state: "done".into(),
+            seed: 0,
+            varied,
+            variant: label.into(),
+            metrics: Default::default(),
+            steps: None,
+            device: None,
+            git_commit: None,
+            git_dirty: None,
+            profile: None,
+            hardware: None,
+            cpu_isa: None,
+            curves: vec![],
+            per_t: vec![],
+            model_evaluations: None,
+            samples: Default::default(),
+            replicate: 0,
+            evaluations: vec![],
+        };
+        let records = vec![
+            mk("plain", vec![("eval.sampler.steps".into(), HValue::Number(10.0))]),
+            mk(
+                "width",
+                vec![
+                    ("eval.sampler.steps".into(), HValue::Number(20.0)),
+                    ("eval.ema_sigma_rel".into(), HValue::Number(0.1)),
+                ],
+            ),
+        ];
+        assert_eq!(varied_columns(&records), ["eval.sampler.steps", "eval.ema_sigma_rel"]);
+    }
 }
