@@ -369,10 +369,11 @@ pub fn paired(records: &[RunRecord], baseline: &str) -> Vec<(String, String, Sum
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn record(variant: &str, seed: u64, state: &str, fid: f64) -> RunRecord {
+    /// A finished-or-not run of `variant` and `seed` with one FID, for the analysis' unit tests.
+    pub(crate) fn record(variant: &str, seed: u64, state: &str, fid: f64) -> RunRecord {
         RunRecord {
             label: format!("{variant},seed={seed}"),
             hash: format!("{variant}{seed}"),

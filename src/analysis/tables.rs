@@ -264,26 +264,8 @@ mod tests {
     #[test]
     fn a_key_only_some_runs_have_is_a_column() {
         let mk = |label: &str, varied: Vec<(String, HValue)>| RunRecord {
-            label: label.into(),
-            hash: label.into(),
-            state: "done".into(),
-            seed: 0,
             varied,
-            variant: label.into(),
-            metrics: Default::default(),
-            steps: None,
-            device: None,
-            git_commit: None,
-            git_dirty: None,
-            profile: None,
-            hardware: None,
-            cpu_isa: None,
-            curves: vec![],
-            per_t: vec![],
-            model_evaluations: None,
-            samples: Default::default(),
-            replicate: 0,
-            evaluations: vec![],
+            ..crate::analysis::collect::tests::record(label, 0, "done", 1.0)
         };
         let records = vec![
             mk("plain", vec![("eval.sampler.steps".into(), HValue::Number(10.0))]),
