@@ -10,7 +10,8 @@
 //!      than `rustflags`, which would also hit build scripts and proc macros.
 //!    - `src/libtorch_switches.cpp`: libtorch's deterministic-algorithms switch, and
 //!      `src/libtorch_foreach.cpp`: its multi-tensor (`_foreach_`) kernels, compiled against the
-//!      same libtorch headers (tch exposes neither).
+//!      same libtorch headers (tch exposes neither); `src/libtorch_c10d.cpp`: its collectives (c10d,
+//!      with gloo's headers from Debian's libgloo-dev and, for NCCL, the CUDA header wheels).
 //! 2. Provenance: the libtorch and CUDA versions (from the torch package's `version.py`).
 //! 3. The code fingerprint, part of every run's identity: the sha256 of the files under `src/` and of
 //!    `Cargo.lock`, so that a change of code or of a dependency is a different run, while a change
@@ -65,8 +66,58 @@ fn link_libtorch() {
             .next()
             .unwrap_or_else(|| "unknown".into())
     };
+    c10d(lib, &abi);
     println!("cargo:rustc-env=DDPM_LIBTORCH_VERSION={}", field("__version__"));
     println!("cargo:rustc-env=DDPM_LIBTORCH_CUDA={}", field("cuda"));
+}
+
+/// `src/libtorch_c10d.cpp`, with gloo when gloo's headers are there (Debian's libgloo-dev: the torch
+/// wheel lacks them) and NCCL when libtorch has CUDA and the wheels' `nccl.h` and CUDA runtime headers
+/// (`crt/`, `nv/target` included) are there; without them the functions say what is missing.
+fn c10d(lib: &Path, abi: &str) {
+    println!("cargo:rerun-if-changed=src/libtorch_c10d.cpp");
+    println!("cargo:rerun-if-env-changed=DDPM_GLOO_INCLUDE");
+    // `just c10d-headers` extracts Debian's libgloo-dev into .venv/gloo; an installed one is in /usr/include.
+    let gloo = std::env::var("DDPM_GLOO_INCLUDE").unwrap_or_else(|_| {
+        let local = ".venv/gloo/usr/include";
+        if Path::new(local).join("gloo/context.h").exists() {
+            std::fs::canonicalize(local).map_or(local.into(), |p| p.display().to_string())
+        } else {
+            "/usr/include".into()
+        }
+    });
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .file("src/libtorch_c10d.cpp")
+        .include(lib.join("../include"))
+        .include(lib.join("../include/torch/csrc/api/include"))
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", abi)
+        .warnings(false);
+    if Path::new(&gloo).join("gloo/context.h").exists() {
+        println!("cargo:rerun-if-changed={gloo}/gloo/context.h");
+        build.include(&gloo).define("USE_C10D_GLOO", None).define("DDPM_GLOO", None);
+    } else {
+        println!("cargo:warning=no gloo headers in {gloo} (Debian's libgloo-dev): one run cannot span processes");
+    }
+    // site-packages/nvidia/*/include of the wheels torch pulls in (and the two header-only ones added).
+    let nvidia: Vec<_> = std::fs::read_dir(lib.join("../../nvidia"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("include"))
+        .filter(|p| p.is_dir())
+        .collect();
+    let has = |f: &str| nvidia.iter().any(|d| d.join(f).exists());
+    let headers = ["nccl.h", "cuda_runtime_api.h", "crt/host_config.h", "nv/target"];
+    if lib.join("libtorch_cuda.so").exists() && headers.iter().all(|h| has(h)) {
+        for d in &nvidia {
+            build.include(d);
+        }
+        build.define("USE_C10D_NCCL", None).define("USE_CUDA", None).define("DDPM_NCCL", None);
+    }
+    build.compile("ddpm_libtorch_c10d");
 }
 
 fn code_fingerprint() {

@@ -27,8 +27,34 @@ setup:
     .venv/bin/python -m pip install --quiet --disable-pip-version-check torch==2.11.0
     .venv/bin/python -c "$check"
 
+# Headers for one run across processes that the torch wheel lacks: gloo's (Debian's libgloo-dev,
+# extracted into .venv/gloo without root) and, for NCCL, the CUDA runtime's crt/ and nv/ (two header
+# wheels). Without them ddpm still builds, for runs of one process.
+c10d-headers: setup
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ ! -f .venv/gloo/usr/include/gloo/context.h ]; then
+        if command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
+            tmp=$(mktemp -d)
+            # The version the shim was checked with (Debian bookworm's), else the distribution's own.
+            if (cd "$tmp" && { apt-get download "libgloo-dev=0.0~git20220518.5b14351-3" || apt-get download libgloo-dev; } >/dev/null 2>&1); then
+                dpkg -x "$tmp"/libgloo-dev_*.deb .venv/gloo
+            else
+                echo "warning: apt-get download libgloo-dev failed (try apt-get update): runs of one process only"
+            fi
+            rm -rf "$tmp"
+        else
+            echo "warning: no apt-get/dpkg for gloo's headers (Debian's libgloo-dev): runs of one process only"
+        fi
+    fi
+    torch_dir=$(echo .venv/lib/python3*/site-packages/torch)
+    if [ -f "$torch_dir/lib/libtorch_cuda.so" ] && [ ! -f "$torch_dir/../nvidia/cu13/include/crt/host_config.h" ]; then
+        .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+            "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
+    fi
+
 # Build the release binary against .venv's libtorch
-build: setup
+build: setup c10d-headers
     cargo build --release --locked
 
 # Run an experiment: just run experiments/cosine_vs_linear.toml [--profile full] [--set key=value] [--device cuda] [--launcher slurm --gres gpu:1]
@@ -125,6 +151,8 @@ eval *args: build
 # Run the test suite (unit tests; end-to-end tests through the binary; event files read by TensorBoard;
 # FID with the real Inception network, checked against PyTorch)
 test: build tensorboard-setup
+    # The tests of one run across processes need gloo (`just c10d-headers`).
+    {{bin}} device | grep -q 'gloo yes' || { echo "test: this build has no gloo: just c10d-headers could not fetch Debian's libgloo-dev (apt-get update?)"; exit 1; }
     {{bin}} data fetch mnist
     {{bin}} data fetch fashion_mnist
     {{bin}} data fetch inception
@@ -139,6 +167,13 @@ bench *args: build
     {{bin}} data fetch fashion_mnist
     {{bin}} data fetch inception
     {{bin}} bench --compare --profile "$@"
+
+# One run trained by 1 and by 2 processes on the CPU: images/s and the all-reduce's cost per step
+# (analysis/bench/parallel-cpu.csv)
+bench-parallel *args: build
+    {{bin}} data fetch mnist
+    {{bin}} data fetch fashion_mnist
+    {{bin}} bench --processes 1,2 "$@"
 
 # Prepare the GPU check (bench/gpu_check.py): build, fetch the data, stage the binary and data under
 # .gpu-check/ within the device tool's 64 MiB carry, and print the device command to run. `--dry-run`

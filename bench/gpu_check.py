@@ -15,6 +15,7 @@ device in the same run for `bench`; the notebook's log for `notebook`), ratio = 
 `run` measures, within a time budget (default 330 s, for a device timeout of 400 s; parts that would not
 fit are skipped and say so), most valuable first:
   1. `ddpm device`; the profile `ddpm run --device cuda` chooses for the main job (`full`);
+  1b. a run in a group of one rank (NCCL on CUDA): the same weights as without a group;
   2. one short training run of every registered model (`ddpm models`): it trains, checkpoints, is
      killed with SIGKILL after its first checkpoint, resumes, and must end with the same weights and
      EMA (sha256) as an uninterrupted run under `train.deterministic = true` (strict: an operation
@@ -565,6 +566,42 @@ def part_train_resume(c, model):
     c.say(f"{model}: resumed {exercised}, same weights {same}")
 
 
+# Part 1b: one run across processes, one rank ----------------------------------------------------
+
+
+def part_parallel(c):
+    """A group of one rank (NCCL on CUDA, gloo on the CPU): the join, the gradients' bucketed all-reduce
+    and the per-image losses' on the device, against the same run without a group (the same weights:
+    a group of one sums nothing)."""
+    import socket
+    tiny = c.args.tiny
+    steps, batch = (4, 4) if tiny else (20, 128)
+    exp = write(os.path.join(c.scratch, "parallel.toml"),
+                experiment_toml("gpu_check_parallel", "simple", tiny, steps, batch, log_every=steps // 2,
+                                checkpoint_every=steps, limit=256 if tiny else 1024))
+    plain, grouped = (os.path.join(c.scratch, f"parallel-{k}") for k in ("plain", "group"))
+    c.ddpm(["run", exp, "--device", c.device, "--results", plain])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(c.env, DDPM_WORLD_SIZE="1", DDPM_RANK="0", DDPM_MASTER_ADDR="127.0.0.1", DDPM_MASTER_PORT=str(port))
+    t0 = time.monotonic()
+    p = subprocess.run([c.binary, "run", exp, "--device", c.device, "--results", grouped], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=max(60.0, c.left()))
+    c.say(f"$ DDPM_WORLD_SIZE=1 ddpm run parallel.toml  -> {p.returncode} in {time.monotonic() - t0:.1f}s")
+    a, b = (read_json(os.path.join(run_dirs(r)[0], "status.json")) for r in (plain, grouped))
+    log = open(os.path.join(run_dirs(grouped)[0], "log.txt")).read()
+    backend = "NCCL" if "rank 0 of 1 (NCCL)" in log else "gloo" if "rank 0 of 1 (gloo)" in log else "none"
+    c.row("parallel", "simple", "1 rank", "backend", backend, note=f"exit {p.returncode}; " + (b.get("error") or "")[-200:])
+    c.row("parallel", "simple", "1 rank", "ranks_max_weight_difference",
+          (b.get("train_metrics") or {}).get("ranks_max_weight_difference"))
+    c.row("parallel", "simple", "1 rank", "same_weights_as_without_group",
+          str(a.get("weights_sha256") == b.get("weights_sha256") and b.get("state") == "done").lower())
+    c.row("parallel", "simple", "1 rank", "images_per_sec", b.get("images_per_sec"), "img/s",
+          reference=a.get("images_per_sec"), note="reference: the same run without a group")
+    c.say(f"one rank ({backend}): same weights {a.get('weights_sha256') == b.get('weights_sha256')}")
+
+
 # Part 2 -------------------------------------------------------------------------------------------
 
 
@@ -719,6 +756,8 @@ def cmd_run(args):
         for m in models:
             if not c.skip("train", m, 20 if gpu else 0):
                 attempt("train", m, part_train_resume, m)
+        if not c.skip("parallel", "1 rank", 20 if gpu else 0):
+            attempt("parallel", "1 rank", part_parallel)
         variants = dict(BENCH_VARIANTS)
         if not c.skip("bench", "fp32", 90 if gpu else 0):
             attempt("bench", "fp32", part_bench, "fp32", variants["fp32"])

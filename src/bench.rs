@@ -201,7 +201,7 @@ fn sync(device: Device) {
 }
 
 /// The experiment file of one benchmark run: the recipe's model, size and batch; two logging windows.
-fn experiment(r: &Recipe, steps: usize, batch: i64) -> String {
+pub fn experiment(r: &Recipe, steps: usize, batch: i64) -> String {
     format!(
         r#"seed = 0
 [experiment]
@@ -250,8 +250,9 @@ fn measure(r: &Recipe, o: &BenchOptions, scratch: &Path) -> Result<Measured> {
     reset_peak_rss();
     crate::device::reset_peak_device_memory(o.device);
     let mut collect = Collect { records: Vec::new(), times: Vec::new(), profile: o.profile, phases: None };
-    let outcome =
-        crate::device::catching(o.device, || train_run(spec, &dir, o.device, &o.data_dir, &mut collect, Vec::new()))?;
+    let outcome = crate::device::catching(o.device, || {
+        train_run(spec, &dir, o.device, &o.data_dir, &mut collect, Vec::new(), None)
+    })?;
     let peak_host_bytes = peak_rss();
     let peak_device_bytes = crate::device::peak_device_memory(o.device);
     let measured = collect.records.get(1).context("the training loop logged no second window")?;

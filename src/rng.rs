@@ -2,7 +2,8 @@
 //! restore its state), so instead of checkpointing generator states, every stream of draws starts by
 //! seeding the generators from (run seed, stream name, index):
 //! - `init`: the weights; `epoch`/e: the data order of epoch e; `step`/k: the timesteps, noise and
-//!   dropout of training step k (see `train::draws`); `sample`: sampling; `forward-strip`: the
+//!   dropout of training step k (see `train::draws`); `rank`/(k·N + r): dropout of rank r of N at step
+//!   k in a run of several processes (`train::per_rank_stream`); `sample`: sampling; `forward-strip`: the
 //!   forward-process figure; `eval-sample-<s>`/b: batch b of an evaluation's samples (s = 0 for the
 //!   final evaluation, 1 during training); `eval-kid`: KID's subsets; `eval-bpd`: the bound's noise;
 //!   each with `-r<r>` appended under evaluation replicate r > 0 (`replicate_stream`).

@@ -120,6 +120,13 @@ fn the_gpu_check_stages_and_runs_every_part_on_the_cpu() {
         assert_eq!(value(&rows, "train", model, "fp32", "resumed_after_sigkill"), "true", "{model}\n{log}");
         assert_eq!(value(&rows, "train", model, "fp32", "same_weights_as_uninterrupted"), "true", "{model}");
     }
+    // Part 1b: a group of one rank (gloo here, NCCL on CUDA) trains the run without a group's weights.
+    assert_eq!(value(&rows, "parallel", "simple", "1 rank", "backend"), "gloo", "{log}");
+    assert_eq!(
+        value(&rows, "parallel", "simple", "1 rank", "ranks_max_weight_difference").parse::<f64>().unwrap(),
+        0.0
+    );
+    assert_eq!(value(&rows, "parallel", "simple", "1 rank", "same_weights_as_without_group"), "true");
     // Part 2: each variant measured on both sides; ddpm / PyTorch is their quotient.
     for variant in ["fp32", "tf32", "bf16", "channels_last"] {
         let row = rows

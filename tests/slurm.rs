@@ -8,7 +8,8 @@
 //! same experiment run locally, bit for bit; the analysis job runs after the array; submitting again
 //! runs nothing twice; a task sent SIGUSR1 (`scancel --signal=USR1 --batch`) writes a checkpoint,
 //! requeues itself and ends with the weights and logged losses of an uninterrupted run; `ddpm cancel`
-//! cancels; no daemon or job process is left behind.
+//! cancels; a run of `train.processes = 2` is one `srun` step of two tasks (gloo) and ends with the
+//! weights of the same run trained locally by two processes; no daemon or job process is left behind.
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -292,6 +293,7 @@ fn slurm_job_arrays_requeue_and_match_local_runs() {
 
     preemption(&env);
     cancel(&env);
+    two_processes(&env);
 
     let daemons = cluster.pids();
     assert_eq!(daemons.len(), 3);
@@ -302,6 +304,20 @@ fn slurm_job_arrays_requeue_and_match_local_runs() {
     assert!(job_processes(&env.conf).is_empty(), "job processes left running");
 }
 
+/// `body` without its grid (one run) as `file`: run here into `local`, and submitted to Slurm into
+/// `cluster` without the analysis job. Returns the array task's id.
+fn one_run_here_and_on_slurm(env: &Env, file: &str, body: &str) -> String {
+    let body = &body[..body.find("[grid]").unwrap()];
+    std::fs::write(env.work.join(file), body).unwrap();
+    env.ddpm(&["run", file, "--device", "cpu", "--results", "local"]);
+    let out = env.ddpm(&["run", file, "--launcher", "slurm", "--results", "cluster", "--no-analyze-job"]);
+    let stdout = text(&out.stdout);
+    stdout
+        .lines()
+        .find_map(|l| l.split_whitespace().next().filter(|w| w.ends_with("_0")).map(String::from))
+        .unwrap_or_else(|| panic!("no task id in\n{stdout}"))
+}
+
 /// One long run: SIGUSR1 to its batch script while it trains. It writes a checkpoint, requeues
 /// itself, resumes, and ends with the weights and the logged losses of an uninterrupted run.
 fn preemption(env: &Env) {
@@ -309,15 +325,7 @@ fn preemption(env: &Env) {
         .replace("name = \"tiny_slurm\"", "name = \"tiny_preempt\"")
         .replace("seeds = [0, 1]", "seeds = [0]")
         .replace("steps = 60", "steps = 400");
-    let body = &body[..body.find("[grid]").unwrap()];
-    std::fs::write(env.work.join("preempt.toml"), body).unwrap();
-    env.ddpm(&["run", "preempt.toml", "--device", "cpu", "--results", "local"]);
-    let out = env.ddpm(&["run", "preempt.toml", "--launcher", "slurm", "--results", "cluster", "--no-analyze-job"]);
-    let stdout = text(&out.stdout);
-    let task = stdout
-        .lines()
-        .find_map(|l| l.split_whitespace().next().filter(|w| w.ends_with("_0")).map(String::from))
-        .unwrap_or_else(|| panic!("no task id in\n{stdout}"));
+    let task = one_run_here_and_on_slurm(env, "preempt.toml", &body);
     let exp_runs = |root: &str| -> PathBuf {
         let link = env.work.join(root).join("experiments/tiny_preempt/tiny_preempt");
         std::fs::canonicalize(link).unwrap()
@@ -357,6 +365,47 @@ fn preemption(env: &Env) {
             .collect()
     };
     assert_eq!(steps(&dir), steps(&exp_runs("local")), "each step logged once, with the same loss");
+}
+
+/// A run of `train.processes = 2` becomes one `srun` step of two tasks (gloo, one node): both ranks
+/// train it, rank 0 writes it, and it ends with the weights of the same run trained locally by two
+/// processes (the relative L2 distance of the weights below the equality test's tolerance).
+fn two_processes(env: &Env) {
+    let body = TINY
+        .replace("name = \"tiny_slurm\"", "name = \"tiny_ranks\"")
+        .replace("seeds = [0, 1]", "seeds = [3]")
+        .replace("batch_size = 32", "batch_size = 32\nprocesses = 2");
+    let task = one_run_here_and_on_slurm(env, "ranks.toml", &body);
+    let slurm_dir = env.work.join("cluster/experiments/tiny_ranks/slurm");
+    let sbatch = std::fs::read_to_string(slurm_dir.join("submit-1.sbatch")).unwrap();
+    assert!(sbatch.contains("#SBATCH --ntasks=2\n") && sbatch.contains("procs=(2)"), "{sbatch}");
+    let ended = wait_until_ended(env, &task, Duration::from_secs(600));
+    let log = std::fs::read_to_string(slurm_dir.join("logs").join(format!("{task}.out"))).unwrap();
+    assert_eq!(ended, "COMPLETED", "{log}");
+    assert!(log.contains("ddpm: 2 processes, rendezvous at 127.0.0.1:"), "{log}");
+    assert!(log.contains("rank 1 of 2: done"), "{log}");
+    let dir =
+        |root: &str| std::fs::canonicalize(env.work.join(root).join("experiments/tiny_ranks/tiny_ranks")).unwrap();
+    let remote = json(&dir("cluster").join("status.json"));
+    assert_eq!(remote["state"], "done", "{remote}");
+    assert_eq!(remote["train_metrics"]["ranks_max_weight_difference"].as_f64(), Some(0.0), "{remote}");
+    let attempts = lines(&dir("cluster").join("attempts.jsonl"));
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["processes"], 2);
+    let weights = |d: PathBuf| {
+        let mut w = tch::Tensor::read_safetensors(d.join("model.safetensors")).unwrap();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    let (a, b) = (weights(dir("local")), weights(dir("cluster")));
+    let (mut diff, mut norm) = (0.0, 0.0);
+    for ((_, x), (_, y)) in a.iter().zip(&b) {
+        diff += (x - y).square().sum(tch::Kind::Double).double_value(&[]);
+        norm += x.square().sum(tch::Kind::Double).double_value(&[]);
+    }
+    let d = (diff / norm).sqrt();
+    eprintln!("two ranks under Slurm against two local ranks: relative distance {d:e}");
+    assert!(d < 1e-2, "{d}");
 }
 
 /// `ddpm cancel` cancels what is queued; the status then says so.

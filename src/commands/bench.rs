@@ -41,9 +41,21 @@ pub struct Args {
     /// directory, the executable's folder, or an ancestor of either]
     #[arg(long)]
     reference_script: Option<PathBuf>,
+    /// Instead: one run trained by each of these numbers of processes on the CPU, e.g. 1,2 (training
+    /// images/s and the all-reduce's cost per step; analysis/bench/parallel-cpu.csv)
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(usize))]
+    processes: Vec<usize>,
 }
 
 pub fn exec(a: Args) -> Result<bool> {
+    if !a.processes.is_empty() {
+        if a.processes.contains(&0) {
+            anyhow::bail!("--processes: counts of processes are integers >= 1");
+        }
+        print!("{}", ddpm::scaling::run(&a.models, &a.processes, a.steps.unwrap_or(4), a.batch, &a.out)?);
+        println!("written to {}", a.out.join("parallel-cpu.csv").display());
+        return Ok(true);
+    }
     let device = ddpm::device::parse(&a.device)?;
     let out = a.out.clone();
     let opts = ddpm::bench::BenchOptions {

@@ -43,6 +43,20 @@ pub fn across_sections(c: &RunConfig, check: &mut Check) {
     formulation(c, check);
     churn_keys(c, check);
     posthoc_ema(c, check);
+    processes(c, check);
+}
+
+/// A run of several processes: the clustering's E-steps relabel the images between steps on one
+/// process only, so a cluster-conditional run trains in one.
+fn processes(c: &RunConfig, check: &mut Check) {
+    if c.train.processes > 1 {
+        check(
+            !c.cluster.on(),
+            "train.processes",
+            c.train.processes.to_string(),
+            "1 with [cluster] (the E-steps relabel the images on one process)",
+        );
+    }
 }
 
 /// The model's downsamplings fit the image size (checked once the size itself is in range).

@@ -268,6 +268,17 @@ pub struct TrainConfig {
     /// TF32 for float32 matmuls on Ampere and newer GPUs (libtorch's default is off for matmuls and on
     /// for cuDNN convolutions; this key changes the former).
     pub tf32: bool,
+    /// Processes ("ranks") that train this one run together (data parallelism through libtorch's c10d:
+    /// gloo on the CPU, NCCL on CUDA): each computes the gradient of its share of the global batch
+    /// `batch_size`, and the summed gradients update identical weights on every rank. Execution only
+    /// (the same run within the all-reduce's rounding: README, "One run on several devices"), except
+    /// for models with batch norm or dropout, whose result depends on the split.
+    #[serde(skip_serializing_if = "is_one")]
+    pub processes: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// `[train.posthoc_ema]`: the relative widths σ_rel of the two stored averaging profiles and how
@@ -330,6 +341,7 @@ impl Default for TrainConfig {
             posthoc_ema: None,
             log_every: 50,
             checkpoint_every: 1000,
+            processes: 1,
             deterministic: true,
             cpu_isa: crate::config::CpuIsa::Native,
             precision: Precision::Fp32,
@@ -566,8 +578,15 @@ impl SplitName {
 /// Keys that change how a run is executed or displayed but not its results; they are left out of
 /// the run's identity (its hash). `data.path` says where the data is; its content's sha256 is in the
 /// identity instead.
-pub const EXECUTION_ONLY_KEYS: &[&str] =
-    &["train.log_every", "train.checkpoint_every", "train.deterministic", "train.cpu_isa", "eval", "data.path"];
+pub const EXECUTION_ONLY_KEYS: &[&str] = &[
+    "train.log_every",
+    "train.checkpoint_every",
+    "train.deterministic",
+    "train.cpu_isa",
+    "train.processes",
+    "eval",
+    "data.path",
+];
 
 /// A violated constraint: the key, the offending value and what is allowed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -684,6 +703,15 @@ impl TrainConfig {
         );
         check(t.log_every >= 1, "train.log_every", t.log_every.to_string(), "an integer >= 1");
         check(t.checkpoint_every >= 1, "train.checkpoint_every", t.checkpoint_every.to_string(), "an integer >= 1");
+        check(
+            t.processes >= 1 && t.batch_size % t.processes.max(1) as i64 == 0,
+            "train.processes",
+            t.processes.to_string(),
+            &format!(
+                "an integer >= 1 that divides train.batch_size ({}): each rank takes an equal share",
+                t.batch_size
+            ),
+        );
         check((0.0..1.0).contains(&t.ema_decay), "train.ema_decay", t.ema_decay.to_string(), "0 <= ema_decay < 1");
         let delta = t.huber_delta;
         check(delta > 0.0 && delta.is_finite(), "train.huber_delta", delta.to_string(), "a finite number > 0");

@@ -31,6 +31,11 @@ impl RunSpec {
 fn identity(config: &RunConfig) -> anyhow::Result<Value> {
     let mut canonical = serde_json::to_value(config).expect("RunConfig serializes to JSON");
     for key in EXECUTION_ONLY_KEYS {
+        // The number of processes is a run's own when the network's training depends on the split
+        // (batch norm's statistics, dropout's masks per rank): then N ranks train another run.
+        if *key == "train.processes" && config.train.processes > 1 && config.model.depends_on_the_split().is_some() {
+            continue;
+        }
         remove_path(&mut canonical, key);
     }
     // The trajectory's steps as resolved: left out (T, 3T/4, …) and written out are the same run.
@@ -91,6 +96,28 @@ mod tests {
         let mut c = a.clone();
         c.train.lr = 1e-3;
         assert_ne!(RunSpec::new("e", "x".into(), a).unwrap().hash, RunSpec::new("e", "x".into(), c).unwrap().hash);
+    }
+
+    /// Processes are execution only where they change nothing but rounding; with batch norm or
+    /// dropout, N ranks train another run, with a hash of its own (and one process keeps its hash).
+    #[test]
+    fn processes_are_a_runs_own_only_where_the_split_matters() {
+        let hash = |c: &RunConfig| RunSpec::new("e", "x".into(), c.clone()).unwrap().hash;
+        let one = RunConfig::default();
+        let mut two = one.clone();
+        two.train.processes = 2;
+        assert_eq!(hash(&one), hash(&two), "simple: no batch norm, no dropout");
+        let mut bn = one.clone();
+        bn.model = crate::config::model::ModelConfig::default_named("simple_bn").unwrap();
+        let mut bn2 = bn.clone();
+        bn2.train.processes = 2;
+        assert_ne!(hash(&bn), hash(&bn2), "batch norm: statistics per rank");
+        assert!(!serde_json::to_string(&identity(&bn).unwrap()).unwrap().contains("processes"));
+        let mut dropout = one.clone();
+        dropout.model = crate::config::model::ModelConfig::default_named("ddpm_cifar").unwrap();
+        let mut dropout2 = dropout.clone();
+        dropout2.train.processes = 2;
+        assert_ne!(hash(&dropout), hash(&dropout2), "dropout 0.1: masks per rank");
     }
 
     #[test]

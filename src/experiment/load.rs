@@ -753,13 +753,19 @@ fn check_run_key(key: &str, origin: &Origin, section: &str) -> Result<()> {
 }
 
 /// The harness's own environment variables: settings of the program, not run keys.
-pub const HARNESS_VARIABLES: [&str; 6] = [
+pub const HARNESS_VARIABLES: [&str; 12] = [
     "DDPM_DATA_DIR",
     "DDPM_RESULTS_DIR",
     "DDPM_CIFAR10",
     "DDPM_SKIP_SLURM_TEST",
     crate::hardware::NATIVE_BF16_ENV,
     crate::hardware::INHERITED_ENV,
+    crate::distributed::RANK,
+    crate::distributed::WORLD_SIZE,
+    crate::distributed::MASTER_ADDR,
+    crate::distributed::MASTER_PORT,
+    crate::distributed::TIMEOUT,
+    crate::distributed::THREADS,
 ];
 /// Prefixes of the harness's own variables (the Slurm launcher's `DDPM_SLURM_<KEY>`, checked by it).
 const HARNESS_PREFIXES: [&str; 1] = ["DDPM_SLURM_"];

@@ -5,6 +5,7 @@
 pub mod board;
 mod events;
 pub mod one;
+mod ranks;
 pub mod slurm;
 pub mod status;
 
@@ -338,27 +339,44 @@ fn execute(
     let verb = if evaluate_only { "eval" } else { "run " };
     say(format!("{verb} {label} ({}) on {} -> {}", spec.hash, device_arg(device), dir.path.display()));
     let log = dir.file(Artifact::Log);
-    let result = (|| -> Result<i32> {
+    let result = (|| -> Result<(i32, Option<ranks::RankEnd>)> {
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .with_context(|| format!("cannot open {}", log.display()))?;
-        let mut cmd = Command::new(std::env::current_exe().context("cannot find the ddpm executable")?);
-        let (child_device, visible) = child_device(device, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref());
-        if let Some(v) = visible {
-            cmd.env("CUDA_VISIBLE_DEVICES", v);
+        let exe = std::env::current_exe().context("cannot find the ddpm executable")?;
+        let evals_json = serde_json::to_string(&evals)?;
+        // `ddpm run-one` of this run on `device`.
+        let command = |device: Device| {
+            let mut cmd = Command::new(&exe);
+            let (child_device, visible) = child_device(device, std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref());
+            if let Some(v) = visible {
+                cmd.env("CUDA_VISIBLE_DEVICES", v);
+            }
+            cmd.arg("run-one").arg(&dir.path).args(["--device", &child_device]);
+            if opts.allow_device_change {
+                cmd.arg("--allow-device-change");
+            }
+            cmd.arg("--eval").arg(&evals_json).env("DDPM_DATA_DIR", &opts.data_dir);
+            cmd
+        };
+        let mut cmd = command(device);
+        cmd.arg("--events").stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(log_file));
+        // A run of several processes: rank 0 is this one; the others start beside it.
+        let n = spec.config.train.processes;
+        if device.is_cuda() && n > opts.devices.len() {
+            anyhow::bail!(
+                "train.processes = {n} needs {n} CUDA devices, one per rank, and this runner has {} (list them with \
+                 --devices, e.g. --devices 0,1)",
+                opts.devices.len()
+            );
         }
-        cmd.arg("run-one").arg(&dir.path).args(["--device", &child_device, "--events"]);
-        if opts.allow_device_change {
-            cmd.arg("--allow-device-change");
+        let world = ranks::world(n)?;
+        let first = opts.devices.iter().position(|d| *d == device).unwrap_or(0);
+        if let Some(w) = &world {
+            ranks::configure(&mut cmd, w, device);
         }
-        cmd.arg("--eval")
-            .arg(serde_json::to_string(&evals)?)
-            .env("DDPM_DATA_DIR", &opts.data_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file));
         // SAFETY: prctl only sets a flag of the child before exec: it is killed if the runner dies,
         // so a killed runner leaves no run behind holding its lock.
         unsafe {
@@ -369,36 +387,119 @@ fn execute(
         }
         let mut child = cmd.spawn().context("cannot start `ddpm run-one`")?;
         children.add(child.id());
-        let mut progress = match multi {
-            Some(m) => Progress::in_multi(&label, m),
-            None => Progress::new(&label),
-        };
-        let stdout = child.stdout.take().expect("piped stdout");
-        for line in BufReader::new(stdout).lines() {
-            let Ok(event) = serde_json::from_str::<Event>(&line?) else { continue };
-            match event {
-                Event::Phase { name, total } => progress.phase(&name, total),
-                Event::Advance { position } => progress.advance(position),
-                Event::Logged { step, loss, images_per_sec } => progress.logged(&LogRecord {
-                    step,
-                    loss,
-                    grad_norm: None,
-                    loss_quarters: [None; 4],
-                    images_per_sec,
-                    lr: 0.0,
-                    elapsed_seconds: 0.0,
-                }),
-                Event::Note { text } => progress.note(&text),
-                Event::Busy { .. } => {}
+        let others = match &world {
+            Some(w) => {
+                let others = ranks::Others::start(w, &log, |rank| {
+                    let rank_device = ranks::device_of(&opts.devices, first, rank);
+                    let mut cmd = command(rank_device);
+                    ranks::configure(&mut cmd, w, rank_device);
+                    Ok(cmd)
+                });
+                match others {
+                    Ok(o) => Some(o),
+                    Err(e) => {
+                        let _ = child.kill();
+                        children.remove(child.id());
+                        let _ = child.wait();
+                        return Err(e);
+                    }
+                }
             }
+            None => None,
+        };
+        for pid in others.iter().flat_map(|o| o.pids()) {
+            children.add(pid);
         }
-        progress.finish();
-        // Out of the list before it is reaped, so that no signal can reach a reused pid.
-        children.remove(child.id());
-        let status = child.wait()?;
+        let rank0 = child.id();
+        // While rank 0 runs, a watcher reaps the other ranks: when one fails, rank 0 fails too at its
+        // next collective (gloo sees the closed connection); if it has not ended `GRACE` later (a
+        // rendezvous, an NCCL collective or a long phase without collectives), it is killed.
+        let rank0_ended = Mutex::new(false);
+        let watcher_killed_rank0 = std::sync::atomic::AtomicBool::new(false);
+        let status = std::thread::scope(|scope| -> Result<std::process::ExitStatus> {
+            if let Some(o) = &others {
+                scope.spawn(|| {
+                    let mut failed_at: Option<std::time::Instant> = None;
+                    while !*rank0_ended.lock().expect("rank 0") {
+                        if failed_at.is_none() && o.poll(|pid| children.remove(pid)).is_some() {
+                            failed_at = Some(std::time::Instant::now());
+                        }
+                        if failed_at.is_some_and(|t| t.elapsed() >= ranks::GRACE) {
+                            let ended = rank0_ended.lock().expect("rank 0");
+                            if !*ended {
+                                // SAFETY: rank 0 is not reaped while `rank0_ended` is false and held.
+                                unsafe { libc::kill(rank0 as libc::pid_t, libc::SIGKILL) };
+                                watcher_killed_rank0.store(true, std::sync::atomic::Ordering::SeqCst);
+                            }
+                            break;
+                        }
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                    }
+                });
+            }
+            let mut progress = match multi {
+                Some(m) => Progress::in_multi(&label, m),
+                None => Progress::new(&label),
+            };
+            let stdout = child.stdout.take().expect("piped stdout");
+            for line in BufReader::new(stdout).lines() {
+                let Ok(event) = serde_json::from_str::<Event>(&line?) else { continue };
+                match event {
+                    Event::Phase { name, total } => progress.phase(&name, total),
+                    Event::Advance { position } => progress.advance(position),
+                    Event::Logged { step, loss, images_per_sec } => progress.logged(&LogRecord {
+                        step,
+                        loss,
+                        grad_norm: None,
+                        loss_quarters: [None; 4],
+                        images_per_sec,
+                        lr: 0.0,
+                        elapsed_seconds: 0.0,
+                    }),
+                    Event::Note { text } => progress.note(&text),
+                    Event::Busy { .. } => {}
+                }
+            }
+            progress.finish();
+            // Out of the list before it is reaped, so that no signal can reach a reused pid.
+            let mut ended = rank0_ended.lock().expect("rank 0");
+            *ended = true;
+            children.remove(rank0);
+            let status = child.wait();
+            drop(ended);
+            Ok(status?)
+        })?;
+        let ends = others.map(|o| o.finish(ranks::GRACE, |pid| children.remove(pid))).unwrap_or_default();
         use std::os::unix::process::ExitStatusExt;
-        Ok(status.code().unwrap_or_else(|| -status.signal().unwrap_or(0)))
+        let code = status.code().unwrap_or_else(|| -status.signal().unwrap_or(0));
+        // Rank 0 killed by a signal it was not sent by the watcher: that is the cause.
+        let own_death = code < 0 && !watcher_killed_rank0.load(std::sync::atomic::Ordering::SeqCst);
+        Ok((code, ranks::failed(&ends).filter(|_| !own_death)))
     })();
+    // Another rank failed (killed, or an error): rank 0 failed at its next collective (or was ended);
+    // the run is resumable from its last checkpoint, as if rank 0 had been killed.
+    let result = match result {
+        Ok((code, Some(k))) if code != one::Ended::STOPPED_EXIT => {
+            let n = spec.config.train.processes;
+            let resumable_from = dir.valid_checkpoint().0.unwrap_or(0);
+            let message = format!("{}; resumable from step {resumable_from}", k.describe(n));
+            if let Ok(Some(mut status)) = dir.status() {
+                if status.state != State::Done {
+                    status.state = State::Failed;
+                    let before = status.error.map(|e| format!(" ({e})")).unwrap_or_default();
+                    status.error = Some(format!("{message}{before}"));
+                    let _ = dir.write_status(&status);
+                }
+            }
+            say(format!("run {} interrupted: {message}", spec.label));
+            return if k.code < 0 {
+                Outcome::Killed { signal: -k.code, resumable_from }
+            } else {
+                Outcome::Failed { error: message, log }
+            };
+        }
+        other => other.map(|(code, _)| code),
+    };
     match result {
         // A negative code: killed by that signal before it could record an outcome.
         Ok(code) if code < 0 => {

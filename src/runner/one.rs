@@ -101,6 +101,20 @@ pub fn run_one(
     let pinned = crate::hardware::pin_process(spec.config.train.cpu_isa);
     // Before the first cuBLAS call of this process (a run executes in a process of its own).
     crate::device::prepare(&spec.config.train, device);
+    let world = crate::distributed::World::from_env()?;
+    // Inside a Slurm step the tasks of a node share its GPUs: each takes its own (local rank).
+    let device = match (device, world.as_ref(), std::env::var("SLURM_LOCALID").ok()) {
+        (Device::Cuda(0), Some(_), Some(local)) if tch::Cuda::device_count() > 1 => {
+            Device::Cuda(local.parse::<usize>().unwrap_or(0) % tch::Cuda::device_count() as usize)
+        }
+        (d, ..) => d,
+    };
+    if let Some(n) = std::env::var(crate::distributed::THREADS).ok().and_then(|v| v.parse::<i32>().ok()) {
+        tch::set_num_threads(n.max(1));
+    }
+    if let Some(w) = world.as_ref().filter(|w| w.rank > 0) {
+        return follow(&spec, &dir, device, data_dir, w);
+    }
     let _lock = match lock::try_acquire(&dir.path)? {
         Acquired::Held(l) => l,
         Acquired::Busy(holder) => {
@@ -130,7 +144,7 @@ pub fn run_one(
     let status = match done {
         Some(_) if !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
         Some(status) => status,
-        None => match train(&spec, &dir, device, data_dir, reporter.as_mut(), allow_device_change)? {
+        None => match train(&spec, &dir, device, data_dir, reporter.as_mut(), allow_device_change, world.as_ref())? {
             Trained::Done(status) => *status,
             Trained::Failed => return Ok(Ended::Failed),
             Trained::Stopped => return Ok(Ended::Stopped),
@@ -209,6 +223,60 @@ pub fn check_device_change(dir: &RunDir, resume: Option<usize>, device: Device, 
     }
 }
 
+/// The processes that trained the checkpoint of the last attempt (1 for attempts before
+/// `train.processes`).
+fn processes_before(dir: &RunDir) -> usize {
+    dir.attempts().last().and_then(|a| a.rest.get("processes")?.as_u64()).map_or(1, |n| n as usize)
+}
+
+/// Resuming with another number of processes than the checkpoint's: the same run within the
+/// all-reduce's rounding when the network's training forward does not depend on the split (no batch
+/// norm, no dropout), so allowed (and recorded); otherwise refused.
+pub fn check_processes_change(dir: &RunDir, spec: &RunSpec, resume: Option<usize>, now: usize) -> Result<()> {
+    let before = processes_before(dir);
+    if let (Some(step), Some(why)) = (resume, spec.config.model.depends_on_the_split()) {
+        if before != now {
+            anyhow::bail!(
+                "{}: its checkpoint at step {step} was trained by {before} process(es) and this attempt has {now} \
+                 (train.processes); with {why} the result depends on how each batch is split, so the resumed run \
+                 would match neither. Resume it with train.processes = {before} (--set train.processes={before})",
+                dir.path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A rank other than 0 of a run of several processes: no lock, status or events (rank 0 keeps them);
+/// it trains its share, and fails with the reason on stderr or exits 0.
+fn follow(
+    spec: &RunSpec,
+    dir: &RunDir,
+    device: Device,
+    data_dir: &Path,
+    w: &crate::distributed::World,
+) -> Result<Ended> {
+    // Its exit says only whether it failed (0 otherwise: done, stopped or nothing to train): the run's
+    // outcome is rank 0's, and under `srun --kill-on-bad-exit` a non-zero exit would end rank 0 too.
+    if dir.status()?.is_some_and(|s| s.state == State::Done) {
+        return Ok(Ended::Done);
+    }
+    let g = crate::distributed::Group::join(w, device.is_cuda(), crate::distributed::timeout_from_env())?;
+    let trained = crate::device::catching(device, || crate::train::follow(spec, dir, device, data_dir, &g));
+    match trained {
+        Ok(o) => {
+            let d = o.metrics.get("ranks_max_weight_difference").copied().unwrap_or(f64::NAN);
+            eprintln!("rank {} of {}: done; weights differ from rank 0's by at most {d:e}", w.rank, w.size);
+            Ok(Ended::Done)
+        }
+        Err(e) if e.is::<stop::Stopped>() => {
+            eprintln!("rank {} of {}: stopped with rank 0", w.rank, w.size);
+            Ok(Ended::Done)
+        }
+        Err(e) => Err(e.context(format!("rank {} of {}", w.rank, w.size))),
+    }
+}
+
 /// Trains the run.
 fn train(
     spec: &RunSpec,
@@ -217,12 +285,15 @@ fn train(
     data_dir: &Path,
     reporter: &mut dyn Reporter,
     allow_device_change: bool,
+    world: Option<&crate::distributed::World>,
 ) -> Result<Trained> {
     let device_name = crate::device::describe(device);
     // What the loop will load: the newest checkpoint that verifies, not the newest file.
     let (resume, _) = dir.valid_checkpoint();
+    let processes = world.map_or(1, |w| w.size);
     // Refusals before the attempt starts are the run's recorded error (the runner prints it).
     let checked = check_device_change(dir, resume, device, allow_device_change)
+        .and_then(|changed| check_processes_change(dir, spec, resume, processes).map(|_| changed))
         .and_then(|changed| Ok((changed, crate::device::check_free_memory(device)?)));
     let (changed, memory) = match checked {
         Ok(c) => c,
@@ -245,6 +316,7 @@ fn train(
     }
     let hardware = crate::hardware::Hardware::here(device, spec.config.train.cpu_isa);
     extra.insert("hardware_key".into(), hardware.key().into());
+    extra.insert("processes".into(), processes.into());
     extra.insert("hardware".into(), serde_json::to_value(&hardware)?);
     dir.record_attempt(&device_name, resume, crate::device::determinism(), extra)?;
     dir.write_status(&Status::new(State::Running, spec, resume.unwrap_or(0)))?;
@@ -253,7 +325,13 @@ fn train(
         let during = DuringTraining::for_run(&spec.config, &dir.path, device, data_dir);
         let hooks: Vec<Box<dyn crate::train::Hook>> =
             during.into_iter().map(|d| Box::new(d) as Box<dyn crate::train::Hook>).collect();
-        train_run(spec, dir, device, data_dir, reporter, hooks)
+        let group = match world {
+            Some(w) => {
+                Some(crate::distributed::Group::join(w, device.is_cuda(), crate::distributed::timeout_from_env())?)
+            }
+            None => None,
+        };
+        train_run(spec, dir, device, data_dir, reporter, hooks, group.as_ref())
     });
     match trained {
         Ok(o) => {
@@ -306,5 +384,33 @@ mod tests {
         assert!(!check_device_change(&run, None, Device::Cpu, false).unwrap(), "nothing to resume");
         attempt("cpu (2 threads)");
         assert!(check_device_change(&run, Some(500), Device::Cuda(0), false).is_err(), "and the reverse");
+    }
+
+    /// Another number of processes resumes a run whose result does not depend on the split, and is
+    /// refused, naming the key and the count to use, for batch norm or dropout.
+    #[test]
+    fn resuming_with_another_number_of_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir { path: dir.path().to_path_buf() };
+        let mut extra = serde_json::Map::new();
+        extra.insert("processes".into(), 2.into());
+        run.record_attempt("cpu (1 threads)", None, serde_json::json!({}), extra).unwrap();
+        let spec = |model: &str| {
+            let mut config = crate::config::RunConfig::default();
+            config.model = crate::config::model::ModelConfig::default_named(model).unwrap();
+            RunSpec { experiment: "e".into(), label: "e".into(), config, hash: "h".into() }
+        };
+        assert!(check_processes_change(&run, &spec("simple"), Some(10), 1).is_ok(), "no batch norm, no dropout");
+        assert!(check_processes_change(&run, &spec("simple_bn"), Some(10), 2).is_ok(), "the same number");
+        assert!(check_processes_change(&run, &spec("simple_bn"), None, 1).is_ok(), "nothing to resume");
+        let err = check_processes_change(&run, &spec("simple_bn"), Some(10), 1).unwrap_err().to_string();
+        assert!(err.contains("trained by 2 process(es)") && err.contains("train.processes = 2"), "{err}");
+        assert!(err.contains("batch norm"), "{err}");
+        let mut dropout = spec("unet");
+        if let crate::config::model::ModelConfig::Unet(c) = &mut dropout.config.model {
+            c.dropout = 0.1;
+        }
+        let err = check_processes_change(&run, &dropout, Some(10), 3).unwrap_err().to_string();
+        assert!(err.contains("dropout"), "{err}");
     }
 }

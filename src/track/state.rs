@@ -7,7 +7,8 @@ use super::run_dir::{RunDir, State};
 pub enum RunState {
     New,
     Done,
-    Failed,
+    /// Failed; the next `run` tries again, from this step's checkpoint when one verifies.
+    Failed(Option<usize>),
     /// A live process holds the run's lock.
     Running(String),
     /// Stopped before the end with checkpoints: the next `run` resumes at this step (0: no checkpoint
@@ -22,7 +23,8 @@ impl std::fmt::Display for RunState {
         match self {
             RunState::New => write!(f, "new"),
             RunState::Done => write!(f, "done"),
-            RunState::Failed => write!(f, "failed"),
+            RunState::Failed(None) => write!(f, "failed"),
+            RunState::Failed(Some(step)) => write!(f, "failed (resumes at step {step})"),
             RunState::Running(holder) => write!(f, "running ({holder})"),
             RunState::Partial(step, corrupt) => {
                 let skipped = if corrupt.is_empty() {
@@ -53,7 +55,7 @@ pub fn state_of(dir: &RunDir) -> RunState {
     }
     match dir.status().ok().flatten().map(|s| s.state) {
         Some(State::Done) => RunState::Done,
-        Some(State::Failed) => RunState::Failed,
+        Some(State::Failed) => RunState::Failed(dir.valid_checkpoint().0),
         Some(State::Running | State::Stopped) => partial(dir).unwrap_or(RunState::Interrupted),
         None => partial(dir).unwrap_or(RunState::New),
     }

@@ -34,6 +34,24 @@ pub struct Prepared {
 }
 
 impl Prepared {
+    /// Rank `rank`'s share of the batch among `size` ranks: images `rank·B/size .. (rank + 1)·B/size`
+    /// with their t, noise and every other per-image draw (`train.processes` divides B).
+    pub fn shard(&self, rank: usize, size: usize) -> Prepared {
+        let b = self.x0.size()[0];
+        let (n, start) = (b / size as i64, rank as i64 * (b / size as i64));
+        let part = |t: &Tensor| t.narrow(0, start, n);
+        Prepared {
+            x0: part(&self.x0),
+            t: part(&self.t),
+            time: self.time.as_ref().map(part),
+            noise: part(&self.noise),
+            offset: self.offset.as_ref().map(part),
+            self_condition: self.self_condition,
+            labels: self.labels.as_ref().map(part),
+            importance: self.importance.as_ref().map(part),
+        }
+    }
+
     pub fn batch(&self) -> step::Batch<'_> {
         step::Batch {
             x0: &self.x0,

@@ -25,6 +25,7 @@ pub use hook::Hook;
 use crate::config::RunSpec;
 use crate::data::Dataset;
 use crate::diffusion::Diffusion;
+use crate::distributed::Group;
 use crate::models;
 use crate::progress::phases::Phases;
 use crate::progress::Reporter;
@@ -88,6 +89,9 @@ fn hooks<'a>(
 /// the final weights as `model.safetensors` and their average as `ema.safetensors`, then draws
 /// `sample.num_samples` images with the configured sampler. `outer` are the caller's hooks (the
 /// evaluation during training, which sits above training).
+///
+/// With `parallel` (a run of several processes), this is one rank: rank 0 does all of the above and
+/// writes everything; the other ranks only `follow` it, training their share of every batch.
 pub fn train_run<'a>(
     spec: &RunSpec,
     dir: &RunDir,
@@ -95,7 +99,11 @@ pub fn train_run<'a>(
     data_dir: &Path,
     reporter: &mut dyn Reporter,
     outer: Vec<Box<dyn Hook + 'a>>,
+    parallel: Option<&Group>,
 ) -> Result<Outcome> {
+    if let Some(g) = parallel.filter(|g| g.rank > 0) {
+        return follow(spec, dir, device, data_dir, g);
+    }
     let (cfg, started) = (&spec.config, Instant::now());
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
     let diffusion = Diffusion::new(cfg, device);
@@ -109,6 +117,15 @@ pub fn train_run<'a>(
     }
     let mut hooks = hooks(spec, &data, outer, reporter);
     let (start, before) = resume(dir, &mut learner, &mut hooks, reporter)?;
+    if let Some(g) = parallel {
+        g.broadcast_i64(start as i64, device)?;
+        reporter.note(&format!(
+            "rank 0 of {} ({}): each rank trains {} images of every batch",
+            g.size,
+            backend(g),
+            batch / g.size as i64
+        ));
+    }
     if start > 0 {
         tensorboard::truncate_after(&dir.path, start as i64)?;
     }
@@ -127,8 +144,10 @@ pub fn train_run<'a>(
     for step in start + 1..=steps {
         let step_started = Instant::now();
         let b = batches.next(step, &learner.timesteps, &hooks, &mut profile.phases);
+        per_rank_stream(cfg.seed, step, parallel);
         let logging = step % cfg.train.log_every == 0 || step == steps;
-        let update = learner.update(&diffusion, &cfg.train, device, b.batch(), step, logging, &mut profile.phases);
+        let update =
+            learner.update(&diffusion, &cfg.train, device, &b, step, logging, &mut profile.phases, parallel)?;
         let mut s = hook::Step {
             step,
             steps,
@@ -157,6 +176,13 @@ pub fn train_run<'a>(
             h.after_step(&mut s)?;
             profile.mark(h.name());
         }
+        if let Some(g) = parallel.filter(|_| logging && step < steps) {
+            // The ranks stop at the same step: a signal that reached any of them stops all.
+            if g.any(s.stop.is_some() || crate::signal::requested().is_some(), device)? && s.stop.is_none() {
+                s.stop = Some(crate::signal::requested().unwrap_or("a stop request on another rank"));
+                s.checkpoint = true;
+            }
+        }
         profile.window_closed(logging, step == steps, s.reporter);
         if s.checkpoint {
             let spent = before.plus(train_started.elapsed().as_secs_f64(), started.elapsed().as_secs_f64());
@@ -174,6 +200,12 @@ pub fn train_run<'a>(
         }
     }
     let spent = before.plus(train_started.elapsed().as_secs_f64(), 0.0);
+    let mut agreement = BTreeMap::new();
+    if let Some(g) = parallel {
+        let d = g.max_difference(learner.opt.params())?;
+        reporter.note(&format!("the {} ranks' weights differ by at most {d:e}", g.size));
+        agreement.insert("ranks_max_weight_difference".to_string(), d);
+    }
     let images_per_sec = ((steps - spent.uncounted_steps) as i64 * batch) as f64 / spent.train_seconds.max(1e-9);
     let run = Run { spec, dir, diffusion: &diffusion, data: &data, classes, device };
     let f = finish(&run, &learner, &mut hooks, &mut events, reporter)?;
@@ -186,7 +218,63 @@ pub fn train_run<'a>(
         parameters,
         resumed_from: (start > 0).then_some(start),
         best_fid_during: f.best_during,
-        metrics: f.metrics,
+        metrics: f.metrics.into_iter().chain(agreement).collect(),
+    })
+}
+
+/// With several ranks, what the network draws itself (dropout's masks) comes from a stream of each
+/// rank's own, after the batch's draws (which every rank makes alike): otherwise every rank would draw
+/// the same masks for its share. One process keeps drawing where the batch's draws left off.
+fn per_rank_stream(seed: u64, step: usize, parallel: Option<&Group>) {
+    if let Some(g) = parallel {
+        crate::rng::reseed(seed, "rank", (step * g.size + g.rank) as u64);
+    }
+}
+
+fn backend(g: &Group) -> &'static str {
+    if g.nccl {
+        "NCCL"
+    } else {
+        "gloo"
+    }
+}
+
+/// A rank other than 0 of a run of several processes: the same model, batches and updates as rank 0
+/// (from the checkpoint rank 0 resumes from), its share of each batch, no hooks and no files; it stops
+/// where rank 0 stops. Its outcome carries only the ranks' agreement.
+pub fn follow(spec: &RunSpec, dir: &RunDir, device: Device, data_dir: &Path, g: &Group) -> Result<Outcome> {
+    let (cfg, started) = (&spec.config, Instant::now());
+    let data = Dataset::load_train(&cfg.data, data_dir, device)?;
+    let diffusion = Diffusion::new(cfg, device);
+    let classes = models::classes_of(cfg, data.classes)?;
+    let mut learner = Learner::new(cfg, classes, device);
+    let start = g.broadcast_i64(0, device)? as usize;
+    if start > 0 {
+        learner.restore(&checkpoint::load(&dir.folder(Folder::Checkpoints), start)?)?;
+    }
+    let steps = cfg.train.steps;
+    let mut batches = Batches::new(cfg, &data, classes, device);
+    for step in start + 1..=steps {
+        let b = batches.next(step, &learner.timesteps, &[], &mut None);
+        per_rank_stream(cfg.seed, step, Some(g));
+        let logging = step % cfg.train.log_every == 0 || step == steps;
+        learner.update(&diffusion, &cfg.train, device, &b, step, logging, &mut None, Some(g))?;
+        if logging && step < steps && g.any(crate::signal::requested().is_some(), device)? {
+            let signal = crate::signal::requested().unwrap_or("a stop request on another rank");
+            return Err(stop::Stopped { step, signal }.into());
+        }
+    }
+    let d = g.max_difference(learner.opt.params())?;
+    Ok(Outcome {
+        final_loss: f64::NAN,
+        images_per_sec: 0.0,
+        wall_seconds: started.elapsed().as_secs_f64(),
+        weights_sha256: String::new(),
+        ema_sha256: String::new(),
+        parameters: models::parameter_count(&learner.vs),
+        resumed_from: (start > 0).then_some(start),
+        best_fid_during: None,
+        metrics: BTreeMap::from([("ranks_max_weight_difference".to_string(), d)]),
     })
 }
 

@@ -60,6 +60,11 @@ impl Adam {
         }
     }
 
+    /// The trainable tensors, in the fixed order of the update (sorted by name).
+    pub fn params(&self) -> &[Tensor] {
+        &self.tensors
+    }
+
     /// The learning rate of the next updates.
     pub fn set_lr(&mut self, lr: f64) {
         self.lr = lr;

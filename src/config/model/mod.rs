@@ -70,6 +70,27 @@ impl ModelConfig {
         }
     }
 
+    /// The dropout probability (0 for the models without dropout).
+    pub fn dropout(&self) -> f64 {
+        match self {
+            ModelConfig::Simple(_) | ModelConfig::SimpleBn(_) => 0.0,
+            ModelConfig::Unet(c) => c.dropout,
+            ModelConfig::Lucidrains(c) => c.dropout,
+            ModelConfig::DdpmCifar(c) => c.dropout,
+        }
+    }
+
+    /// Whether the network's training forward depends on how the batch is split among ranks: batch
+    /// norm normalises by each rank's statistics, dropout draws each rank's masks from its own stream.
+    /// Without either, N ranks train the run of one process (within the all-reduce's rounding).
+    pub fn depends_on_the_split(&self) -> Option<&'static str> {
+        match self {
+            ModelConfig::SimpleBn(_) => Some("batch norm (statistics per rank)"),
+            m if m.dropout() > 0.0 => Some("dropout (masks per rank)"),
+            _ => None,
+        }
+    }
+
     /// (input, output) channels of the network for images of `channels` channels.
     pub fn io_channels(&self, channels: i64) -> (i64, i64) {
         let times = |on: bool| if on { 2 * channels } else { channels };

@@ -145,7 +145,12 @@ pub fn submit(opts: &SubmitOptions) -> Result<Option<Submission>> {
         // Runs that differ only in `[eval]` are one task: one training, each run's evaluation.
         match tasks.iter_mut().find(|t| t.hash == spec.hash) {
             Some(t) => t.label = format!("{} + {}", t.label, spec.label),
-            None => tasks.push(Task { hash: spec.hash.clone(), label: spec.label.clone(), evals: String::new() }),
+            None => tasks.push(Task {
+                hash: spec.hash.clone(),
+                label: spec.label.clone(),
+                evals: String::new(),
+                processes: spec.config.train.processes,
+            }),
         }
     }
     for t in &mut tasks {

@@ -12,6 +12,8 @@ pub struct Task {
     pub label: String,
     /// The evaluation specs of the runs that share this training, as a JSON list (`run-one --eval`).
     pub evals: String,
+    /// `train.processes`: above 1, the task's run is one `srun` step of that many tasks.
+    pub processes: usize,
 }
 
 /// Where things are, as the compute nodes see them (absolute paths on the shared filesystem).
@@ -79,7 +81,8 @@ pub fn array_script(
     writeln!(w, "#SBATCH --export=ALL").expect("String");
     writeln!(w, "#SBATCH --chdir={}", path(&p.workdir)).expect("String");
     writeln!(w, "#SBATCH --output={}", path(&p.logs.join("%A_%a.out"))).expect("String");
-    writeln!(w, "#SBATCH --ntasks=1").expect("String");
+    let most = tasks.iter().map(|t| t.processes).max().unwrap_or(1).max(1);
+    writeln!(w, "#SBATCH --ntasks={most}").expect("String");
     if let Some(t) = &c.time {
         writeln!(w, "#SBATCH --time={t}").expect("String");
     }
@@ -107,6 +110,11 @@ pub fn array_script(
     }
     writeln!(w, ")").expect("String");
     writeln!(w, "run_dir={}/${{runs[$SLURM_ARRAY_TASK_ID]}}", path(&p.runs)).expect("String");
+    // `${a[@]+"${a[@]}"}`: an empty array under `set -u` (bash before 4.4 calls it unbound).
+    let launch = if most > 1 { "${launch[@]+\"${launch[@]}\"} " } else { "" };
+    if most > 1 {
+        multi_process_step(w, tasks);
+    }
     writeln!(w, "export DDPM_DATA_DIR={}", path(&p.data)).expect("String");
     writeln!(
         w,
@@ -129,7 +137,7 @@ child=
 requeue=0
 trap 'requeue=1; [ -n "$child" ] && kill -USR1 "$child" 2>/dev/null' USR1
 trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null' TERM
-{binary} run-one "$run_dir" --device {device}{run_one_flags} --eval "${{evals[$SLURM_ARRAY_TASK_ID]}}" &
+{launch}{binary} run-one "$run_dir" --device {device}{run_one_flags} --eval "${{evals[$SLURM_ARRAY_TASK_ID]}}" &
 child=$!
 [ "$requeue" = 1 ] && kill -USR1 "$child" 2>/dev/null
 # `wait` returns early when a trapped signal arrives: wait until the run itself has exited.
@@ -155,6 +163,29 @@ exit "$code"
     )
     .expect("String");
     s
+}
+
+/// A run of several processes (`train.processes`) is one `srun` step of that many tasks (on as many
+/// nodes as the job has), which Slurm ends as a whole when one task fails (`--kill-on-bad-exit`). Each
+/// task learns its rank from `SLURM_PROCID`; they meet on the job's first node, at a port taken from
+/// the job id.
+fn multi_process_step(w: &mut String, tasks: &[Task]) {
+    writeln!(w, "# Array index -> train.processes of the run (above 1: one srun step of that many tasks)")
+        .expect("String");
+    let counts: Vec<String> = tasks.iter().map(|t| t.processes.max(1).to_string()).collect();
+    writeln!(w, "procs=({})", counts.join(" ")).expect("String");
+    w.push_str(
+        r#"n=${procs[$SLURM_ARRAY_TASK_ID]}
+launch=()
+if [ "$n" -gt 1 ]; then
+    first=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+    if [ "${SLURM_JOB_NUM_NODES:-1}" -gt 1 ]; then export DDPM_MASTER_ADDR="$first"; else export DDPM_MASTER_ADDR=127.0.0.1; fi
+    export DDPM_WORLD_SIZE="$n" DDPM_MASTER_PORT=$((20000 + SLURM_JOB_ID % 20000))
+    launch=(srun --ntasks="$n" --kill-on-bad-exit=1)
+    echo "ddpm: $n processes, rendezvous at $DDPM_MASTER_ADDR:$DDPM_MASTER_PORT"
+fi
+"#,
+    );
 }
 
 /// `ddpm analyze` once the array `array_job` has ended, whatever its tasks' outcomes.
@@ -212,8 +243,9 @@ mod tests {
             extra_args: vec!["--constraint=a100".into()],
             ..Default::default()
         };
-        let tasks: Vec<Task> =
-            (0..3).map(|i| Task { hash: format!("h{i}"), label: format!("seed={i}"), evals: "[]".into() }).collect();
+        let tasks: Vec<Task> = (0..3)
+            .map(|i| Task { hash: format!("h{i}"), label: format!("seed={i}"), evals: "[]".into(), processes: 1 })
+            .collect();
         let s = array_script("x", &tasks, "auto", "", &paths(), &c);
         for line in [
             "#SBATCH --array=0-2%2",
