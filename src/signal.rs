@@ -35,6 +35,33 @@ pub fn requested() -> Option<&'static str> {
     }
 }
 
+/// `Continue` unless a stop was asked for: what a long loop's per-step callback returns (a sampler's
+/// `on_step`), so that it ends early; its caller then returns [`Interrupted`] (`check`).
+pub fn go_on() -> std::ops::ControlFlow<()> {
+    match requested() {
+        Some(_) => std::ops::ControlFlow::Break(()),
+        None => std::ops::ControlFlow::Continue(()),
+    }
+}
+
+/// A stop asked for during a phase after training (the final samples, an evaluation's sampling,
+/// features, bound or classifier): the phase was abandoned, nothing of it was written, and the next
+/// attempt does it again (the trained weights are kept).
+#[derive(Debug, thiserror::Error)]
+#[error("{signal} during {phase}: stopped; the next run redoes {phase} (the training is kept)")]
+pub struct Interrupted {
+    pub signal: &'static str,
+    pub phase: String,
+}
+
+/// Between the batches of a long phase: Err when a stop was asked for.
+pub fn check(phase: &str) -> Result<(), Interrupted> {
+    match requested() {
+        Some(signal) => Err(Interrupted { signal, phase: phase.to_string() }),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

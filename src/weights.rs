@@ -2,7 +2,7 @@
 //! records) or those of one of its checkpoints, into the run's network.
 use crate::config::RunConfig;
 use crate::models::{self, Denoiser};
-use crate::track::run_dir::{Artifact, Folder, RunDir, State};
+use crate::track::run_dir::{Artifact, Folder, RunDir};
 use crate::track::{checkpoint, sha256_hex};
 use anyhow::{bail, Context, Result};
 use std::path::Path;
@@ -31,7 +31,7 @@ pub fn load_weights(run_dir: &Path, use_ema: bool, checkpoint: Option<usize>, de
     let model = models::build_for(&config, classes, &vs.root());
     let (step, sha256) = match checkpoint {
         None => {
-            if status.state != State::Done {
+            if !status.trained() {
                 bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
             }
             let (file, recorded) = if use_ema {
@@ -85,7 +85,7 @@ pub fn load_posthoc(run_dir: &Path, sigma_rel: f64, checkpoint: Option<usize>, d
     if config.train.posthoc_ema.is_none() {
         bail!("{}: trained without [train.posthoc_ema]: it stored no snapshots to reconstruct from", run_dir.display());
     }
-    if checkpoint.is_none() && status.state != State::Done {
+    if checkpoint.is_none() && !status.trained() {
         bail!("{}: the run is {:?}, not done; train it first", run_dir.display(), status.state);
     }
     let step = checkpoint.unwrap_or(config.train.steps);

@@ -188,7 +188,15 @@ fn em_recovers_two_synthetic_clusters_from_a_random_start() {
     // The analysis: π over EM in the curves table and its figures; the scores in the report, the
     // k-means baseline beside the verdict.
     let analysis = results.join("analysis/two_shapes");
-    for f in ["em_pi.png", "em_changed.png", "em_nmi.png", "curves.parquet"] {
+    for f in [
+        "em_pi.png",
+        "em_changed.png",
+        "em_nmi.png",
+        "em_estimate_nmi.png",
+        "em_estimate_keeps.png",
+        "em_pi_estimate.png",
+        "curves.parquet",
+    ] {
         assert!(analysis.join(f).exists(), "{f} in {}", analysis.display());
     }
     let report = std::fs::read_to_string(analysis.join("report.md")).unwrap();
@@ -275,4 +283,45 @@ fn cluster_keys_are_validated() {
         assert!(!out.status.success(), "{body} was accepted");
         assert!(err.contains(key) && err.contains(allowed) && err.contains("bad.toml"), "{body}: {err}");
     }
+}
+
+/// The bound of a clustering run is the mixture's (it was refused): a run on 64 MNIST images with
+/// `eval.bpd = true` reports bits/dim, and `ddpm eval bpd` writes π (the final E-step's), each
+/// cluster's mean bound and the mean of the best cluster's, with the mixture's total between the best
+/// cluster's (−log Σ π_k e^{−L_k} ≥ min_k L_k) and the π-weighted mean (Jensen).
+#[test]
+fn the_bound_of_a_clustering_run_is_the_mixtures() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = tmp.path().join("mixture.toml");
+    std::fs::write(
+        &exp,
+        "seed = 2\n[data]\nimage_size = 16\nlimit = 64\n[diffusion]\ntimesteps = 20\n[model]\nname = 'simple'\n\
+         [train]\nsteps = 20\nbatch_size = 16\nlog_every = 10\ncheckpoint_every = 10\n\
+         [cluster]\nq = 2\ne_step_every = 10\ne_step_timesteps = 4\n\
+         [sample]\nnum_samples = 4\nsampler = { name = 'ddim', steps = 5 }\n\
+         [eval]\nfid = false\nbpd = true\nbpd_images = 8\n",
+    )
+    .unwrap();
+    let results = tmp.path().join("r");
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}\n{}", text(&out.stdout), text(&out.stderr));
+    let dir = run_dir(&results);
+    let status = json(&dir.join("status.json"));
+    let bpd = status["metrics"]["bpd"].as_f64().unwrap();
+    assert!(bpd.is_finite() && bpd > 0.0, "{status}");
+    let out = bin().args(["eval", "bpd", dir.to_str().unwrap(), "--images", "8", "--device", "cpu"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report = json(&dir.join("bpd.json"));
+    let mixture = &report["mixture"];
+    let floats = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|p| p.as_f64().unwrap()).collect::<Vec<_>>();
+    let history = json(&dir.join("em_history.json"));
+    assert_eq!(floats(&mixture["pi"]), floats(&history.as_array().unwrap().last().unwrap()["pi"]));
+    let (pi, per_cluster) = (floats(&mixture["pi"]), floats(&mixture["per_cluster"]));
+    let total = report["total"].as_f64().unwrap();
+    let best = mixture["best_cluster"].as_f64().unwrap();
+    let weighted: f64 = pi.iter().zip(&per_cluster).map(|(p, l)| p * l).sum();
+    assert!(best <= total + 1e-12 && total <= weighted + 1e-12, "best {best}, mixture {total}, weighted {weighted}");
+    assert!(per_cluster.iter().all(|&l| l >= best - 1e-12), "{report}");
+    // The run's own evaluation is the same computation on the same images and noise.
+    assert!((total - bpd).abs() < 1e-6, "ddpm eval bpd {total} against the run's {bpd}");
 }

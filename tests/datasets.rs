@@ -157,6 +157,40 @@ fn png_with(path: &Path, w: u32, h: u32, value: impl Fn(u32, u32) -> u8) {
     enc.write_header().unwrap().write_image_data(&data).unwrap();
 }
 
+/// Issue 40, item 2: a folder of images without class sub-folders and `conditioning.classes = true`
+/// is refused by `plan` (as the run would refuse it when it starts), naming the file, the key and the
+/// allowed value; nothing is created.
+#[test]
+fn plan_refuses_classes_of_a_folder_without_classes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (results, data) = (tmp.path().join("r"), tmp.path().join("data"));
+    let images = tmp.path().join("flat");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..12 {
+        png(&images.join(format!("{i:02}.png")), 20, [40, 40, 40]);
+    }
+    let body = TINY.replace(
+        "[data]\n",
+        &format!(
+            "[data]\nname = \"image_folder\"\npath = {:?}\nchannels = 1\ntest_images = 4\n",
+            images.display().to_string()
+        ),
+    ) + "[conditioning]\nclasses = true\n";
+    let exp = tmp.path().join("flat.toml");
+    std::fs::write(&exp, body).unwrap();
+    let out = ddpm(&["plan", exp.to_str().unwrap()], &results, &data);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "plan accepted it: {}", text(&out.stdout));
+    assert!(err.contains("flat.toml:") && err.contains("has no classes"), "{err}");
+    assert!(err.contains("allowed: conditioning.classes = false"), "{err}");
+    assert!(!results.join("runs").exists());
+    // Without classes the same folder plans.
+    let plain = std::fs::read_to_string(&exp).unwrap().replace("classes = true", "classes = false");
+    std::fs::write(&exp, plain).unwrap();
+    let out = ddpm(&["plan", exp.to_str().unwrap()], &results, &data);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
 /// A folder of PNGs in two class sub-folders: a class-conditional run trains on it with label
 /// dropout, its samples grid has one column per class, the bound is evaluated on the held-out test
 /// images, and `ddpm sample` draws one class with guidance. The decoded folder is cached.

@@ -12,6 +12,7 @@ use ddpm::diffusion::edm::Edm;
 use ddpm::diffusion::flow::{Flow, TRAIN_STEPS};
 use ddpm::diffusion::sampler::Sampling;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::Command;
 use tch::{Device, Kind, Tensor};
@@ -111,7 +112,11 @@ fn edm_and_flow_matching_equal_the_reference_packages() {
             ("heun_churn", SamplerConfig::Heun(heun::Config { steps: n, ..churn.clone() })),
         ] {
             tch::manual_seed(5);
-            let x = e.sample(&sampler, edm_x_t.copy(), &Sampling::plain(1000), &mut edm_inner, &mut |_, _| {}).x0;
+            let x = e
+                .sample(&sampler, edm_x_t.copy(), &Sampling::plain(1000), &mut edm_inner, &mut |_, _| {
+                    ControlFlow::Continue(())
+                })
+                .x0;
             check(&format!("edm.{name}.{n}"), &x, 1.0);
         }
     }
@@ -126,7 +131,8 @@ fn edm_and_flow_matching_equal_the_reference_packages() {
         let states = |sampler: SamplerConfig| {
             let mut states = Vec::new();
             let out = fl.sample(&sampler, flow_x_t.copy(), &Sampling::plain(1000), &mut flow_velocity, &mut |_, x| {
-                states.push(x.copy())
+                states.push(x.copy());
+                ControlFlow::Continue(())
             });
             (Tensor::stack(&states, 0), out.x0)
         };

@@ -731,6 +731,148 @@ fn a_misspelled_environment_override_is_an_error() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
+// --- Faults and hostile input, second pass (issue 40) --------------------------------------------
+
+/// Item 1: SIGTERM during the evaluation of a finished training (here the bound, 1500 test images ×
+/// 50 timesteps) stops it within seconds: `stopped`, the trained weights kept, `plan` saying what is
+/// left; the rerun evaluates without training again.
+#[test]
+fn sigterm_during_the_evaluation_stops_it_and_the_rerun_only_evaluates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body =
+        RESUMABLE.replace("steps = 60", "steps = 20") + "[eval]\nbpd = true\nbpd_images = 1500\nbatch_size = 32\n";
+    let exp = write(tmp.path(), "evalstop.toml", &body);
+    let results = tmp.path().join("r");
+    let child = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .env("DDPM_EVAL__BPD", "true")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the training's end", Duration::from_secs(120), || {
+        results.join("runs").exists()
+            && std::fs::read_to_string(run_dir(&results).join("status.json")).is_ok_and(|t| t.contains("\"done\""))
+    });
+    let dir = run_dir(&results);
+    let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(run_pid(&dir), libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stdout = text(&out.stdout);
+    assert!(took < Duration::from_secs(10), "the evaluation went on for {took:?}: {stdout}");
+    assert!(!out.status.success(), "{stdout}");
+    assert!(stdout.contains("during its evaluation; the next run evaluates it"), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();
+    assert!(log.contains("SIGTERM during the bound: stopped; the next run redoes the bound"), "{log}");
+    let status = status_json(&dir);
+    assert_eq!(status["state"], "stopped", "{status}");
+    assert!(status["metrics"].get("bpd").is_none(), "{status}");
+    let plan_out = text(&ddpm(&["plan", exp.to_str().unwrap()], &results).stdout);
+    assert!(plan_out.contains("stopped (trained; evaluation left)"), "{plan_out}");
+
+    let out = bin()
+        .args(["run", exp.to_str().unwrap(), "--device", "cpu", "--results"])
+        .arg(&results)
+        .env("DDPM_EVAL__BPD", "true")
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("eval  evalstop") || stdout.contains("eval evalstop"), "an evaluation only: {stdout}");
+    assert!(!stdout.contains("resuming from the checkpoint"), "{stdout}");
+    assert_eq!(std::fs::read(dir.join("model.safetensors")).unwrap(), weights, "the trained weights were kept");
+    let status = status_json(&dir);
+    assert_eq!(status["state"], "done", "{status}");
+    assert!(status["metrics"]["bpd"].as_f64().is_some_and(|b| b > 0.0), "{status}");
+}
+
+/// Item 2: an evaluation sampler with more steps than the chain has (it was cut to T without a word,
+/// and `show` printed the steps asked for) is resolved at load to the steps it takes, min(steps, T),
+/// the documented rule: `show` prints them, and the evaluation spec says them.
+#[test]
+fn sampler_steps_above_timesteps_resolve_to_what_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(
+        tmp.path(),
+        "steps.toml",
+        &(RESUMABLE.to_string() + "[eval]\nsampler = { name = \"ddim\", steps = 5000 }\n"),
+    );
+    let out = ddpm(&["show", exp.to_str().unwrap()], tmp.path());
+    let shown = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!shown.contains("5000"), "show prints the steps asked for: {shown}");
+    assert!(shown.lines().any(|l| l.trim_start().starts_with("eval.sampler.steps = 50 ")), "T = 50: {shown}");
+    assert!(ddpm(&["plan", exp.to_str().unwrap()], tmp.path()).status.success());
+}
+
+/// Item 3: two labels whose link names collide (`a/b` and `a_b` both link as `a_b`) are refused,
+/// both named; nothing is linked.
+#[test]
+fn labels_whose_links_collide_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = format!("{RESUMABLE}[[variants]]\nlabel = \"a/b\"\nseed = 1\n[[variants]]\nlabel = \"a_b\"\nseed = 2\n");
+    let exp = write(tmp.path(), "links.toml", &body);
+    let results = tmp.path().join("r");
+    for command in ["plan", "run"] {
+        let out = ddpm(&[command, exp.to_str().unwrap()], &results);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{command}");
+        assert!(err.contains("labels `a/b` and `a_b` both make the link name `a_b`"), "{err}");
+    }
+    assert!(!results.join("experiments").exists() && !results.join("runs").exists());
+}
+
+/// Item 4: after SIGKILL to a run's process, `status.json` said `running` with a dead pid; `plan`
+/// now rewrites it as `interrupted` with the step the next run resumes at, for every other reader.
+/// With no valid checkpoint left, `status` shows no loss at step 0 (it showed the dead attempt's).
+#[test]
+fn a_stale_running_status_is_rewritten_as_interrupted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exp = write(tmp.path(), "stale.toml", &RESUMABLE.replace("steps = 60", "steps = 400"));
+    let results = tmp.path().join("r");
+    let child = spawn_run(&exp, &results);
+    wait_for("the second checkpoint", Duration::from_secs(120), || {
+        results.join("runs").exists() && run_dir(&results).join("checkpoints/step-00000020.json").exists()
+    });
+    let dir = run_dir(&results);
+    let pid = run_pid(&dir);
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+    child.wait_with_output().unwrap();
+    let before = status_json(&dir);
+    assert_eq!(before["state"], "running", "the runner leaves it so: {before}");
+    let out = ddpm(&["plan", exp.to_str().unwrap()], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = status_json(&dir);
+    assert_eq!(after["state"], "interrupted", "{after}");
+    let error = after["error"].as_str().unwrap_or_default();
+    assert!(error.contains(&format!("process {pid}")) && error.contains("the next run resumes at step"), "{after}");
+    assert!(text(&out.stdout).contains("partial (resumes at step"), "{}", text(&out.stdout));
+    // Every checkpoint corrupt: the next run restarts at 0, and `status` shows no loss there.
+    for entry in std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten() {
+        if entry.path().extension().is_some_and(|e| e == "safetensors") {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            bytes[100] ^= 0x01;
+            std::fs::write(entry.path(), bytes).unwrap();
+        }
+    }
+    assert!(after["last_loss"].as_f64().is_some(), "the dead attempt's loss is on record: {after}");
+    let stale_loss = format!("{:.5}", after["last_loss"].as_f64().unwrap());
+    let status = text(&ddpm(&["status", exp.to_str().unwrap()], &results).stdout);
+    let row = status.lines().find(|l| l.trim_start().starts_with("stale ")).unwrap_or_default().to_string();
+    assert!(row.contains("restarts at step 0") && row.contains("0/400"), "{status}");
+    assert!(!row.contains(&stale_loss), "the dead attempt's loss {stale_loss} is not shown at step 0: {status}");
+    // A rerun takes the run over and finishes it.
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(status_json(&dir)["state"], "done");
+}
+
 /// Case 5: labels `.`, `..` and the empty string are refused at validation, naming the file, key
 /// and value; nothing is linked.
 #[test]

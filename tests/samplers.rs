@@ -10,6 +10,7 @@ use ddpm::diffusion::sampler::{self, SampleOptions};
 use ddpm::diffusion::schedule::{cosine_betas, linear_betas, rescale_zero_terminal_snr};
 use ddpm::diffusion::NoiseSchedule;
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::process::Command;
 use tch::{Device, Kind, Tensor};
@@ -62,7 +63,10 @@ fn ours(c: &Case, x_t: &Tensor) -> Tensor {
     };
     let mut states = Vec::new();
     tch::manual_seed(c.seed);
-    let out = sampler::sample(&c.sampler, &s, x_t.copy(), &opts, &mut analytic, &mut |_, x| states.push(x.copy()));
+    let out = sampler::sample(&c.sampler, &s, x_t.copy(), &opts, &mut analytic, &mut |_, x| {
+        states.push(x.copy());
+        ControlFlow::Continue(())
+    });
     assert_eq!((states.last().unwrap() - &out.x0).abs().max().double_value(&[]), 0.0, "the last state is the sample");
     Tensor::stack(&states, 0)
 }

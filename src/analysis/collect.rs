@@ -107,6 +107,15 @@ fn read_curves(dir: &RunDir) -> Vec<(String, i64, f64)> {
             out.push(("em_pi_max".to_string(), step, max));
         }
         out.push(("em_changed".to_string(), step, e.changed));
+        if let Some(max) = e.pi_estimate.as_ref().and_then(|p| p.iter().copied().reduce(f64::max)) {
+            out.push(("em_pi_estimate_max".to_string(), step, max));
+        }
+        if let Some(k) = e.estimate_keeps {
+            out.push(("em_estimate_keeps".to_string(), step, k));
+        }
+        if let Some(s) = e.estimate_scores {
+            out.push(("em_estimate_nmi".to_string(), step, s.nmi));
+        }
         if let Some(s) = e.scores {
             for (score, x) in [("accuracy", s.accuracy), ("nmi", s.nmi), ("ari", s.ari)] {
                 out.push((format!("em_{score}"), step, x));

@@ -62,6 +62,27 @@ pub fn em_curves(records: &[RunRecord], order: &[String]) -> Result<Vec<(&'stati
             "NMI of the most responsible cluster against the labels (step 0: the start)",
             "NMI",
         ),
+        (
+            "em_estimate_nmi",
+            "em_estimate_nmi",
+            "NMI of each E-step's own estimate against the labels",
+            "NMI of the E-step's own estimate (before damping) against the labels",
+            "NMI",
+        ),
+        (
+            "em_estimate_keeps",
+            "em_estimate_keeps",
+            "Images each E-step's estimate keeps in their cluster",
+            "share of images whose E-step estimate keeps the cluster they were trained in",
+            "kept",
+        ),
+        (
+            "em_pi_estimate",
+            "em_pi_estimate_max",
+            "Largest cluster of each E-step's own estimate",
+            "largest share the E-step's own estimate puts in one cluster (1/Q: balanced)",
+            "max π̂_k",
+        ),
     ];
     let mut out = Vec::new();
     for (stem, curve, caption, title, y) in charts {

@@ -11,13 +11,29 @@ pub struct EmRecord {
     pub step: usize,
     /// None at the initialisation.
     pub temperature: Option<f64>,
-    /// π after the E-step (and any refill).
+    /// The step size γ it moved τ by (None at the initialisation and in histories from before
+    /// `cluster.step_size_decay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_size: Option<f64>,
+    /// Sinkhorn-Knopp's iterations with `cluster.balance` > 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sinkhorn_iterations: Option<usize>,
+    /// π after the E-step (and any refill), with `cluster.pi_prior`'s pseudo-counts.
     pub pi: Vec<f64>,
     /// The E-step's own estimate, mean_i τ̂_ik, before damping and refills (None at the start).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pi_estimate: Option<Vec<f64>>,
     /// The share of images whose most responsible cluster changed.
     pub changed: f64,
+    /// The share of images whose most responsible cluster under the E-step's own estimate τ̂ (before
+    /// damping and refills) is the one τ gave them before it: how far the conditioned networks agree
+    /// with the clusters they were trained on (None at the start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_keeps: Option<f64>,
+    /// The E-step's own estimate τ̂'s most responsible cluster against the labels: what the bound
+    /// itself says, before damping (None at the start and without labels).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimate_scores: Option<Scores>,
     /// Mean over images of the gap, in nats, between the best and the second-best cluster's bound.
     pub margin_nats: Option<f64>,
     /// Mean over images of the bound under their most responsible cluster, bits/dim.
@@ -71,4 +87,23 @@ pub struct Replicate {
     /// The standard deviation of one estimate's gap L_b − L_a between an image's two best clusters
     /// (a, b under the first estimate), in nats: std(gap₁ − gap₂)/√2.
     pub gap_noise_nats: f64,
+}
+
+/// π of a clustering run after training step `step`: that of its last E-step at or before `step`,
+/// from `em_history.json` (a finished run) or else from the checkpoint at `step`.
+pub fn weights_at(dir: &crate::track::run_dir::RunDir, step: usize) -> anyhow::Result<Vec<f64>> {
+    use crate::track::run_dir::{Artifact, Folder};
+    use anyhow::Context;
+    let file = dir.file(Artifact::EmHistory);
+    let history: Vec<EmRecord> = if file.exists() {
+        let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{}: not an E-step history", file.display()))?
+    } else {
+        let ck = crate::track::checkpoint::load(&dir.folder(Folder::Checkpoints), step)?;
+        let state =
+            ck.state.get("cluster").with_context(|| format!("the checkpoint at step {step} has no clustering"))?;
+        serde_json::from_value(state.clone()).context("the checkpoint's cluster history")?
+    };
+    let last = history.iter().rev().find(|r| r.step <= step);
+    last.map(|r| r.pi.clone()).with_context(|| format!("{}: no E-step at or before step {step}", file.display()))
 }

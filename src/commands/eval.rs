@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use ddpm::eval::run_eval::{evaluate_run, with_overrides};
 use ddpm::experiment::load_experiment;
 use ddpm::progress::Progress;
-use ddpm::track::run_dir::{Artifact, RunDir, State};
+use ddpm::track::run_dir::{Artifact, RunDir};
 use std::path::PathBuf;
 
 #[derive(clap::Args)]
@@ -81,7 +81,7 @@ fn eval_runs(args: &Args) -> Result<bool> {
             let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
             bail!("--spec: {}", list.join("; "));
         }
-        if run.status()?.is_none_or(|s| s.state != State::Done) && eval.checkpoint.is_none() {
+        if run.status()?.is_none_or(|s| !s.trained()) && eval.checkpoint.is_none() {
             println!("skip {label}: not done ({})", dir.display());
             continue;
         }
@@ -126,7 +126,14 @@ fn bpd_command(run_dir: &std::path::Path, images: usize, batch: i64, t_stride: u
     let run = RunDir::at(run_dir);
     let use_ema = run.load_config()?.sample.use_ema;
     let loaded = ddpm::weights::load_weights(run_dir, use_ema, None, opts.device)?;
-    let r = ddpm::eval::bpd::bound(run_dir, &loaded.config, loaded.model.as_ref(), &opts, &mut Progress::new("bpd"))?;
+    let r = ddpm::eval::bpd::bound(
+        run_dir,
+        &loaded.config,
+        loaded.model.as_ref(),
+        ddpm::eval::bpd::mixture_weights(run_dir, &loaded)?.as_deref(),
+        &opts,
+        &mut Progress::new("bpd"),
+    )?;
     ddpm::track::atomic_write(&run.file(Artifact::BoundReport), serde_json::to_string_pretty(&r)?.as_bytes())?;
     // The bound joins the run's TensorBoard scalars at its last training step.
     let mut events = ddpm::track::tensorboard::EventWriter::create(run_dir)?;

@@ -131,7 +131,7 @@ pub fn exec(a: Args) -> Result<bool> {
             None => ddpm::models::balanced_labels(done, len, k, device),
         });
         let mut model = ddpm::models::sampling_fn(loaded.model.as_ref(), labels, a.guidance);
-        let out = diffusion.sample(&cfg, x_t, &[], &mut model, &mut |_, _| {});
+        let out = diffusion.sample(&cfg, x_t, &[], &mut model, &mut |_, _| std::ops::ControlFlow::Continue(()));
         let x0 = out.x0.to_device(tch::Device::Cpu);
         if let Some(dir) = &a.out_dir {
             write_pngs(&x0, dir, done as usize)?;

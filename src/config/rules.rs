@@ -180,8 +180,8 @@ fn guidance_needs_an_unconditional_model(c: &RunConfig, check: &mut Check) {
 }
 
 /// What `[cluster]` excludes: the dataset's own classes (the clusters take the class-embedding path),
-/// unconditional evaluation (no label dropout trains an unconditional model) and the bound; an
-/// E-step before the last step; at most as many clusters as images.
+/// unconditional evaluation (no label dropout trains an unconditional model); an E-step before the
+/// last step; at most as many clusters as images.
 fn cluster(c: &RunConfig, check: &mut Check) {
     let k = &c.cluster;
     if !k.on() {
@@ -205,13 +205,17 @@ fn cluster(c: &RunConfig, check: &mut Check) {
         k.e_step_every.to_string(),
         &format!("an integer from 1 to train.steps − 1 ({}): at least one E-step before the last", c.train.steps - 1),
     );
-    check(
-        !c.eval.bpd,
-        "eval.bpd",
-        "true".into(),
-        "false with cluster.q > 0 (the bound of the mixture is not computed by `eval`; each image's bound under \
-         every cluster is the E-step's, summarised in em_history.json)",
-    );
+    if k.m_phase > 1 {
+        check(
+            k.first() < c.train.steps,
+            "cluster.m_phase",
+            k.m_phase.to_string(),
+            &format!(
+                "m with m · cluster.e_step_every ({}) below train.steps ({}): an E-step before the last",
+                k.e_step_every, c.train.steps
+            ),
+        );
+    }
     let n = c.data.limit.or(c.data.name.known_size().map(|s| s.0));
     if let Some(n) = n {
         check(n as i64 >= k.q, "cluster.q", k.q.to_string(), &format!("at most the number of training images ({n})"));

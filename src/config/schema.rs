@@ -3,7 +3,7 @@
 //! Unknown keys are errors (`deny_unknown_fields`). Defaults live here, in serde, rather than in a
 //! configuration layer, so that replacing a whole table (e.g. the schedule) in a sweep does not mix
 //! its keys with a default table of another kind.
-pub use super::cluster::{ClusterConfig, ClusterInit};
+pub use super::cluster::{ClusterConfig, ClusterEmbedding, ClusterInit};
 pub use super::formulation::FormulationConfig;
 pub use super::model::unet::{TimeEmbedding, UnetBlock};
 pub use super::model::ModelConfig;

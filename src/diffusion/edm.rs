@@ -6,6 +6,7 @@ use super::per_image;
 use super::sampler::{record, ModelFn, SampleOutput, Sampling};
 use crate::config::formulation::edm::Config;
 use crate::config::SamplerConfig;
+use std::ops::ControlFlow;
 use tch::{Kind, Tensor};
 
 /// The network's time input for σ: 1000·c_noise = 250 ln σ.
@@ -95,7 +96,7 @@ impl Edm {
         x_t: Tensor,
         run: &Sampling,
         model: &mut ModelFn,
-        on_step: &mut dyn FnMut(usize, &Tensor),
+        on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
     ) -> SampleOutput {
         let (clip, trajectory, timesteps) = (run.clip, run.trajectory, run.timesteps);
         let _guard = tch::no_grad_guard();
@@ -140,7 +141,9 @@ impl Edm {
                 let d_next = (&predicted - denoise(&predicted, next)) / next;
                 &x + (d + d_next) / 2.0 * dt
             };
-            on_step(i + 1, &x);
+            if on_step(i + 1, &x).is_break() {
+                break;
+            }
         }
         record(&mut recorded, trajectory, 0, &x);
         SampleOutput { x0: x, trajectory: recorded }
@@ -256,6 +259,7 @@ mod tests {
             let out = edm.sample(&sampler, start.copy(), &Sampling::plain(1000), &mut model, &mut |k, x| {
                 let line = (&x_start - a) * (sigmas[k] / sigmas[0]) + a;
                 off = off.max((x.to_kind(Kind::Double) - line).abs().max().double_value(&[]));
+                ControlFlow::Continue(())
             });
             assert!(churns || off < 1e-3, "{}: off the ODE's line by {off}", sampler.label(None));
             let err = (out.x0 - a).abs().max().double_value(&[]);

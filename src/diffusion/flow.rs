@@ -8,6 +8,7 @@ use super::per_image;
 use super::sampler::{record, ModelFn, SampleOutput, Sampling};
 use crate::config::formulation::flow::{Config, TimeSampling};
 use crate::config::SamplerConfig;
+use std::ops::ControlFlow;
 use tch::{Kind, Tensor};
 
 /// The training steps of diffusers' flow-matching schedulers (`num_train_timesteps`): the network's
@@ -94,7 +95,7 @@ impl Flow {
         x_t: Tensor,
         run: &Sampling,
         model: &mut ModelFn,
-        on_step: &mut dyn FnMut(usize, &Tensor),
+        on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
     ) -> SampleOutput {
         let (clip, trajectory, timesteps) = (run.clip, run.trajectory, run.timesteps);
         #[derive(PartialEq)]
@@ -132,7 +133,9 @@ impl Flow {
                     &x + v(&half, t + h / 2.0) * h
                 }
             };
-            on_step(i + 1, &x);
+            if on_step(i + 1, &x).is_break() {
+                break;
+            }
         }
         record(&mut recorded, trajectory, 0, &x);
         SampleOutput { x0: x, trajectory: recorded }
@@ -206,6 +209,7 @@ mod tests {
                 let out = flow.sample(&sampler, start.copy(), &run, &mut model, &mut |k, x| {
                     let line = (&x_start - a) * times[k] + a;
                     off = off.max((x.to_kind(Kind::Double) - line).abs().max().double_value(&[]));
+                    ControlFlow::Continue(())
                 });
                 assert!(off < 1e-5, "{} clip {clip}: off the line by {off}", sampler.label(None));
                 let err = (out.x0 - a).abs().max().double_value(&[]);

@@ -15,6 +15,7 @@ use super::{extract, forward::q_sample, target::training_target, NoiseSchedule};
 use crate::config::{
     DiffusionConfig, LossKind, Objective, RunConfig, SamplerConfig, Target, TrainConfig, Variance, Weighting,
 };
+use std::ops::ControlFlow;
 use tch::{Device, Kind, Tensor};
 
 /// λ of L_hybrid = L_simple + λ L_vlb (Nichol & Dhariwal 2021, §3.1).
@@ -213,7 +214,7 @@ impl Diffusion {
         x_t: Tensor,
         trajectory: &[usize],
         model: &mut ModelFn,
-        on_step: &mut dyn FnMut(usize, &Tensor),
+        on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
     ) -> SampleOutput {
         let run = sampler::Sampling { clip: self.clip_x0, trajectory, timesteps: self.timesteps() };
         match &self.formulation {

@@ -10,6 +10,7 @@ use super::posterior::posterior_mean;
 use super::target::{predict_eps_from_x0, predicted_x0};
 use super::{extract, NoiseSchedule};
 use crate::config::{SamplerConfig, Spacing, Target, Variance};
+use std::ops::ControlFlow;
 use tch::{Kind, Tensor};
 
 /// The network as the samplers see it: (x_t, timestep indices) → the target's prediction (and,
@@ -68,14 +69,15 @@ pub fn spaced_timesteps(timesteps: usize, k: usize, spacing: Spacing) -> Vec<usi
 
 /// Samples with the configured sampler, starting from the batch `x_t` = x_T (usually drawn from
 /// N(0, I) by the caller). `on_step` is called after each step with the number of steps done and
-/// the state x_t (as the model sees it: for the Karras samplers, x/√(σ² + 1)).
+/// the state x_t (as the model sees it: for the Karras samplers, x/√(σ² + 1)); when it returns
+/// `Break`, sampling ends there and the output is that partial state (the caller discards it).
 pub fn sample(
     cfg: &SamplerConfig,
     s: &NoiseSchedule,
     x_t: Tensor,
     opts: &SampleOptions,
     model: &mut ModelFn,
-    on_step: &mut dyn FnMut(usize, &Tensor),
+    on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
 ) -> SampleOutput {
     let _guard = tch::no_grad_guard();
     let (device, t_max) = (x_t.device(), s.timesteps());
@@ -136,7 +138,7 @@ fn ddpm(
     mut x: Tensor,
     opts: &SampleOptions,
     model: &mut ModelFn,
-    on_step: &mut dyn FnMut(usize, &Tensor),
+    on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
 ) -> SampleOutput {
     let (n, device) = (x.size()[0], x.device());
     let mut trajectory = Vec::new();
@@ -144,7 +146,9 @@ fn ddpm(
         record(&mut trajectory, opts.trajectory, model_t[i] + 1, &x);
         let output = model(&x, &Tensor::full([n], model_t[i] as i64, (Kind::Int64, device)));
         x = ddpm_step(s, i, &x, &output, opts);
-        on_step(s.timesteps() - i, &x);
+        if on_step(s.timesteps() - i, &x).is_break() {
+            break;
+        }
     }
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
@@ -186,7 +190,7 @@ fn ddim(
     mut x: Tensor,
     opts: &SampleOptions,
     model: &mut ModelFn,
-    on_step: &mut dyn FnMut(usize, &Tensor),
+    on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
 ) -> SampleOutput {
     let (n, device) = (x.size()[0], x.device());
     let mut trajectory = Vec::new();
@@ -205,7 +209,9 @@ fn ddim(
         let sigma = eta * ((1.0 - ab_prev) / (1.0 - ab)).sqrt() * (1.0 - ab / ab_prev).sqrt();
         let mean = x0 * ab_prev.sqrt() + eps * (1.0 - ab_prev - sigma * sigma).max(0.0).sqrt();
         x = if sigma > 0.0 { &mean + mean.randn_like() * sigma } else { mean };
-        on_step(kept.len() - j, &x);
+        if on_step(kept.len() - j, &x).is_break() {
+            break;
+        }
     }
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
@@ -349,7 +355,7 @@ fn karras(
     x_t: Tensor,
     opts: &SampleOptions,
     model: &mut ModelFn,
-    on_step: &mut dyn FnMut(usize, &Tensor),
+    on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
 ) -> SampleOutput {
     let scale = |sigma: f64| 1.0 / (sigma * sigma + 1.0).sqrt();
     let steps = sigmas.len() - 1;
@@ -378,7 +384,9 @@ fn karras(
                 &stepped + stepped.randn_like() * up
             }
         };
-        on_step(i + 1, &(&x * scale(next)));
+        if on_step(i + 1, &(&x * scale(next))).is_break() {
+            break;
+        }
     }
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
@@ -396,7 +404,7 @@ fn dpm_solver_2m(
     mut x: Tensor,
     opts: &SampleOptions,
     model: &mut ModelFn,
-    on_step: &mut dyn FnMut(usize, &Tensor),
+    on_step: &mut dyn FnMut(usize, &Tensor) -> ControlFlow<()>,
 ) -> SampleOutput {
     let t_max = s.timesteps();
     let (batch, device) = (x.size()[0], x.device());
@@ -438,7 +446,9 @@ fn dpm_solver_2m(
         };
         previous = Some((x0, lambda_s));
         x = new_x;
-        on_step(i + 1, &x);
+        if on_step(i + 1, &x).is_break() {
+            break;
+        }
     }
     record(&mut trajectory, opts.trajectory, 0, &x);
     SampleOutput { x0: x, trajectory }
@@ -500,7 +510,9 @@ mod tests {
         let opts =
             SampleOptions { target, variance: Variance::Posterior, clip_x0: clip, learn_sigma: false, trajectory: &[] };
         let mut model = oracle(s, target);
-        sample(cfg, s, Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu)), &opts, &mut model, &mut |_, _| {})
+        sample(cfg, s, Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu)), &opts, &mut model, &mut |_, _| {
+            ControlFlow::Continue(())
+        })
     }
 
     /// With the oracle, every sampler (full DDPM, respaced DDPM, DDIM η = 0 and 1, all spacings,
@@ -547,7 +559,7 @@ mod tests {
         let mut go = |eta: f64, seed: i64| {
             tch::manual_seed(seed);
             let cfg = SamplerConfig::Ddim(ddim::Config { steps: 20, eta, spacing: Spacing::Linspace });
-            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {}).x0
+            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| ControlFlow::Continue(())).x0
         };
         let (a, b) = (go(0.0, 1), go(0.0, 2));
         assert_eq!((a - b).abs().max().double_value(&[]), 0.0);
@@ -565,7 +577,7 @@ mod tests {
         let x_t = Tensor::randn([2, 1, 3, 3], (Kind::Float, Device::Cpu));
         let mut go = |cfg: SamplerConfig| {
             tch::manual_seed(7);
-            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {}).x0
+            sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| ControlFlow::Continue(())).x0
         };
         let ddpm = go(SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace }));
         let ddim = go(SamplerConfig::Ddim(ddim::Config { steps: 40, eta: 1.0, spacing: Spacing::Linspace }));
@@ -590,10 +602,42 @@ mod tests {
         let x_t = Tensor::randn([3, 1, 2, 2], (Kind::Float, Device::Cpu));
         let opts = eps_clipped(&[20, 10, 0]);
         let cfg = SamplerConfig::Ddpm(ddpm::Config { steps: None, spacing: Spacing::Linspace });
-        let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| {});
+        let out = sample(&cfg, &s, x_t.copy(), &opts, &mut model, &mut |_, _| ControlFlow::Continue(()));
         let steps: Vec<usize> = out.trajectory.iter().map(|(t, _)| *t).collect();
         assert_eq!(steps, vec![20, 10, 0]);
         assert_eq!((&out.trajectory[0].1 - x_t).abs().max().double_value(&[]), 0.0, "t = T is the starting noise");
         assert_eq!((&out.trajectory[2].1 - &out.x0).abs().max().double_value(&[]), 0.0, "t = 0 is the sample");
+    }
+
+    /// `on_step` returning Break ends sampling at that step: no further network call.
+    #[test]
+    fn a_break_ends_sampling_at_once() {
+        let s = NoiseSchedule::from_betas(linear_betas(100, 1e-4, 0.02), Device::Cpu);
+        let opts = SampleOptions {
+            target: Target::Eps,
+            variance: Variance::Posterior,
+            clip_x0: true,
+            learn_sigma: false,
+            trajectory: &[],
+        };
+        for cfg in [
+            SamplerConfig::Ddpm(Default::default()),
+            SamplerConfig::Ddim(ddim::Config { steps: 50, ..Default::default() }),
+        ] {
+            let mut calls = 0;
+            let mut model = |x: &Tensor, _: &Tensor| {
+                calls += 1;
+                x.zeros_like()
+            };
+            let x_t = Tensor::randn([2, 1, 4, 4], (Kind::Float, Device::Cpu));
+            sample(&cfg, &s, x_t, &opts, &mut model, &mut |k, _| {
+                if k >= 3 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            });
+            assert_eq!(calls, 3, "{}", cfg.label(Some(100)));
+        }
     }
 }

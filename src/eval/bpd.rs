@@ -42,7 +42,21 @@ pub struct BpdReport {
     pub decoder: f64,
     /// The terms and the training loss at each evaluated t.
     pub per_t: Vec<PerT>,
+    /// A clustering run's mixture: `total` is then its bound, and the terms above are π-weighted
+    /// averages of the clusters' terms (their sum Σ_k π_k L_k is at least the mixture's bound).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mixture: Option<MixtureBound>,
     pub seconds: f64,
+}
+
+/// The bound of a mixture of Q cluster-conditional models, −log Σ_k π_k e^{−L_k(x)} per image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MixtureBound {
+    pub pi: Vec<f64>,
+    /// Mean over images of L_k(x), bits/dim, per cluster k.
+    pub per_cluster: Vec<f64>,
+    /// Mean over images of min_k L_k(x), bits/dim: each image under its best cluster alone.
+    pub best_cluster: f64,
 }
 
 /// At one timestep, means over the images.
@@ -58,11 +72,22 @@ pub struct PerT {
     pub loss: f64,
 }
 
-/// The bound of `model` (a run's network with its configuration) on the first test images.
+/// A clustering run's mixing weights π at the loaded weights' step (None: not a clustering).
+pub fn mixture_weights(run_dir: &Path, loaded: &crate::weights::Loaded) -> Result<Option<Vec<f64>>> {
+    if !loaded.config.cluster.on() {
+        return Ok(None);
+    }
+    crate::cluster::history::weights_at(&crate::track::run_dir::RunDir::at(run_dir), loaded.step).map(Some)
+}
+
+/// The bound of `model` (a run's network with its configuration) on the first test images; with
+/// `pi` (a clustering run's mixing weights), that of the mixture Σ_k π_k p(x | k), every term
+/// computed under every cluster with the same timesteps and noise (Q times the cost).
 pub fn bound(
     run_dir: &Path,
     config: &RunConfig,
     model: &dyn models::Denoiser,
+    pi: Option<&[f64]>,
     opts: &BpdOptions,
     progress: &mut dyn Reporter,
 ) -> Result<BpdReport> {
@@ -92,29 +117,53 @@ pub fn bound(
     crate::rng::reseed(config.seed, &crate::rng::replicate_stream("eval-bpd", config.eval.replicate), 0);
 
     let pairs: Vec<(i64, i64)> = (0..n).flat_map(|i| ts.iter().map(move |&t| (i, t as i64))).collect();
-    let mut terms = vec![0f64; pairs.len()];
-    let mut losses = vec![0f64; pairs.len()];
+    // Unconditional: one model; a mixture: cluster k's model for every k.
+    let clusters: Vec<Option<i64>> = match pi {
+        Some(pi) => (0..pi.len() as i64).map(Some).collect(),
+        None => vec![None],
+    };
+    let mut terms = vec![vec![0f64; pairs.len()]; clusters.len()];
+    let mut losses = vec![vec![0f64; pairs.len()]; clusters.len()];
     progress.phase("bpd", pairs.len() as u64);
     let _guard = tch::no_grad_guard();
     for (c, chunk) in pairs.chunks(opts.batch.max(1) as usize).enumerate() {
+        crate::signal::check("the bound")?;
         let img = Tensor::from_slice(&chunk.iter().map(|p| p.0).collect::<Vec<_>>()).to_device(opts.device);
         let t = Tensor::from_slice(&chunk.iter().map(|p| p.1).collect::<Vec<_>>()).to_device(opts.device);
         let x0 = x0.index_select(0, &img);
         let eps = x0.randn_like();
-        // The same model call gives the bound's term and the training loss at t.
-        let mut network = |x: &Tensor, t: &Tensor| model.forward_t(x, t, None, false);
-        let (bpd, loss) = diffusion.bound_terms(&mut network, &x0, &t, &eps);
         let start = c * opts.batch.max(1) as usize;
-        for (out, values) in [(&mut terms, bpd), (&mut losses, loss)] {
-            let values = Vec::<f64>::try_from(values.to_device(Device::Cpu).to_kind(Kind::Double))?;
-            out[start..start + values.len()].copy_from_slice(&values);
+        for (k, cluster) in clusters.iter().enumerate() {
+            let labels = cluster.map(|k| Tensor::full([chunk.len() as i64], k, (Kind::Int64, opts.device)));
+            // The same model call gives the bound's term and the training loss at t.
+            let mut network = |x: &Tensor, t: &Tensor| model.forward_t(x, t, labels.as_ref(), false);
+            let (bpd, loss) = diffusion.bound_terms(&mut network, &x0, &t, &eps);
+            for (out, values) in [(&mut terms[k], bpd), (&mut losses[k], loss)] {
+                let values = Vec::<f64>::try_from(values.to_device(Device::Cpu).to_kind(Kind::Double))?;
+                out[start..start + values.len()].copy_from_slice(&values);
+            }
         }
         progress.advance((start + chunk.len()) as u64);
     }
 
     let m = ts.len();
     let prior = Vec::<f64>::try_from(prior_bpd(schedule, &x0).to_device(Device::Cpu))?;
-    let mean_at = |values: &[f64], j: usize| (0..n as usize).map(|i| values[i * m + j]).sum::<f64>() / n as f64;
+    // With a stride, the mean of the evaluated L_{t−1} stands for all T − 1 of them.
+    let scale = if stride == 1 { 1.0 } else { (d.timesteps - 1) as f64 / (m - 1).max(1) as f64 };
+    // Each image's bound under each cluster, bits/dim `[N][Q]`.
+    let per_image: Vec<Vec<f64>> = (0..n as usize)
+        .map(|i| {
+            terms
+                .iter()
+                .map(|tk| prior[i] + tk[i * m] + scale * tk[i * m + 1..(i + 1) * m].iter().sum::<f64>())
+                .collect()
+        })
+        .collect();
+    let weights: Vec<f64> = pi.map_or_else(|| vec![1.0], |p| p.to_vec());
+    let mean_at = |values: &[Vec<f64>], j: usize| {
+        let over = |v: &[f64]| (0..n as usize).map(|i| v[i * m + j]).sum::<f64>() / n as f64;
+        values.iter().zip(&weights).map(|(v, w)| w * over(v)).sum::<f64>()
+    };
     let per_t: Vec<PerT> = ts
         .iter()
         .enumerate()
@@ -127,9 +176,21 @@ pub fn bound(
         .collect();
     let decoder = per_t[0].bits;
     let sampled: f64 = per_t[1..].iter().map(|p| p.bits).sum();
-    // With a stride, the mean of the evaluated L_{t−1} stands for all T − 1 of them.
     let diffusion = if stride == 1 { sampled } else { sampled / (m - 1).max(1) as f64 * (d.timesteps - 1) as f64 };
     let prior_mean = prior.iter().sum::<f64>() / n as f64;
+    let (total, mixture) = match pi {
+        None => (prior_mean + diffusion + decoder, None),
+        Some(pi) => {
+            let nats = (x0.size()[1..].iter().product::<i64>() as f64) * std::f64::consts::LN_2;
+            let bounds = Tensor::from_slice(&per_image.concat()).view([n, pi.len() as i64]) * nats;
+            let log_pi = Tensor::from_slice(pi).clamp_min(1e-300).log();
+            let mixed = crate::cluster::em::mixture_bound(&bounds, &log_pi).mean(Kind::Double).double_value(&[]) / nats;
+            let mean_of = |f: &dyn Fn(&[f64]) -> f64| per_image.iter().map(|r| f(r)).sum::<f64>() / n as f64;
+            let per_cluster = (0..pi.len()).map(|k| mean_of(&|r| r[k])).collect();
+            let best_cluster = mean_of(&|r| r.iter().copied().fold(f64::INFINITY, f64::min));
+            (mixed, Some(MixtureBound { pi: pi.to_vec(), per_cluster, best_cluster }))
+        }
+    };
     let report = BpdReport {
         run: run_dir.display().to_string(),
         split: "test",
@@ -137,11 +198,12 @@ pub fn bound(
         timesteps: d.timesteps,
         timesteps_evaluated: m,
         estimated: stride > 1,
-        total: prior_mean + diffusion + decoder,
+        total,
         prior: prior_mean,
         diffusion,
         decoder,
         per_t,
+        mixture,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok(report)

@@ -195,6 +195,7 @@ impl Classifier {
         for _ in 0..epochs(cfg.name) {
             let order = Tensor::randperm(n, (Kind::Int64, device));
             for b in 0..n / BATCH {
+                crate::signal::check("the evaluation classifier's training")?;
                 let idx = order.narrow(0, b * BATCH, BATCH);
                 let (logits, _) = net.forward(&train.images.index_select(0, &idx), true);
                 let loss = logits.cross_entropy_for_logits(&train.labels.index_select(0, &idx));

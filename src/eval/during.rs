@@ -67,7 +67,7 @@ impl DuringTraining {
         let (config, device, step) = (&self.config, self.device, s.step);
         let st = self.state.as_mut().context("DuringTraining::begin was not called")?;
         let n = config.eval.every_num_samples;
-        let sampled = sample_features(st.model.as_ref(), config, st.classes, n, 1, &st.net, device, s.reporter)?;
+        let sampled = sample_features(st.model.as_ref(), config, st.classes, None, n, 1, &st.net, device, s.reporter)?;
         let inputs = DuringInputs { config, generated: &sampled.generated, reference: &st.reference, stream: 1 };
         let values: Vec<(String, f64)> =
             SAMPLE_METRICS.iter().filter_map(|m| m.compute_during(&inputs)).flatten().collect();

@@ -112,6 +112,7 @@ impl Inception {
         let n = pixels.size()[0];
         let mut out = Vec::new();
         for start in (0..n).step_by(self.batch.max(1) as usize) {
+            crate::signal::check("the Inception features")?;
             let len = self.batch.min(n - start);
             let x = pixels.narrow(0, start, len).to_device(self.device).to_kind(Kind::Float);
             let x = match x.size()[1] {

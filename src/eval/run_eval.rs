@@ -69,6 +69,7 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
     let at = if e.replicate > 0 { format!("{at}, evaluation replicate {}", e.replicate) } else { at };
     let classes = match (config.conditioning.classes, e.classes) {
+        (false, _) if config.cluster.on() => ", clusters in proportion to π".to_string(),
         (false, _) => String::new(),
         (true, EvalClasses::Balanced) => format!(", class-balanced, guidance w={}", e.guidance_scale),
         (true, EvalClasses::Unconditional) => ", unconditional (no class)".to_string(),
@@ -211,6 +212,7 @@ pub fn sample_features(
     model: &dyn Denoiser,
     config: &RunConfig,
     classes: Option<i64>,
+    pi: Option<&[f64]>,
     n: i64,
     stream: u64,
     net: &Inception,
@@ -226,14 +228,21 @@ pub fn sample_features(
     let mut sample_seconds = 0.0;
     let batches = (n + batch - 1) / batch;
     progress.phase("fid", n as u64);
-    // A class-conditional model's images: class-balanced with guidance, or unconditional.
+    // A class-conditional model's images: class-balanced with guidance, or unconditional; a
+    // clustering's: its clusters in proportion to π.
     let balanced = match (classes, e.classes) {
         (Some(k), EvalClasses::Balanced) => Some(k),
         _ => None,
     };
+    let proportional = pi.filter(|_| balanced.is_some()).map(|pi| crate::cluster::em::proportional_labels(pi, n));
     for b in 0..batches {
         let len = batch.min(n - b * batch);
-        let labels = balanced.map(|k| models::balanced_labels(b * batch, len, k, device));
+        let labels = match &proportional {
+            Some(all) => {
+                Some(Tensor::from_slice(&all[(b * batch) as usize..(b * batch + len) as usize]).to_device(device))
+            }
+            None => balanced.map(|k| models::balanced_labels(b * batch, len, k, device)),
+        };
         if let Some(l) = &labels {
             asked.push(l.to_device(Device::Cpu));
         }
@@ -242,7 +251,8 @@ pub fn sample_features(
         crate::device::synchronize(device);
         let started = Instant::now();
         let mut network = models::sampling_fn(model, labels, e.guidance_scale);
-        let out = diffusion.sample(&e.sampler, x_t, &[], &mut network, &mut |_, _| {});
+        let out = diffusion.sample(&e.sampler, x_t, &[], &mut network, &mut |_, _| crate::signal::go_on());
+        crate::signal::check("the evaluation's samples")?;
         crate::device::synchronize(device);
         sample_seconds += started.elapsed().as_secs_f64();
         collector.add(&net.features(&out.x0)?);
@@ -413,6 +423,7 @@ pub fn evaluate_run(
             loaded.model.as_ref(),
             config,
             loaded.classes,
+            bpd::mixture_weights(run_dir, &loaded)?.as_deref(),
             eval.num_samples,
             0,
             &net,
@@ -439,7 +450,8 @@ pub fn evaluate_run(
             device,
             data_dir: data_dir.to_path_buf(),
         };
-        let report = bpd::bound(run_dir, config, loaded.model.as_ref(), &opts, progress)?;
+        let pi = bpd::mixture_weights(run_dir, &loaded)?;
+        let report = bpd::bound(run_dir, config, loaded.model.as_ref(), pi.as_deref(), &opts, progress)?;
         let values = metric::bound::values(&report);
         log_values(&mut events, &prefix, &values, step)?;
         progress.note(&format!("bits/dim {:.4} on {} test images", report.total, report.images));

@@ -537,6 +537,19 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
             problems.push(format!("run `{label}`: {e:#}"));
             continue;
         }
+        // The evaluation's sampler takes at most T steps: resolved here, so that `show` and the
+        // evaluation spec say what runs (`eval.sampler.steps = 5000` with T = 1000 is 1000).
+        config.eval.sampler = config.eval.sampler.limited_to(config.diffusion.timesteps);
+        // What the run would refuse when it starts: classes asked of a dataset that has none.
+        if config.conditioning.classes {
+            if let Err(e) = crate::models::num_classes(&config) {
+                let at = figment
+                    .find_metadata("conditioning.classes")
+                    .and_then(|m| origins.get(m.name.as_ref()))
+                    .map_or_else(|| "defaults".to_string(), |o| o.describe(&["conditioning".into(), "classes".into()]));
+                problems.push(format!("{at}: run `{label}`: {e:#}; allowed: conditioning.classes = false"));
+            }
+        }
         let spec = match RunSpec::new(&name, label.clone(), config) {
             Ok(s) => s,
             Err(e) => {
@@ -544,6 +557,15 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                 continue;
             }
         };
+        // Each label is a link name under results/experiments/<name>/: two must not share one.
+        let link = super::link_name(&spec.label);
+        if let Some(other) = runs.iter().find(|r| r.label != spec.label && super::link_name(&r.label) == link) {
+            problems.push(format!(
+                "labels `{}` and `{}` both make the link name `{link}` under results/experiments/{name}/ ('/' becomes \
+                 '_'); one run would lose its link: rename one (allowed: labels whose link names differ)",
+                other.label, spec.label
+            ));
+        }
         // Runs that differ only in `[eval]` share one training (the same hash) and add evaluations;
         // runs that are the same in everything are a mistake.
         if let Some(same) = runs.iter().find(|r| r.hash == spec.hash && r.config.eval == spec.config.eval) {

@@ -5,5 +5,11 @@ mod load;
 pub mod question;
 
 pub use identity::HASH_LEN;
+
+/// The name of a run's link under `results/experiments/<experiment>/`: its label with `/` made `_`
+/// (a label is one folder name there). Two labels with one link name are refused at load.
+pub fn link_name(label: &str) -> String {
+    label.replace('/', "_")
+}
 pub use load::{load_experiment, Experiment, LoadOptions, DEFAULT_PROFILE};
 pub use question::{Question, SeedDesign};

@@ -58,6 +58,38 @@ impl ClassEmbedding {
     }
 }
 
+/// Makes the class vectors of a class-conditional network (every `…class_emb.weight` in `vs`) fixed
+/// one-hot vectors, class k's 1 in coordinate k and "no class" all zeros, and takes them out of
+/// training (`cluster.embedding = "one_hot"`). Refused when the classes outnumber the embedding's
+/// coordinates.
+pub fn fix_one_hot(vs: &tch::nn::VarStore) -> anyhow::Result<()> {
+    let mut vars = vs.variables_.lock().expect("the variables' lock");
+    let names: Vec<String> = vars.named_variables.keys().filter(|n| n.ends_with("class_emb.weight")).cloned().collect();
+    if names.is_empty() {
+        anyhow::bail!("a one-hot class embedding needs a class-conditional model; this one has no class embedding");
+    }
+    for name in names {
+        let mut table = vars.named_variables[&name].shallow_clone();
+        let (classes, dim) = (table.size()[0] - 1, table.size()[1]);
+        if classes > dim {
+            anyhow::bail!(
+                "cluster.embedding = \"one_hot\": {classes} clusters need {classes} coordinates, and the model's \
+                 class embedding has {dim} (allowed: cluster.q <= {dim}, or cluster.embedding = \"learned\")"
+            );
+        }
+        let fixed = Tensor::eye_m(classes + 1, dim, (Kind::Float, table.device())).index_fill(
+            0,
+            &Tensor::from_slice(&[classes]).to_device(table.device()),
+            0.0,
+        );
+        tch::no_grad(|| table.copy_(&fixed));
+        let _ = table.set_requires_grad(false);
+        let ptr = table.data_ptr();
+        vars.trainable_variables.retain(|v| v.tensor.data_ptr() != ptr);
+    }
+    Ok(())
+}
+
 /// The timestep embedding of a model, conditioned on the labels when the model has classes.
 pub fn condition(classes: &Option<ClassEmbedding>, temb: Tensor, labels: Option<&Tensor>) -> Tensor {
     match classes {
@@ -69,6 +101,26 @@ pub fn condition(classes: &Option<ClassEmbedding>, temb: Tensor, labels: Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One-hot: class k's vector is e_k, "no class" is 0, and the table is no longer trained.
+    #[test]
+    fn one_hot_classes_are_fixed() {
+        let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+        let c = ClassEmbedding::new(&(vs.root() / "m"), 3, 4);
+        let before = vs.trainable_variables().len();
+        fix_one_hot(&vs).unwrap();
+        assert_eq!(vs.trainable_variables().len(), before - 1);
+        let temb = Tensor::zeros([4, 4], (Kind::Float, tch::Device::Cpu));
+        let out = c.add_to(temb, Some(&Tensor::from_slice(&[0i64, 1, 2, -1])));
+        let want =
+            Tensor::from_slice(&[1.0f32, 0., 0., 0., 0., 1., 0., 0., 0., 0., 1., 0., 0., 0., 0., 0.]).view([4, 4]);
+        assert!(out.equal(&want), "{out}");
+        assert!(!out.requires_grad());
+        let small = tch::nn::VarStore::new(tch::Device::Cpu);
+        let _ = ClassEmbedding::new(&small.root(), 5, 4);
+        let err = fix_one_hot(&small).unwrap_err().to_string();
+        assert!(err.contains("cluster.q <= 4"), "{err}");
+    }
 
     /// Label −1 and None both pick the "no class" row; a class picks its own row.
     #[test]

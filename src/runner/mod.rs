@@ -109,7 +109,7 @@ impl Report {
 fn link_label(results_root: &Path, spec: &RunSpec) -> Result<()> {
     let dir = results_root.join("experiments").join(&spec.experiment);
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let link = dir.join(spec.label.replace('/', "_"));
+    let link = dir.join(crate::experiment::link_name(&spec.label));
     let target = Path::new("../../runs").join(&spec.hash);
     if std::fs::read_link(&link).ok().as_deref() == Some(target.as_path()) {
         return Ok(());
@@ -335,7 +335,7 @@ fn execute(
         }
         None => println!("{line}"),
     };
-    let evaluate_only = dir.status().ok().flatten().is_some_and(|s| s.state == State::Done);
+    let evaluate_only = dir.status().ok().flatten().is_some_and(|s| s.trained());
     let verb = if evaluate_only { "eval" } else { "run " };
     say(format!("{verb} {label} ({}) on {} -> {}", spec.hash, device_arg(device), dir.path.display()));
     let log = dir.file(Artifact::Log);
@@ -519,7 +519,11 @@ fn execute(
         }
         Ok(code) if code == one::Ended::STOPPED_EXIT => {
             let step = dir.valid_checkpoint().0.unwrap_or(0);
-            say(format!("stopped {} at step {step}; the next run resumes it", spec.label));
+            if dir.status().ok().flatten().is_some_and(|s| s.trained()) {
+                say(format!("stopped {} during its evaluation; the next run evaluates it (no training)", spec.label));
+            } else {
+                say(format!("stopped {} at step {step}; the next run resumes it", spec.label));
+            }
             Outcome::Stopped(step)
         }
         Ok(code) => match dir.status() {

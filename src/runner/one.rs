@@ -140,10 +140,18 @@ pub fn run_one(
         dir.write_status(&status)?;
         return Ok(Ended::Failed);
     }
-    let done = dir.status()?.filter(|s| s.state == State::Done);
+    let done = dir.status()?.filter(|s| s.trained());
     let status = match done {
-        Some(_) if !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
-        Some(status) => status,
+        Some(s) if s.state == State::Done && !needs_any(&dir.path, &evals) => return Ok(Ended::AlreadyDone),
+        Some(mut status) => {
+            if status.state != State::Done {
+                // Stopped during its evaluation: trained; what is left is evaluated below.
+                reporter.note("trained; stopped during its evaluation before: evaluating (no training)");
+                status.state = State::Done;
+                dir.write_status(&status)?;
+            }
+            status
+        }
         None => match train(&spec, &dir, device, data_dir, reporter.as_mut(), allow_device_change, world.as_ref())? {
             Trained::Done(status) => *status,
             Trained::Failed => return Ok(Ended::Failed),
@@ -162,6 +170,13 @@ pub fn run_one(
         });
         match evaluated {
             Ok((result, _)) => record_evaluation(&dir, &result)?,
+            Err(e) if interrupted(&e).is_some() => {
+                reporter.note(&format!("{e:#}"));
+                let mut status = dir.status()?.unwrap_or(status);
+                status.state = State::Stopped;
+                dir.write_status(&status)?;
+                return Ok(Ended::Stopped);
+            }
             Err(e) => {
                 let message = format!("evaluation failed: {e:#}");
                 reporter.note(&message);
@@ -177,6 +192,11 @@ pub fn run_one(
     status.error = Some(failures.join("; "));
     dir.write_status(&status)?;
     Ok(Ended::Failed)
+}
+
+/// The stop a phase after training returned, however deep in the error's chain.
+fn interrupted(e: &anyhow::Error) -> Option<&crate::signal::Interrupted> {
+    e.chain().find_map(|c| c.downcast_ref::<crate::signal::Interrupted>())
 }
 
 enum Trained {
@@ -351,6 +371,14 @@ fn train(
         Err(e) if e.is::<stop::Stopped>() => {
             let stopped = e.downcast_ref::<stop::Stopped>().map_or(0, |s| s.step);
             dir.write_status(&Status::new(State::Stopped, spec, stopped))?;
+            Ok(Trained::Stopped)
+        }
+        Err(e) if interrupted(&e).is_some() => {
+            // After the last step (its checkpoint written): the next attempt resumes there and
+            // redoes only what follows training.
+            let step = dir.valid_checkpoint().0.unwrap_or(0);
+            reporter.note(&format!("{e:#}; the next run resumes from the checkpoint at step {step}"));
+            dir.write_status(&Status::new(State::Stopped, spec, step))?;
             Ok(Trained::Stopped)
         }
         Err(e) => {

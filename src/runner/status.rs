@@ -2,17 +2,24 @@
 use crate::eval::metric;
 use crate::experiment::Experiment;
 use crate::track::run_dir::RunDir;
-use crate::track::state::{state_of, RunState};
+use crate::track::state::{settle, state_of, RunState};
 use crate::track::unix_now;
 use std::fmt::Write;
 use std::path::Path;
+
+/// The state of a run, after a stale `running` status (its process gone) was rewritten as
+/// `interrupted` (`settle`; a file that cannot be rewritten is read as it is).
+fn settled_state(dir: &RunDir) -> RunState {
+    let _ = settle(dir);
+    state_of(dir)
+}
 
 /// The state of a run as the experiment sees it: a done training whose `[eval]` has no stored result
 /// yet has an evaluation pending.
 fn shown_state(exp: &Experiment, i: usize, results_root: &Path) -> String {
     let spec = &exp.runs[i];
     let dir = RunDir::new(results_root, &spec.hash);
-    let state = state_of(&dir);
+    let state = settled_state(&dir);
     let mut text = state.to_string();
     if state == RunState::Done && super::one::evaluation_pending(&dir.path, &spec.config.eval) {
         text.push_str(", eval pending");
@@ -139,7 +146,7 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
     );
     for (i, spec) in exp.runs.iter().enumerate() {
         let dir = RunDir::new(results_root, &spec.hash);
-        let state = state_of(&dir);
+        let state = settled_state(&dir);
         let status = dir.status().ok().flatten();
         let own = crate::eval::run_eval::stored_as_evaluated(&dir.path, &spec.config.eval);
         let total = spec.config.train.steps;
@@ -149,7 +156,16 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
             (_, Some(s)) => s.step,
             _ => 0,
         };
-        let loss = status.as_ref().and_then(|s| s.final_loss.or(s.last_loss)).map_or("-".into(), |l| format!("{l:.5}"));
+        // The loss of the step shown: a run that restarts below its status' step (no valid checkpoint
+        // there) has none yet.
+        let loss = status
+            .as_ref()
+            .and_then(|s| match &state {
+                RunState::Done => s.final_loss.or(s.last_loss),
+                _ if s.step == step => s.last_loss,
+                _ => None,
+            })
+            .map_or("-".into(), |l| format!("{l:.5}"));
         let attempts = dir.attempts();
         let last = attempts.last();
         let device = last.and_then(|a| a.device.as_deref()).unwrap_or("-").to_string();

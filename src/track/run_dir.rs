@@ -15,6 +15,18 @@ pub enum State {
     Failed,
     /// Stopped on request (SIGTERM, SIGUSR1) after a checkpoint at `step`; the next attempt resumes.
     Stopped,
+    /// The process that said `running` ended without recording an outcome (SIGKILL, SIGINT, a crash):
+    /// written by `ddpm plan`/`status` when they find its pid gone and the lock free
+    /// (`state::settle`); the next attempt resumes from the last valid checkpoint.
+    Interrupted,
+}
+
+impl Status {
+    /// Whether the training is finished: done, or stopped after it (during the final evaluation: the
+    /// final weights are recorded, and the next attempt only evaluates).
+    pub fn trained(&self) -> bool {
+        self.state == State::Done || (self.state == State::Stopped && self.weights_sha256.is_some())
+    }
 }
 
 /// `status.json`: where the run stands, and its headline numbers once done.

@@ -69,9 +69,13 @@ impl Clustering {
             iteration: 0,
             step: 0,
             temperature: None,
-            pi: pi_of(&tau),
+            step_size: None,
+            sinkhorn_iterations: None,
+            pi: em_pi(&tau, cfg.pi_prior),
             pi_estimate: None,
             changed: 1.0,
+            estimate_keeps: None,
+            estimate_scores: None,
             margin_nats: None,
             bound_bpd: None,
             refills: Vec::new(),
@@ -81,6 +85,11 @@ impl Clustering {
             seconds: started.elapsed().as_secs_f64(),
         };
         Clustering { cfg, seed, estep, tau, kmeans: km.assignment, history: vec![record], truth }
+    }
+
+    /// π: mean_i τ_ik, with `cluster.pi_prior`'s pseudo-counts.
+    pub fn pi(&self) -> Vec<f64> {
+        em_pi(&self.tau, self.cfg.pi_prior)
     }
 
     /// The clusters of the images at `indices` for training step `step`: drawn from their rows of τ
@@ -114,9 +123,21 @@ impl Clustering {
             let other = self.estep.negative_bounds(diffusion, model, images, q, 0, &mut |_| {});
             compare(&bounds, &other)
         });
-        let log_pi = em::mixing_weights(&self.tau).clamp_min(1e-12).log();
-        let estimate = em::responsibilities(&bounds, &log_pi, temperature).to_kind(Kind::Float);
-        let mut tau = em::damped(&self.tau, &estimate, self.cfg.step_size);
+        // What decides: the raw bounds or, with offsets, each cluster's less its mean over the images.
+        let deciding = if self.cfg.offsets { em::offset(&bounds) } else { bounds.shallow_clone() };
+        let log_pi = em::weights_with_prior(&self.tau, self.cfg.pi_prior).clamp_min(1e-12).log();
+        let (estimate, sinkhorn) = if self.cfg.balance > 0.0 {
+            let b = em::balanced(&em::log_kernel(&deciding, &log_pi, temperature), self.cfg.balance);
+            (b.tau, Some(b.iterations))
+        } else {
+            (em::responsibilities(&deciding, &log_pi, temperature), None)
+        };
+        let estimate = estimate.to_kind(Kind::Float);
+        let (before, proposed) = (self.tau.argmax(1, false), estimate.argmax(1, false));
+        let estimate_keeps = proposed.eq_tensor(&before).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
+        let estimate_scores = Scores::of(&self.truth, &to_ints(&proposed));
+        let step_size = self.cfg.step_size_at(iteration);
+        let mut tau = em::damped(&self.tau, &estimate, step_size);
         let min_weight = self.cfg.min_weight();
         let light = pi_of(&tau).iter().filter(|&&p| p < min_weight).count();
         let collapsed = q > 1 && light as i64 == q - 1;
@@ -132,8 +153,12 @@ impl Clustering {
             iteration,
             step,
             temperature: Some(temperature),
-            pi: pi_of(&self.tau),
+            step_size: Some(step_size),
+            sinkhorn_iterations: sinkhorn,
+            pi: self.pi(),
             pi_estimate: Some(pi_of(&estimate)),
+            estimate_keeps: Some(estimate_keeps),
+            estimate_scores,
             changed: changed.double_value(&[]),
             margin_nats: Some(margin.double_value(&[])),
             bound_bpd: Some(own.double_value(&[])),
@@ -277,8 +302,13 @@ impl Clustering {
         shape.extend(&images.size()[1..]);
         let x_t = Tensor::randn(shape.as_slice(), (Kind::Float, device));
         let mut network = |x: &Tensor, t: &Tensor| model.forward_t(x, t, Some(&labels), false);
-        let samples =
-            diffusion.sample(&config.sample.sampler, x_t, &[], &mut network, &mut |k, _| reporter.advance(k as u64)).x0;
+        let samples = diffusion
+            .sample(&config.sample.sampler, x_t, &[], &mut network, &mut |k, _| {
+                reporter.advance(k as u64);
+                crate::signal::go_on()
+            })
+            .x0;
+        crate::signal::check("the cluster samples")?;
         std::fs::create_dir_all(dir.folder(Folder::ClusterGrids))?;
         let assigned = self.tau.argmax(1, false);
         let (mut rows, mut top_all) = (Vec::new(), Vec::new());
@@ -379,13 +409,18 @@ impl Hook for Clustering {
     }
 }
 
-/// Two estimates of the bounds `[N, Q]`: the share of images whose best cluster agrees, and the
-/// noise of the gap between the first estimate's two best clusters.
 /// π_k = mean_i τ_ik.
 fn pi_of(tau: &Tensor) -> Vec<f64> {
-    Vec::<f64>::try_from(em::mixing_weights(tau)).expect("π")
+    em_pi(tau, 0.0)
 }
 
+/// π with a prior's pseudo-counts (`em::weights_with_prior`).
+fn em_pi(tau: &Tensor, prior: f64) -> Vec<f64> {
+    Vec::<f64>::try_from(em::weights_with_prior(tau, prior)).expect("π")
+}
+
+/// Two estimates of the bounds `[N, Q]`: the share of images whose best cluster agrees, and the
+/// noise of the gap between the first estimate's two best clusters.
 fn compare(first: &Tensor, second: &Tensor) -> Replicate {
     let (a, b) = (first.argmin(1, false), second.argmin(1, false));
     let agreement = a.eq_tensor(&b).to_kind(Kind::Double).mean(Kind::Double).double_value(&[]);
@@ -412,9 +447,13 @@ mod tests {
             iteration: 1,
             step: 1,
             temperature: Some(1.0),
+            step_size: Some(1.0),
+            sinkhorn_iterations: None,
             pi,
             pi_estimate: None,
             changed: 0.0,
+            estimate_keeps: None,
+            estimate_scores: None,
             margin_nats: Some(0.0),
             bound_bpd: Some(0.0),
             refills: vec![Refill { cluster: 0, from: 1, images: 2 }; refills],

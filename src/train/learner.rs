@@ -3,7 +3,7 @@
 use super::batches::Prepared;
 use super::checkpoints::{self, Core};
 use super::{ema, optim, step};
-use crate::config::{RunConfig, TimestepSampling, TrainConfig};
+use crate::config::{ClusterEmbedding, RunConfig, TimestepSampling, TrainConfig};
 use crate::diffusion::timesteps::TimestepSampler;
 use crate::diffusion::Diffusion;
 use crate::distributed::{Group, Op};
@@ -38,11 +38,14 @@ fn mark(phases: &mut Option<Phases>, phase: &'static str) {
 
 impl Learner {
     /// The network initialised from the run's "init" stream, and fresh optimizer state.
-    pub fn new(cfg: &RunConfig, classes: Option<i64>, device: Device) -> Self {
+    pub fn new(cfg: &RunConfig, classes: Option<i64>, device: Device) -> Result<Self> {
         let tc = &cfg.train;
         reseed(cfg.seed, "init", 0);
         let vs = nn::VarStore::new(device);
         let model = models::build_for(cfg, classes, &vs.root());
+        if cfg.cluster.on() && cfg.cluster.embedding == ClusterEmbedding::OneHot {
+            models::embedding::fix_one_hot(&vs)?;
+        }
         if tc.channels_last {
             for (_, mut v) in vs.variables() {
                 v.set_data(&crate::device::channels_last(&v));
@@ -54,7 +57,7 @@ impl Learner {
             TimestepSampling::Uniform => TimestepSampler::uniform(cfg.diffusion.timesteps),
             TimestepSampling::LossSecondMoment => TimestepSampler::loss_second_moment(cfg.diffusion.timesteps),
         };
-        Learner { vs, model, opt, ema, timesteps }
+        Ok(Learner { vs, model, opt, ema, timesteps })
     }
 
     pub fn core(&self) -> Core<'_> {
@@ -186,7 +189,7 @@ mod tests {
             let (diffusion, batch) = inputs();
             let mut l = {
                 let _one = init.lock().unwrap();
-                Learner::new(&cfg, None, device)
+                Learner::new(&cfg, None, device).unwrap()
             };
             l.update(&diffusion, &cfg.train, device, &batch, 1, false, &mut None, Some(&g)).unwrap();
             let m: Vec<Tensor> =
@@ -195,7 +198,7 @@ mod tests {
         });
         let (diffusion, batch) = inputs();
         // One process: each half through the network alone, the two gradients averaged.
-        let r = Learner::new(&cfg, None, device);
+        let r = Learner::new(&cfg, None, device).unwrap();
         let half =
             |k: usize| step::batch_loss(r.model.as_ref(), &diffusion, &cfg.train, device, batch.shard(k, 2).batch());
         (half(0).loss / 2.0).backward();
@@ -203,7 +206,7 @@ mod tests {
         (half(1).loss / 2.0).backward();
         let per_rank: Vec<Tensor> = r.opt.params().iter().map(|p| p.grad() * 0.1).collect();
         // One process, the whole batch through batch norm at once.
-        let w = Learner::new(&cfg, None, device);
+        let w = Learner::new(&cfg, None, device).unwrap();
         step::batch_loss(w.model.as_ref(), &diffusion, &cfg.train, device, batch.batch()).loss.backward();
         let whole: Vec<Tensor> = w.opt.params().iter().map(|p| p.grad() * 0.1).collect();
         for (m, _) in &ranks {

@@ -108,7 +108,7 @@ pub fn train_run<'a>(
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
     let diffusion = Diffusion::new(cfg, device);
     let classes = models::classes_of(cfg, data.classes)?;
-    let mut learner = Learner::new(cfg, classes, device);
+    let mut learner = Learner::new(cfg, classes, device)?;
     let parameters = models::parameter_count(&learner.vs);
     reporter.note(&format!("model {}: {parameters} parameters", cfg.model.name()));
     let (n, batch, steps) = (data.len(), cfg.train.batch_size, cfg.train.steps);
@@ -247,7 +247,7 @@ pub fn follow(spec: &RunSpec, dir: &RunDir, device: Device, data_dir: &Path, g: 
     let data = Dataset::load_train(&cfg.data, data_dir, device)?;
     let diffusion = Diffusion::new(cfg, device);
     let classes = models::classes_of(cfg, data.classes)?;
-    let mut learner = Learner::new(cfg, classes, device);
+    let mut learner = Learner::new(cfg, classes, device)?;
     let start = g.broadcast_i64(0, device)? as usize;
     if start > 0 {
         learner.restore(&checkpoint::load(&dir.folder(Folder::Checkpoints), start)?)?;

@@ -38,8 +38,11 @@ pub fn draw_samples(
     let mut eps_model = models::sampling_fn(model, labels, cfg.sample.guidance_scale);
     let x_t = Tensor::randn(shape, (Kind::Float, device));
     let trajectory = cfg.sample.trajectory_steps(timesteps);
-    let out =
-        diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k, _| reporter.advance(k as u64));
+    let out = diffusion.sample(&cfg.sample.sampler, x_t, &trajectory, &mut eps_model, &mut |k, _| {
+        reporter.advance(k as u64);
+        crate::signal::go_on()
+    });
+    crate::signal::check("the final samples")?;
     let ncol = match classes {
         Some(k) => k as usize,
         None => (cfg.sample.num_samples as f64).sqrt().ceil() as usize,

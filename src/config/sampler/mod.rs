@@ -115,6 +115,23 @@ impl SamplerConfig {
         }
     }
 
+    /// The sampler as it runs on a chain of T = `timesteps`: its steps limited to T (the evaluation's
+    /// sampler, shared by runs of any T, takes min(steps, T); a run's own is resolved to it at load, so
+    /// that `show`, the spec and its hash say what runs).
+    pub fn limited_to(&self, timesteps: usize) -> SamplerConfig {
+        let mut out = self.clone();
+        match &mut out {
+            SamplerConfig::Ddpm(c) => c.steps = c.steps.map(|k| k.min(timesteps)),
+            SamplerConfig::Ddim(c) => c.steps = c.steps.min(timesteps),
+            SamplerConfig::DpmSolver(c) => c.steps = c.steps.min(timesteps),
+            SamplerConfig::Euler(c) => c.steps = c.steps.min(timesteps),
+            SamplerConfig::Heun(c) => c.steps = c.steps.min(timesteps),
+            SamplerConfig::EulerAncestral(c) => c.steps = c.steps.min(timesteps),
+            SamplerConfig::Midpoint(c) => c.steps = c.steps.min(timesteps),
+        }
+        out
+    }
+
     /// The sampler's steps with T = `timesteps` (the NFE, except Heun's 2·steps − 1 and midpoint's 2·steps).
     pub fn steps(&self, timesteps: usize) -> usize {
         match self {
