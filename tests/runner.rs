@@ -791,6 +791,43 @@ fn sigterm_during_the_evaluation_stops_it_and_the_rerun_only_evaluates() {
     assert!(status["metrics"]["bpd"].as_f64().is_some_and(|b| b > 0.0), "{status}");
 }
 
+/// Item 1, the final samples: SIGTERM while a finished training draws its sample grid (2000 images ×
+/// 50 DDPM steps) stops within seconds, `stopped` at the last step's checkpoint; the rerun resumes
+/// there, trains no step, and draws the grid.
+#[test]
+fn sigterm_during_the_final_samples_stops_and_the_rerun_trains_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let body = RESUMABLE.replace("steps = 60", "steps = 20").replace("num_samples = 4", "num_samples = 2000");
+    let exp = write(tmp.path(), "samplestop.toml", &body);
+    let results = tmp.path().join("r");
+    let child = spawn_run(&exp, &results);
+    wait_for("the final weights", Duration::from_secs(120), || {
+        results.join("runs").exists() && run_dir(&results).join("model.safetensors").exists()
+    });
+    let dir = run_dir(&results);
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(run_pid(&dir), libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stdout = text(&out.stdout);
+    assert!(took < Duration::from_secs(10), "the sampling went on for {took:?}: {stdout}");
+    assert!(!out.status.success() && stdout.contains("stopped samplestop at step 20"), "{stdout}");
+    let log = std::fs::read_to_string(dir.join("log.txt")).unwrap_or_default();
+    assert!(log.contains("SIGTERM during the final samples: stopped"), "{log}");
+    assert!(!dir.join("samples.png").exists(), "no grid of a sampling cut short");
+    assert_eq!(status_json(&dir)["state"], "stopped");
+    let losses = logged_losses(&dir);
+    let out = ddpm(&["run", exp.to_str().unwrap(), "--device", "cpu"], &results);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("resuming from the checkpoint at step 20"), "{stdout}");
+    assert_eq!(logged_losses(&dir), losses, "no training step again");
+    assert!(dir.join("samples.png").exists());
+    assert_eq!(status_json(&dir)["state"], "done");
+}
+
 /// Item 2: an evaluation sampler with more steps than the chain has (it was cut to T without a word,
 /// and `show` printed the steps asked for) is resolved at load to the steps it takes, min(steps, T),
 /// the documented rule: `show` prints them, and the evaluation spec says them.
@@ -827,8 +864,9 @@ fn labels_whose_links_collide_are_refused() {
     assert!(!results.join("experiments").exists() && !results.join("runs").exists());
 }
 
-/// Item 4: after SIGKILL to a run's process, `status.json` said `running` with a dead pid; `plan`
-/// now rewrites it as `interrupted` with the step the next run resumes at, for every other reader.
+/// Item 4: after SIGKILL to a run's process, `status.json` said `running` with a dead pid; the
+/// runner's closing analysis and, where the runner died too, `plan` now rewrite it as `interrupted`
+/// with the step the next run resumes at, for every other reader.
 /// With no valid checkpoint left, `status` shows no loss at step 0 (it showed the dead attempt's).
 #[test]
 fn a_stale_running_status_is_rewritten_as_interrupted() {
@@ -844,8 +882,15 @@ fn a_stale_running_status_is_rewritten_as_interrupted() {
     // SAFETY: kill(2) with a pid read from the lock of a process this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     child.wait_with_output().unwrap();
-    let before = status_json(&dir);
-    assert_eq!(before["state"], "running", "the runner leaves it so: {before}");
+    // The runner outlives its run: the analysis it ends with settles the status already.
+    let settled = status_json(&dir);
+    assert_eq!(settled["state"], "interrupted", "the runner's analysis settles it: {settled}");
+    // A runner killed with its run (`kill -9` of the whole job, a node lost) leaves `running`
+    // with the dead pid: written back here as it would be left.
+    let mut before = settled.clone();
+    before["state"] = "running".into();
+    before["error"] = serde_json::Value::Null;
+    std::fs::write(dir.join("status.json"), before.to_string()).unwrap();
     let out = ddpm(&["plan", exp.to_str().unwrap()], &results);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let after = status_json(&dir);

@@ -148,12 +148,15 @@ pub fn collect(exp: &Experiment, results_root: &Path) -> Vec<RunRecord> {
                 keys.iter().filter_map(|k| values.get(k).map(|v| (k.clone(), v.clone()))).collect();
             let variant = spec.variant();
             let dir = RunDir::new(results_root, &spec.hash);
+            // A `running` status whose process is gone reads as interrupted (as in `plan`).
+            let _ = crate::track::state::settle(&dir);
             let status = dir.status().ok().flatten();
             let state = match (&status, dir.checkpoint_step()) {
                 (Some(s), _) if s.state == State::Done => "done",
                 (Some(s), _) if s.state == State::Failed => "failed",
                 (Some(s), _) if s.state == State::Running => "running",
                 (Some(s), _) if s.state == State::Stopped => "stopped",
+                (Some(s), _) if s.state == State::Interrupted => "interrupted",
                 (_, Some(_)) => "partial",
                 _ => "new",
             };

@@ -87,7 +87,7 @@ impl DuringTraining {
             shown.push(format!("{} {}", m.title, m.show(*v)));
         }
         s.events.flush()?;
-        let spec = describe(config, n);
+        let spec = describe(config, n, false);
         s.reporter.note(&format!("step {step}: {}  [{spec}]", shown.join(", ")));
         let metrics = values.iter().map(|(k, v)| (k.clone(), Some(*v))).collect();
         st.history.append(&EvalHistoryLine { step, metrics, spec })?;
@@ -135,7 +135,16 @@ impl Hook for DuringTraining {
         } else {
             tch::no_grad(|| st.vs.copy(s.weights))?;
         }
-        self.evaluate(s)?;
+        match self.evaluate(s) {
+            // A stop asked for meanwhile: this evaluation is dropped (its point is missing from the
+            // curve) and the stop hook checkpoints at the end of the logging window, as in training.
+            Err(e) if e.chain().any(|c| c.is::<crate::signal::Interrupted>()) => s.reporter.note(&format!(
+                "{e:#}: the evaluation during training at step {} is dropped; training stops at the end of its \
+                 logging window",
+                s.step
+            )),
+            other => other?,
+        }
         s.resume_progress();
         Ok(())
     }

@@ -60,7 +60,9 @@ pub fn reference_set(config: &RunConfig) -> ImageSet {
 }
 
 /// What an FID means: printed next to every value so numbers of different specs are never compared.
-pub fn describe(config: &RunConfig, num_samples: i64) -> String {
+/// `by_pi`: a clustering run's samples draw the clusters in proportion to π (the final evaluation;
+/// the evaluation during training draws them balanced).
+pub fn describe(config: &RunConfig, num_samples: i64, by_pi: bool) -> String {
     let e = &config.eval;
     let weights = match e.ema_sigma_rel {
         Some(s) => format!("post-hoc EMA sigma_rel={s}"),
@@ -69,7 +71,8 @@ pub fn describe(config: &RunConfig, num_samples: i64) -> String {
     let at = e.checkpoint.map_or("final".to_string(), |s| format!("step {s}"));
     let at = if e.replicate > 0 { format!("{at}, evaluation replicate {}", e.replicate) } else { at };
     let classes = match (config.conditioning.classes, e.classes) {
-        (false, _) if config.cluster.on() => ", clusters in proportion to π".to_string(),
+        (false, _) if config.cluster.on() && by_pi => ", clusters in proportion to π".to_string(),
+        (false, _) if config.cluster.on() => ", clusters balanced".to_string(),
         (false, _) => String::new(),
         (true, EvalClasses::Balanced) => format!(", class-balanced, guidance w={}", e.guidance_scale),
         (true, EvalClasses::Unconditional) => ", unconditional (no class)".to_string(),
@@ -403,7 +406,13 @@ pub fn evaluate_run(
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let previous = stored_any(run_dir, eval).filter(|r| r.weights_sha256 == loaded.sha256);
     let mut result = previous.unwrap_or_else(|| {
-        EvalResult::new(hash, describe(config, eval.num_samples), eval.clone(), loaded.step, loaded.sha256.clone())
+        EvalResult::new(
+            hash,
+            describe(config, eval.num_samples, true),
+            eval.clone(),
+            loaded.step,
+            loaded.sha256.clone(),
+        )
     });
     let mut events = EventWriter::create(run_dir)?;
     let step = loaded.step as i64;

@@ -547,7 +547,10 @@ pub fn load_experiment(path: &Path, opts: &LoadOptions) -> Result<Experiment> {
                     .find_metadata("conditioning.classes")
                     .and_then(|m| origins.get(m.name.as_ref()))
                     .map_or_else(|| "defaults".to_string(), |o| o.describe(&["conditioning".into(), "classes".into()]));
-                problems.push(format!("{at}: run `{label}`: {e:#}; allowed: conditioning.classes = false"));
+                let message = format!("{e:#}");
+                let hint =
+                    if message.contains("has no classes") { "; allowed: conditioning.classes = false" } else { "" };
+                problems.push(format!("{at}: run `{label}`: {message}{hint}"));
             }
         }
         let spec = match RunSpec::new(&name, label.clone(), config) {

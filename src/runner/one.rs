@@ -131,7 +131,7 @@ pub fn run_one(
         let message = format!("{e:#}");
         reporter.note(&format!("not started: {message}"));
         let status = dir.status()?;
-        if status.as_ref().is_some_and(|s| s.state == State::Done) {
+        if status.as_ref().is_some_and(|s| s.trained()) {
             // Trained; its evaluation waits for a machine that can run the pinned level.
             return Err(e);
         }
@@ -278,7 +278,7 @@ fn follow(
 ) -> Result<Ended> {
     // Its exit says only whether it failed (0 otherwise: done, stopped or nothing to train): the run's
     // outcome is rank 0's, and under `srun --kill-on-bad-exit` a non-zero exit would end rank 0 too.
-    if dir.status()?.is_some_and(|s| s.state == State::Done) {
+    if dir.status()?.is_some_and(|s| s.trained()) {
         return Ok(Ended::Done);
     }
     let g = crate::distributed::Group::join(w, device.is_cuda(), crate::distributed::timeout_from_env())?;
@@ -374,8 +374,9 @@ fn train(
             Ok(Trained::Stopped)
         }
         Err(e) if interrupted(&e).is_some() => {
-            // After the last step (its checkpoint written): the next attempt resumes there and
-            // redoes only what follows training.
+            // After the last step (the final samples, the cluster grids; its checkpoint written) or
+            // before the first (the reference statistics): the next attempt resumes from the newest
+            // valid checkpoint and redoes what follows it.
             let step = dir.valid_checkpoint().0.unwrap_or(0);
             reporter.note(&format!("{e:#}; the next run resumes from the checkpoint at step {step}"));
             dir.write_status(&Status::new(State::Stopped, spec, step))?;

@@ -161,7 +161,7 @@ pub fn status_table(exp: &Experiment, results_root: &Path, slurm: Option<&View>)
         let loss = status
             .as_ref()
             .and_then(|s| match &state {
-                RunState::Done => s.final_loss.or(s.last_loss),
+                RunState::Done | RunState::EvaluationStopped => s.final_loss.or(s.last_loss),
                 _ if s.step == step => s.last_loss,
                 _ => None,
             })

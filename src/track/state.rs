@@ -70,12 +70,14 @@ pub fn settle(dir: &RunDir) -> anyhow::Result<bool> {
     if !dir.status().ok().flatten().is_some_and(|s| stale(&s)) || lock::held_by(&dir.path).is_some() {
         return Ok(false);
     }
+    // Before the lock (verifying checkpoints reads them): the lock is held only to re-read and write,
+    // so that a runner starting meanwhile finds it busy for milliseconds at most.
+    let resumes = dir.valid_checkpoint().0.unwrap_or(0);
     let _lock = match lock::try_acquire(&dir.path)? {
         lock::Acquired::Held(l) => l,
         lock::Acquired::Busy(_) => return Ok(false),
     };
     let Some(mut status) = dir.status()?.filter(|s| stale(s)) else { return Ok(false) };
-    let resumes = dir.valid_checkpoint().0.unwrap_or(0);
     status.error = Some(format!(
         "process {} on {} ended without recording an outcome (killed by SIGKILL or SIGINT, or a crash) at step {} \
          or later; the next run resumes at step {resumes}",

@@ -128,6 +128,12 @@ impl Clustering {
         let log_pi = em::weights_with_prior(&self.tau, self.cfg.pi_prior).clamp_min(1e-12).log();
         let (estimate, sinkhorn) = if self.cfg.balance > 0.0 {
             let b = em::balanced(&em::log_kernel(&deciding, &log_pi, temperature), self.cfg.balance);
+            if b.iterations >= em::SINKHORN_ITERATIONS {
+                reporter.note(&format!(
+                    "E-step {iteration}: Sinkhorn-Knopp stopped after {} iterations, its scaling still changing by {:.1e}",
+                    b.iterations, b.change
+                ));
+            }
             (b.tau, Some(b.iterations))
         } else {
             (em::responsibilities(&deciding, &log_pi, temperature), None)
