@@ -361,7 +361,8 @@ pub fn labelled_row(images: &[(String, Image)]) -> Result<Vec<u8>> {
         }
         root.present().map_err(&err)?;
     }
-    Image { width, height, channels: 3, pixels }.to_png()
+    // Grey images under black captions: stored in one channel when no pixel has a colour.
+    Image { width, height, channels: 3, pixels }.greyed().to_png()
 }
 
 #[cfg(test)]
@@ -459,16 +460,21 @@ mod tests {
         let grey = Image { width: 20, height: 10, channels: 1, pixels: vec![0; 200] };
         // The second caption (4 characters, 36 px) is wider than its image: the image is centred.
         let png = labelled_row(&[("a".into(), grey.clone()), ("bbbb".into(), grey)]).unwrap();
-        let ((w, h), rgb) = decode(&png);
+        let ((w, h), grey) = decode(&png);
         assert_eq!((w, h), (16 + 36 + 52, 10 + 34 + 16));
+        assert_eq!(grey.len(), (w * h) as usize, "grey images and black captions: one channel");
         // The first image's top-left pixel is black, the gap left of it white.
-        let at = |x: u32, y: u32| &rgb[((y * w + x) * 3) as usize..((y * w + x) * 3 + 3) as usize];
-        assert_eq!(at(16, 34), [0, 0, 0]);
-        assert_eq!(at(15, 34), [255, 255, 255]);
+        let at = |x: u32, y: u32| grey[(y * w + x) as usize];
+        assert_eq!(at(16, 34), 0);
+        assert_eq!(at(15, 34), 255);
         // The second column starts at 52; its image at 52 + (36 − 20)/2 = 60.
-        assert_eq!(at(59, 40), [255, 255, 255]);
-        assert_eq!(at(60, 40), [0, 0, 0]);
-        assert_eq!(at(79, 43), [0, 0, 0]);
-        assert_eq!(at(80, 43), [255, 255, 255]);
+        assert_eq!(at(59, 40), 255);
+        assert_eq!(at(60, 40), 0);
+        assert_eq!(at(79, 43), 0);
+        assert_eq!(at(80, 43), 255);
+        // A coloured image keeps the row in RGB.
+        let red = Image { width: 2, height: 2, channels: 3, pixels: [255, 0, 0].repeat(4) };
+        let ((w, h), rgb) = decode(&labelled_row(&[("a".into(), red)]).unwrap());
+        assert_eq!(rgb.len(), (w * h * 3) as usize);
     }
 }
