@@ -77,8 +77,6 @@ impl Image {
 mod tests {
     use super::*;
 
-    /// Two 1×2×2 images, −1 → 0, 1 → 255, 0 → round(127.5) = 128; laid out side by side with
-    /// padding 1: width 2·(2+1)+1 = 7, height 4.
     /// Grey RGB pixels become one channel with the same values; one coloured pixel keeps all three.
     #[test]
     fn an_all_grey_image_is_stored_in_one_channel() {
@@ -89,6 +87,8 @@ mod tests {
         assert_eq!(coloured.clone().greyed().pixels, coloured.pixels);
     }
 
+    /// Two 1×2×2 images, −1 → 0, 1 → 255, 0 → round(127.5) = 128; laid out side by side with
+    /// padding 1: width 2·(2+1)+1 = 7, height 4.
     #[test]
     fn grid_layout_and_pixel_mapping() {
         let imgs = Tensor::from_slice(&[-1f32, 1., 0., 1., 1., 1., 1., 1.]).reshape([2, 1, 2, 2]);

@@ -62,6 +62,11 @@ pub fn check(phase: &str) -> Result<(), Interrupted> {
     }
 }
 
+/// Whether an error is, however deep in its chain, a stop (`Interrupted`) rather than a failure.
+pub fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<Interrupted>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -757,12 +757,7 @@ fn sigterm_during_the_evaluation_stops_it_and_the_rerun_only_evaluates() {
     });
     let dir = run_dir(&results);
     let weights = std::fs::read(dir.join("model.safetensors")).unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
-    assert_eq!(unsafe { libc::kill(run_pid(&dir), libc::SIGTERM) }, 0);
-    let signalled = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let took = signalled.elapsed();
+    let (out, took) = sigterm_soon(&dir, child);
     let stdout = text(&out.stdout);
     assert!(took < Duration::from_secs(10), "the evaluation went on for {took:?}: {stdout}");
     assert!(!out.status.success(), "{stdout}");
@@ -791,6 +786,17 @@ fn sigterm_during_the_evaluation_stops_it_and_the_rerun_only_evaluates() {
     assert!(status["metrics"]["bpd"].as_f64().is_some_and(|b| b > 0.0), "{status}");
 }
 
+/// Half a second into the phase after training, SIGTERM to the run's process (the lock's holder);
+/// the runner's output and how long after the signal it ended.
+fn sigterm_soon(dir: &Path, child: std::process::Child) -> (Output, Duration) {
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
+    assert_eq!(unsafe { libc::kill(run_pid(dir), libc::SIGTERM) }, 0);
+    let signalled = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    (out, signalled.elapsed())
+}
+
 /// Item 1, the final samples: SIGTERM while a finished training draws its sample grid (2000 images ×
 /// 50 DDPM steps) stops within seconds, `stopped` at the last step's checkpoint; the rerun resumes
 /// there, trains no step, and draws the grid.
@@ -805,12 +811,7 @@ fn sigterm_during_the_final_samples_stops_and_the_rerun_trains_nothing() {
         results.join("runs").exists() && run_dir(&results).join("model.safetensors").exists()
     });
     let dir = run_dir(&results);
-    std::thread::sleep(Duration::from_millis(500));
-    // SAFETY: kill(2) with a pid read from the lock of a process this test started.
-    assert_eq!(unsafe { libc::kill(run_pid(&dir), libc::SIGTERM) }, 0);
-    let signalled = Instant::now();
-    let out = child.wait_with_output().unwrap();
-    let took = signalled.elapsed();
+    let (out, took) = sigterm_soon(&dir, child);
     let stdout = text(&out.stdout);
     assert!(took < Duration::from_secs(10), "the sampling went on for {took:?}: {stdout}");
     assert!(!out.status.success() && stdout.contains("stopped samplestop at step 20"), "{stdout}");

@@ -138,7 +138,7 @@ impl Hook for DuringTraining {
         match self.evaluate(s) {
             // A stop asked for meanwhile: this evaluation is dropped (its point is missing from the
             // curve) and the stop hook checkpoints at the end of the logging window, as in training.
-            Err(e) if e.chain().any(|c| c.is::<crate::signal::Interrupted>()) => s.reporter.note(&format!(
+            Err(e) if crate::signal::is_interrupted(&e) => s.reporter.note(&format!(
                 "{e:#}: the evaluation during training at step {} is dropped; training stops at the end of its \
                  logging window",
                 s.step

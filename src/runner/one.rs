@@ -170,7 +170,7 @@ pub fn run_one(
         });
         match evaluated {
             Ok((result, _)) => record_evaluation(&dir, &result)?,
-            Err(e) if interrupted(&e).is_some() => {
+            Err(e) if crate::signal::is_interrupted(&e) => {
                 reporter.note(&format!("{e:#}"));
                 let mut status = dir.status()?.unwrap_or(status);
                 status.state = State::Stopped;
@@ -192,11 +192,6 @@ pub fn run_one(
     status.error = Some(failures.join("; "));
     dir.write_status(&status)?;
     Ok(Ended::Failed)
-}
-
-/// The stop a phase after training returned, however deep in the error's chain.
-fn interrupted(e: &anyhow::Error) -> Option<&crate::signal::Interrupted> {
-    e.chain().find_map(|c| c.downcast_ref::<crate::signal::Interrupted>())
 }
 
 enum Trained {
@@ -373,7 +368,7 @@ fn train(
             dir.write_status(&Status::new(State::Stopped, spec, stopped))?;
             Ok(Trained::Stopped)
         }
-        Err(e) if interrupted(&e).is_some() => {
+        Err(e) if crate::signal::is_interrupted(&e) => {
             // After the last step (the final samples, the cluster grids; its checkpoint written) or
             // before the first (the reference statistics): the next attempt resumes from the newest
             // valid checkpoint and redoes what follows it.
